@@ -1,0 +1,2 @@
+//! toxmail-protocol: placeholder, filled in by the protocol work.
+#![forbid(unsafe_code)]

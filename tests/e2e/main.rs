@@ -1,0 +1,1 @@
+//! End-to-end scenarios against real services on loopback.

@@ -1,0 +1,1 @@
+//! Test harness: starts real services on loopback in temp dirs.
