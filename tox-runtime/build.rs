@@ -22,7 +22,7 @@ fn main() {
             "#include <tox/tox.h>\n#include <tox/toxencryptsave.h>\n",
         )
         .allowlist_function("tox_.*")
-        .allowlist_type("Tox_.*|TOX_.*")
+        .allowlist_type("Tox|Tox_.*|TOX_.*")
         .allowlist_var("TOX_.*")
         // tox.h's "Tox" struct is opaque; keep it so.
         .opaque_type("Tox")
@@ -39,9 +39,9 @@ fn main() {
     for path in &lib.include_paths {
         builder = builder.clang_arg(format!("-I{}", path.display()));
     }
-    let bindings = builder
-        .generate()
-        .expect("bindgen could not parse tox.h (is libclang installed? apt-get install libclang-dev)");
+    let bindings = builder.generate().expect(
+        "bindgen could not parse tox.h (is libclang installed? apt-get install libclang-dev)",
+    );
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
     bindings
         .write_to_file(out.join("tox_sys.rs"))

@@ -1,2 +1,31 @@
-//! toxmail-protocol: placeholder, filled in by the protocol work.
+//! toxmail-protocol: the bytes both toxmail daemons agree on. No I/O, no async, no unsafe.
+//!
+//! Modules, in the order a message meets them:
+//! - [`id`]: `PublicKey`, the 38-byte `ToxId` with its checksum, and the random `MessageId`.
+//! - [`hello`]: the friend-request text (`toxmail/1 ...`) that tells toxmail nodes from chat clients.
+//! - [`envelope`]: `seal` turns a `Letter` (RFC 5322 bytes plus delivery metadata) into a padded
+//!   XSalsa20-Poly1305 box for one recipient key; `peek_header` reads the cleartext header
+//!   cheaply; `open` verifies and decrypts it.
+//! - [`frame`]: `Hello`, `Offer`, `Ack` and `Nack`, carried in Tox lossless custom packets
+//!   (first byte [`PACKET_ID`]).
+//! - `reader` (private): the bounded cursor every decoder reads through.
+//!
+//! Path of one message: the sending bridge seals a `Letter` for the recipient's key, announces it
+//! with `Frame::Offer { message_id, size }`, ships the envelope bytes, and the receiver
+//! `peek_header`s, `open`s, stores, then answers `Frame::Ack(message_id)` or a `Frame::Nack`.
+//!
+//! Every decoder takes `&[u8]`, checks each length against the remaining input before slicing,
+//! and returns its module's error enum instead of panicking. The byte layouts, golden vectors and
+//! versioning rules are in `docs/protocol.md`.
 #![forbid(unsafe_code)]
+
+pub mod envelope;
+pub mod frame;
+pub mod hello;
+pub mod id;
+mod reader;
+
+pub use envelope::*;
+pub use frame::*;
+pub use hello::*;
+pub use id::*;

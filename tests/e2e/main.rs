@@ -1,1 +1,12 @@
-//! End-to-end scenarios against real services on loopback.
+//! End-to-end scenarios against real services on loopback: one module per scenario.
+//! Run them inside a network namespace with only `lo` (see `scripts/test.sh`).
+
+mod tox_bad_input;
+mod tox_delivery;
+mod tox_identity;
+mod tox_resume;
+
+use std::time::Duration;
+
+/// A friend connection over loopback takes ~10 s (c-toxcore's onion lookup); allow a margin.
+pub const CONNECT: Duration = Duration::from_secs(90);

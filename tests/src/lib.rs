@@ -1,1 +1,30 @@
-//! Test harness: starts real services on loopback in temp dirs.
+//! Test harness for toxmail: starts real services (Tox peers, tox-bootstrapd, …) on loopback, in
+//! temp dirs, on free ports, and stops them when dropped. Scenarios live in `e2e/`.
+
+pub mod bootstrapd;
+pub mod inbox;
+pub mod peers;
+
+use std::time::{Duration, Instant};
+
+/// Polls `cond` every 50 ms until it holds; false after `timeout`. Tests wait with this, never sleep.
+pub async fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Logs to the test's output when `RUST_LOG` is set.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}

@@ -1,0 +1,225 @@
+//! The sealed envelope: one `Letter` boxed with XSalsa20-Poly1305 (`crypto_box`) from the
+//! sender's key to the recipient's key, behind a small cleartext header and padded to a Padmé
+//! size bucket. `layout` owns the byte layout, `padding` the bucket function.
+
+mod layout;
+mod padding;
+
+use crypto_box::SalsaBox;
+use crypto_box::aead::rand_core::RngCore;
+use crypto_box::aead::{AeadInPlace, OsRng};
+
+use crate::id::{MessageId, PublicKey};
+use layout::{HEADER_COPY_SIZE, TAG_SIZE};
+
+pub use crypto_box::SecretKey;
+pub use layout::{HEADER_SIZE, MAX_FIELD_LEN, NONCE_SIZE};
+pub use padding::{MIN_ENVELOPE_SIZE, padded_len};
+
+/// Largest envelope, padding included, that `seal` produces and `open` accepts (64 MiB).
+pub const MAX_ENVELOPE_SIZE: usize = 64 * 1024 * 1024;
+pub const ENVELOPE_VERSION: u8 = 1;
+
+/// What the sending bridge knows about a message besides its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metadata {
+    /// SMTP `MAIL FROM` address (may be empty for bounces). At most [`MAX_FIELD_LEN`] bytes.
+    pub envelope_sender: String,
+    /// SMTP `RCPT TO` address this copy is for. At most [`MAX_FIELD_LEN`] bytes.
+    pub recipient: String,
+    /// The sending Postfix queue id, for tracing. At most [`MAX_FIELD_LEN`] bytes.
+    pub queue_id: String,
+    /// Unix seconds when the sender accepted the message.
+    pub created: u64,
+    /// Unix seconds after which the message must not be delivered any more.
+    pub expires: u64,
+}
+
+/// The plaintext content of an envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Letter {
+    pub message_id: MessageId,
+    pub metadata: Metadata,
+    /// The RFC 5322 message, headers and body, as received from Postfix.
+    pub message: Vec<u8>,
+}
+
+/// The cleartext part of an envelope, readable without any key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvelopeHeader {
+    pub version: u8,
+    pub message_id: MessageId,
+    pub sender: PublicKey,
+    pub recipient: PublicKey,
+}
+
+/// A successfully opened envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// Proven by the Poly1305 tag: only the holder of this key (or the recipient) could have
+    /// produced the envelope.
+    pub sender: PublicKey,
+    pub letter: Letter,
+}
+
+/// Why a letter could not be sealed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// `size` is the unpadded envelope length the letter would need.
+    #[error("envelope would be {size} bytes, over the {max}-byte limit")]
+    TooLarge { size: usize, max: usize },
+    #[error("metadata field `{0}` is longer than 1024 bytes")]
+    FieldTooLong(&'static str),
+    #[error("encryption failed: the recipient key is unusable (small-order point)")]
+    Crypto,
+}
+
+/// Why bytes could not be opened as an envelope for this key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("envelope is too short (a header is 128 bytes, a whole envelope at least 4096)")]
+    TooShort,
+    #[error("envelope is larger than the 64 MiB limit")]
+    TooLarge,
+    #[error("not a toxmail envelope (magic bytes are not \"TXM1\")")]
+    BadMagic,
+    #[error("unsupported envelope version {0} (this node reads version 1)")]
+    UnsupportedVersion(u8),
+    #[error("envelope is addressed to a different key")]
+    WrongRecipient,
+    #[error("envelope failed authentication: tampered with, or not sealed by its claimed sender")]
+    Decrypt,
+    #[error("malformed envelope: {0}")]
+    Malformed(&'static str),
+    #[error("envelope header does not match the authenticated copy inside it (header swapped)")]
+    IdMismatch,
+}
+
+impl OpenError {
+    /// True when the envelope cannot be an honest, intact envelope from its claimed sender:
+    /// authentication failed (`Decrypt`), the cleartext header was altered or swapped
+    /// (`IdMismatch`), or the bytes break a rule a conforming sealer never breaks (`Malformed`:
+    /// non-zero reserved header bytes, a small-order sender key, or an authenticated plaintext
+    /// with bad lengths, non-UTF-8 metadata, non-zero padding or a wrong size bucket).
+    ///
+    /// Not forgeries: truncation or excess size, foreign bytes (`BadMagic`), a version this node
+    /// does not read, and an envelope meant for another key.
+    pub fn is_forgery(&self) -> bool {
+        matches!(
+            self,
+            OpenError::Decrypt | OpenError::IdMismatch | OpenError::Malformed(_)
+        )
+    }
+
+    /// The code a receiver puts in its `Nack` for this failure; all of them are permanent.
+    pub fn nack_code(&self) -> crate::frame::NackCode {
+        use crate::frame::NackCode;
+        match self {
+            _ if self.is_forgery() => NackCode::Forged,
+            OpenError::TooLarge => NackCode::TooLarge,
+            OpenError::UnsupportedVersion(_) => NackCode::UnsupportedVersion,
+            OpenError::WrongRecipient => NackCode::WrongRecipient,
+            _ => NackCode::Malformed,
+        }
+    }
+}
+
+/// The public key that belongs to `secret_key`.
+pub fn public_key_of(secret_key: &SecretKey) -> PublicKey {
+    PublicKey(secret_key.public_key().to_bytes())
+}
+
+/// Seals `letter` from `sender` to `recipient` under a fresh random nonce.
+pub fn seal(
+    letter: &Letter,
+    sender: &SecretKey,
+    recipient: &PublicKey,
+) -> Result<Vec<u8>, SealError> {
+    let mut nonce = [0u8; NONCE_SIZE];
+    OsRng.fill_bytes(&mut nonce);
+    seal_with_nonce(letter, sender, recipient, nonce)
+}
+
+/// `seal` with a caller-chosen nonce. Reusing a nonce for the same key pair breaks the
+/// encryption; this exists only so golden vectors are reproducible.
+#[doc(hidden)]
+pub fn seal_with_nonce(
+    letter: &Letter,
+    sender: &SecretKey,
+    recipient: &PublicKey,
+    nonce: [u8; NONCE_SIZE],
+) -> Result<Vec<u8>, SealError> {
+    let inner_len = layout::inner_len(letter)?;
+    let unpadded = (HEADER_SIZE + TAG_SIZE).saturating_add(inner_len);
+    if unpadded > MAX_ENVELOPE_SIZE {
+        return Err(SealError::TooLarge {
+            size: unpadded,
+            max: MAX_ENVELOPE_SIZE,
+        });
+    }
+    if recipient.has_small_order() {
+        return Err(SealError::Crypto);
+    }
+    let header = EnvelopeHeader {
+        version: ENVELOPE_VERSION,
+        message_id: letter.message_id,
+        sender: public_key_of(sender),
+        recipient: *recipient,
+    };
+    let total = padded_len(unpadded);
+    let mut out = Vec::with_capacity(total);
+    layout::write_header(&mut out, &header, &nonce);
+    out.extend_from_slice(&[0u8; TAG_SIZE]); // filled in once the tag is known
+    layout::write_inner(&mut out, &header, letter);
+    out.resize(total, 0);
+
+    let (head, body) = out.split_at_mut(HEADER_SIZE + TAG_SIZE);
+    let tag = SalsaBox::new(&recipient.to_crypto(), sender)
+        .encrypt_in_place_detached(&nonce.into(), b"", body)
+        .map_err(|_| SealError::Crypto)?;
+    head[HEADER_SIZE..].copy_from_slice(&tag);
+    Ok(out)
+}
+
+/// Reads the cleartext header without any cryptography. Only the first [`HEADER_SIZE`] bytes
+/// are looked at, so a receiver may call it on the first chunk of a transfer. The result is
+/// unauthenticated until `open` succeeds.
+pub fn peek_header(bytes: &[u8]) -> Result<EnvelopeHeader, OpenError> {
+    if bytes.len() > MAX_ENVELOPE_SIZE {
+        return Err(OpenError::TooLarge);
+    }
+    let head = bytes.first_chunk().ok_or(OpenError::TooShort)?;
+    layout::parse_header(head)
+}
+
+/// Verifies and decrypts an envelope addressed to `recipient`'s public key.
+///
+/// Checks, in order: size limits, header (magic, version, reserved bytes), that the header
+/// names our key, that the sender key is not a small-order point, the Poly1305 tag, then the
+/// authenticated plaintext (header copy, field lengths, UTF-8, zero padding, size bucket).
+pub fn open(bytes: &[u8], recipient: &SecretKey) -> Result<Opened, OpenError> {
+    let header = peek_header(bytes)?;
+    if bytes.len() < MIN_ENVELOPE_SIZE {
+        return Err(OpenError::TooShort);
+    }
+    if header.recipient != public_key_of(recipient) {
+        return Err(OpenError::WrongRecipient);
+    }
+    if header.sender.has_small_order() {
+        return Err(OpenError::Malformed("sender key is a small-order point"));
+    }
+    let (head, ciphertext) = bytes.split_at(HEADER_SIZE + TAG_SIZE);
+    let nonce = &head[HEADER_COPY_SIZE..HEADER_SIZE];
+    let tag = &head[HEADER_SIZE..];
+    let mut plaintext = ciphertext.to_vec();
+    SalsaBox::new(&header.sender.to_crypto(), recipient)
+        .decrypt_in_place_detached(nonce.into(), b"", &mut plaintext, tag.into())
+        .map_err(|_| OpenError::Decrypt)?;
+
+    let header_copy = &head[..HEADER_COPY_SIZE];
+    let letter = layout::read_inner(plaintext, header_copy, bytes.len())?;
+    Ok(Opened {
+        sender: header.sender,
+        letter,
+    })
+}

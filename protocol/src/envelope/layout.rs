@@ -1,0 +1,165 @@
+//! Byte layout of the envelope: the 128-byte cleartext header and the plaintext inner block
+//! (header copy, metadata, message, zero padding). Big-endian throughout; see docs/protocol.md.
+
+use super::{ENVELOPE_VERSION, padded_len};
+use super::{EnvelopeHeader, Letter, Metadata, OpenError, SealError};
+use crate::id::{MessageId, PublicKey};
+use crate::reader::Reader;
+
+pub const MAGIC: [u8; 4] = *b"TXM1";
+pub const NONCE_SIZE: usize = 24;
+/// Magic 4 | version 1 | reserved 1 | reserved 2 | message id 32 | sender 32 | recipient 32.
+pub const HEADER_COPY_SIZE: usize = 104;
+/// The header copy followed by the nonce.
+pub const HEADER_SIZE: usize = HEADER_COPY_SIZE + NONCE_SIZE;
+/// Poly1305 tag, stored right after the header (NaCl `crypto_box_easy` order: tag, ciphertext).
+pub const TAG_SIZE: usize = 16;
+/// Longest metadata string, in bytes.
+pub const MAX_FIELD_LEN: usize = 1024;
+
+/// Fixed part of the inner block: header copy, three u16 string lengths, two u64 times and the
+/// u32 message length.
+const INNER_FIXED_SIZE: usize = HEADER_COPY_SIZE + 3 * 2 + 2 * 8 + 4;
+
+const MESSAGE_ID_AT: usize = 8;
+const SENDER_AT: usize = MESSAGE_ID_AT + 32;
+const RECIPIENT_AT: usize = SENDER_AT + 32;
+
+pub fn write_header(out: &mut Vec<u8>, header: &EnvelopeHeader, nonce: &[u8; NONCE_SIZE]) {
+    out.extend_from_slice(&header_copy(header));
+    out.extend_from_slice(nonce);
+}
+
+fn header_copy(header: &EnvelopeHeader) -> [u8; HEADER_COPY_SIZE] {
+    let mut copy = [0u8; HEADER_COPY_SIZE];
+    copy[..4].copy_from_slice(&MAGIC);
+    copy[4] = header.version;
+    // Bytes 5..8 are reserved and stay zero.
+    copy[MESSAGE_ID_AT..SENDER_AT].copy_from_slice(&header.message_id.0);
+    copy[SENDER_AT..RECIPIENT_AT].copy_from_slice(&header.sender.0);
+    copy[RECIPIENT_AT..].copy_from_slice(&header.recipient.0);
+    copy
+}
+
+pub fn parse_header(head: &[u8; HEADER_SIZE]) -> Result<EnvelopeHeader, OpenError> {
+    let mut r = Reader::new(head);
+    let short = |_| OpenError::TooShort; // unreachable: `head` has exactly HEADER_SIZE bytes
+    if r.array::<4>().map_err(short)? != MAGIC {
+        return Err(OpenError::BadMagic);
+    }
+    let version = r.u8().map_err(short)?;
+    if version != ENVELOPE_VERSION {
+        return Err(OpenError::UnsupportedVersion(version));
+    }
+    if r.array::<3>().map_err(short)? != [0; 3] {
+        return Err(OpenError::Malformed("reserved header bytes are not zero"));
+    }
+    Ok(EnvelopeHeader {
+        version,
+        message_id: MessageId(r.array().map_err(short)?),
+        sender: PublicKey(r.array().map_err(short)?),
+        recipient: PublicKey(r.array().map_err(short)?),
+    })
+}
+
+/// Length of the unpadded inner block, after checking every metadata field's length.
+pub fn inner_len(letter: &Letter) -> Result<usize, SealError> {
+    let m = &letter.metadata;
+    let mut len = INNER_FIXED_SIZE;
+    for (name, value) in [
+        ("envelope_sender", &m.envelope_sender),
+        ("recipient", &m.recipient),
+        ("queue_id", &m.queue_id),
+    ] {
+        if value.len() > MAX_FIELD_LEN {
+            return Err(SealError::FieldTooLong(name));
+        }
+        len += value.len();
+    }
+    Ok(len.saturating_add(letter.message.len()))
+}
+
+/// Appends the unpadded inner block. The caller has checked lengths with [`inner_len`] and the
+/// total against the envelope limit, so every length fits its prefix.
+pub fn write_inner(out: &mut Vec<u8>, header: &EnvelopeHeader, letter: &Letter) {
+    let m = &letter.metadata;
+    out.extend_from_slice(&header_copy(header));
+    for value in [&m.envelope_sender, &m.recipient, &m.queue_id] {
+        let len = u16::try_from(value.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(value.as_bytes());
+    }
+    out.extend_from_slice(&m.created.to_be_bytes());
+    out.extend_from_slice(&m.expires.to_be_bytes());
+    let len = u32::try_from(letter.message.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&letter.message);
+}
+
+/// Parses an authenticated plaintext. `header_copy` is the cleartext header without the nonce,
+/// `envelope_len` the length of the whole envelope it came from.
+pub fn read_inner(
+    mut plaintext: Vec<u8>,
+    header_copy: &[u8],
+    envelope_len: usize,
+) -> Result<Letter, OpenError> {
+    let truncated = |_| OpenError::Malformed("inner block is truncated");
+    let mut r = Reader::new(&plaintext);
+    let copy = r.take(HEADER_COPY_SIZE).map_err(truncated)?;
+    if copy != header_copy {
+        return Err(OpenError::IdMismatch);
+    }
+    let message_id = MessageId::from_slice(&copy[MESSAGE_ID_AT..SENDER_AT])
+        .map_err(|_| OpenError::Malformed("message id"))?;
+    let envelope_sender = read_field(&mut r)?;
+    let recipient = read_field(&mut r)?;
+    let queue_id = read_field(&mut r)?;
+    let created = r.u64().map_err(truncated)?;
+    let expires = r.u64().map_err(truncated)?;
+    let message_len = r.u32().map_err(truncated)? as usize;
+    let message_start = plaintext.len() - r.remaining();
+    r.take(message_len)
+        .map_err(|_| OpenError::Malformed("message length exceeds the envelope"))?;
+    if r.into_rest().iter().any(|&b| b != 0) {
+        return Err(OpenError::Malformed("padding is not zero"));
+    }
+    let message_end = message_start + message_len;
+    if padded_len(HEADER_SIZE + TAG_SIZE + message_end) != envelope_len {
+        return Err(OpenError::Malformed(
+            "envelope length is not its content's size bucket",
+        ));
+    }
+
+    // Reuse the plaintext buffer for the message instead of copying it again.
+    plaintext.truncate(message_end);
+    plaintext.drain(..message_start);
+    Ok(Letter {
+        message_id,
+        metadata: Metadata {
+            envelope_sender,
+            recipient,
+            queue_id,
+            created,
+            expires,
+        },
+        message: plaintext,
+    })
+}
+
+fn read_field(r: &mut Reader<'_>) -> Result<String, OpenError> {
+    let len = usize::from(
+        r.u16()
+            .map_err(|_| OpenError::Malformed("inner block is truncated"))?,
+    );
+    if len > MAX_FIELD_LEN {
+        return Err(OpenError::Malformed(
+            "metadata field longer than 1024 bytes",
+        ));
+    }
+    let bytes = r
+        .take(len)
+        .map_err(|_| OpenError::Malformed("metadata field exceeds the envelope"))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| OpenError::Malformed("metadata is not UTF-8"))?;
+    Ok(text.to_owned())
+}

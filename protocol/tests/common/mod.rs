@@ -1,0 +1,50 @@
+//! Keys and letters shared by the integration tests; also the fixed inputs of the golden vectors.
+#![allow(dead_code)] // each test crate uses its own subset
+
+use toxmail_protocol::{Letter, MessageId, Metadata, SecretKey};
+
+pub fn sender_key() -> SecretKey {
+    SecretKey::from([0x11; 32])
+}
+
+pub fn recipient_key() -> SecretKey {
+    SecretKey::from([0x22; 32])
+}
+
+pub const GOLDEN_NONCE: [u8; 24] = [0x33; 24];
+pub const GOLDEN_MESSAGE_ID: MessageId = MessageId([0x44; 32]);
+
+/// The letter of the golden envelope.
+pub fn golden_letter() -> Letter {
+    letter(
+        GOLDEN_MESSAGE_ID,
+        b"From: alice@example.org\r\nTo: bob@example.net\r\nSubject: golden\r\n\r\nHello, Bob.\r\n",
+    )
+}
+
+pub fn letter(message_id: MessageId, message: &[u8]) -> Letter {
+    Letter {
+        message_id,
+        metadata: Metadata {
+            envelope_sender: "alice@example.org".into(),
+            recipient: "bob@example.net".into(),
+            queue_id: "4ABCD1234".into(),
+            created: 1_700_000_000,
+            expires: 1_700_432_000,
+        },
+        message: message.to_vec(),
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift64), so garbage tests are reproducible.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs the Debian packages toxmail's build, tests and demo need. Idempotent: installs only what
+# is missing, and runs apt-get update only then. Sourced by test.sh and demo.sh.
+set -euo pipefail
+
+TOXMAIL_PACKAGES=(
+  pkg-config libclang-dev      # bindgen reads tox.h at build time
+  libtoxcore-dev               # c-toxcore 0.2.18 (the FFI crate pins this version)
+  toxcore-utils                # tox-bootstrapd for the private-DHT tests
+  iproute2 util-linux          # ip + unshare: tests run in a namespace with only loopback
+)
+
+install_missing() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing: ${missing[*]}"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  # The packages must not start system services we would then depend on: tests start their own.
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+install_missing "${TOXMAIL_PACKAGES[@]}"
+
+# Runs "$@" in a fresh network namespace whose only interface is loopback, so nothing can leave
+# the machine. Needs root (or unprivileged user namespaces); falls back to running it directly
+# with a warning where the machine forbids namespaces.
+in_loopback_namespace() {
+  if [ "$(id -u)" -eq 0 ] && unshare -n true 2>/dev/null; then
+    unshare -n -- bash -c 'ip link set lo up && exec "$@"' _ "$@"
+  elif unshare -rn true 2>/dev/null; then
+    unshare -rn -- bash -c 'ip link set lo up && exec "$@"' _ "$@"
+  else
+    echo "WARNING: no network namespace available; running without isolation" >&2
+    "$@"
+  fi
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run): installs what is missing, checks formatting and lints, builds,
+# then runs every test inside a network namespace that has only loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo build --workspace --all-targets --locked
+
+# Tox tests mostly wait on the network: run more of them than there are cores.
+if cargo nextest --version >/dev/null 2>&1; then
+  in_loopback_namespace cargo nextest run --workspace --offline --no-fail-fast --test-threads 6
+else
+  in_loopback_namespace cargo test --workspace --offline --no-fail-fast -- --test-threads 6
+fi

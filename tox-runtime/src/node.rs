@@ -1,0 +1,263 @@
+//! `Node`: starts an instance on its own OS thread and gives async code a cloneable [`Handle`]
+//! (commands with replies) and a typed event stream.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+use toxmail_protocol::{PublicKey, ToxId};
+
+use crate::error::{Result, RuntimeError};
+use crate::event::{Connection, Event, FileNumber, FriendNumber};
+use crate::instance::Instance;
+use crate::options::{BootstrapNode, Options};
+use crate::owner::{Command, Owner, Reply};
+use crate::savedata::SavedataFile;
+
+/// Who a node is and where it listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Full Tox ID, nospam included: what others befriend.
+    pub address: ToxId,
+    pub public_key: PublicKey,
+    /// DHT key and UDP port: what others bootstrap from.
+    pub dht_key: PublicKey,
+    pub udp_port: Option<u16>,
+}
+
+impl NodeInfo {
+    /// This node as a bootstrap node on 127.0.0.1.
+    pub fn as_loopback_bootstrap(&self) -> Option<BootstrapNode> {
+        Some(BootstrapNode {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], self.udp_port?)),
+            dht_key: self.dht_key,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FriendInfo {
+    pub friend: FriendNumber,
+    pub public_key: PublicKey,
+    pub connection: Connection,
+}
+
+/// Byte counters of file transfers, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// Bytes handed to c-toxcore in answer to chunk requests (re-sent bytes count again).
+    pub chunk_bytes_sent: AtomicU64,
+    pub chunk_bytes_received: AtomicU64,
+}
+
+/// A cloneable handle to a running node. Every call is a command executed between iterations.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    commands: std_mpsc::Sender<Command>,
+    stats: Arc<NodeStats>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+impl Handle {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .map_err(|_| RuntimeError::Stopped)?;
+        rx.await.map_err(|_| RuntimeError::Stopped)?
+    }
+
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    pub async fn info(&self) -> Result<NodeInfo> {
+        self.call(Command::Info).await
+    }
+
+    /// The long-term secret key (for opening envelopes sealed to this node). Never log it.
+    pub async fn secret_key(&self) -> Result<toxmail_protocol::SecretKey> {
+        self.call(Command::SecretKey).await
+    }
+
+    pub async fn bootstrap(&self, node: &BootstrapNode) -> Result<()> {
+        let host = node.addr.ip().to_string();
+        self.call(|r| Command::Bootstrap(host, node.addr.port(), node.dht_key, r))
+            .await
+    }
+
+    /// Sends a friend request carrying `message` (1..=1016 bytes). Persisted before it returns.
+    pub async fn friend_add(&self, id: ToxId, message: Vec<u8>) -> Result<FriendNumber> {
+        self.call(|r| Command::FriendAdd(id, message, r)).await
+    }
+
+    /// Accepts a friend request (or adds a friend without one). Persisted before it returns.
+    pub async fn friend_add_norequest(&self, pk: PublicKey) -> Result<FriendNumber> {
+        self.call(|r| Command::FriendAddNorequest(pk, r)).await
+    }
+
+    pub async fn friend_delete(&self, pk: PublicKey) -> Result<()> {
+        self.call(|r| Command::FriendDelete(pk, r)).await
+    }
+
+    pub async fn friends(&self) -> Result<Vec<FriendInfo>> {
+        self.call(Command::Friends).await
+    }
+
+    /// Sends one lossless custom packet (first byte 160..=191, at most 1373 bytes).
+    pub async fn send_packet(&self, friend: FriendNumber, data: Vec<u8>) -> Result<()> {
+        self.call(|r| Command::SendPacket(friend, data, r)).await
+    }
+
+    /// Offers `data` as a file with id `file_id`; chunks are served from memory by the owner thread.
+    pub async fn file_send(
+        &self,
+        friend: FriendNumber,
+        file_id: [u8; 32],
+        data: Arc<[u8]>,
+        name: Vec<u8>,
+    ) -> Result<FileNumber> {
+        self.call(|reply| Command::FileSend {
+            friend,
+            file_id,
+            data,
+            name,
+            reply,
+        })
+        .await
+    }
+
+    /// Seeks an incoming transfer to `offset` (if > 0) and resumes it, in one step.
+    pub async fn file_accept(
+        &self,
+        friend: FriendNumber,
+        file: FileNumber,
+        offset: u64,
+    ) -> Result<()> {
+        self.call(|r| Command::FileAccept(friend, file, offset, r))
+            .await
+    }
+
+    pub async fn file_cancel(&self, friend: FriendNumber, file: FileNumber) -> Result<()> {
+        self.call(|r| Command::FileCancel(friend, file, r)).await
+    }
+
+    /// Changes the nospam (invalidating the old Tox ID for new friend requests); returns the new ID.
+    pub async fn set_nospam(&self, nospam: u32) -> Result<ToxId> {
+        self.call(|r| Command::SetNospam(nospam, r)).await
+    }
+
+    pub async fn save(&self) -> Result<()> {
+        self.call(Command::Save).await
+    }
+}
+
+/// A running Tox instance: its handle, its events, and the thread that owns it.
+#[derive(Debug)]
+pub struct Node {
+    pub handle: Handle,
+    pub events: mpsc::UnboundedReceiver<Event>,
+    pub info: NodeInfo,
+    commands: std_mpsc::Sender<Command>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Loads the savedata (if any), creates the instance on a new thread, bootstraps, and returns
+    /// once the instance exists. A new identity's savedata is written before this returns.
+    pub async fn start(options: Options) -> Result<Node> {
+        let (cmd_tx, cmd_rx) = std_mpsc::channel();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = oneshot::channel::<Result<NodeInfo>>();
+        let stats = Arc::new(NodeStats::default());
+        let thread_stats = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("tox-owner".into())
+            .spawn(move || {
+                let owner = match create(&options, cmd_rx, ev_tx, thread_stats) {
+                    Ok(owner) => owner,
+                    Err(e) => return drop(ready_tx.send(Err(e))),
+                };
+                let _ = ready_tx.send(Ok(owner.info()));
+                tracing::debug!(connection = ?owner.self_connection(), "tox instance started");
+                owner.run();
+            })
+            .map_err(|_| RuntimeError::New("could not spawn the owner thread"))?;
+        let info = match ready_rx.await {
+            Ok(Ok(info)) => info,
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => return Err(RuntimeError::New("owner thread died during start")),
+        };
+        Ok(Node {
+            handle: Handle {
+                commands: cmd_tx.clone(),
+                stats,
+            },
+            events: ev_rx,
+            info,
+            commands: cmd_tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Persists the savedata, kills the instance and waits for its thread.
+    pub async fn shutdown(mut self) {
+        self.stop(true).await
+    }
+
+    /// Kills the instance without a final save, as a crash would (the savedata keeps what was last
+    /// persisted). For tests of restart behaviour.
+    pub async fn kill(mut self) {
+        self.stop(false).await
+    }
+
+    async fn stop(&mut self, save: bool) {
+        let _ = self.commands.send(Command::Stop(save));
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Without an explicit shutdown the thread still stops and saves; it is not joined here.
+        let _ = self.commands.send(Command::Stop(true));
+    }
+}
+
+fn create(
+    options: &Options,
+    commands: std_mpsc::Receiver<Command>,
+    events: mpsc::UnboundedSender<Event>,
+    stats: Arc<NodeStats>,
+) -> Result<Owner> {
+    let mut file = options
+        .savedata_path
+        .clone()
+        .map(|p| SavedataFile::new(p, options.passphrase.clone()));
+    let saved = match &mut file {
+        Some(f) => f.load()?,
+        None => None,
+    };
+    let is_new = saved.is_none();
+    let tox = Instance::new(options, saved.as_deref())?;
+    let mut owner = Owner::new(tox, commands, events, file, stats);
+    if is_new {
+        owner.save()?;
+    }
+    for node in &options.bootstrap {
+        owner.bootstrap(&node.addr.ip().to_string(), node.addr.port(), &node.dht_key)?;
+    }
+    Ok(owner)
+}

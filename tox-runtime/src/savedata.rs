@@ -1,0 +1,222 @@
+//! The savedata file: full c-toxcore state (keys, nospam, friends, DHT nodes), written atomically
+//! (temp file, fsync, rename, fsync of the directory) and optionally encrypted with toxencryptsave.
+//! The passphrase key is derived once (scrypt is slow) and reused for every later save.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+use crate::error::{Result, RuntimeError};
+use crate::sys;
+
+const EXTRA: usize = sys::TOX_PASS_ENCRYPTION_EXTRA_LENGTH as usize;
+const SALT: usize = sys::TOX_PASS_SALT_LENGTH as usize;
+
+/// A derived toxencryptsave key, freed in `Drop`.
+struct PassKey(NonNull<sys::Tox_Pass_Key>);
+
+// SAFETY: a Tox_Pass_Key is plain immutable data (salt + key) once derived; it may move threads.
+unsafe impl Send for PassKey {}
+
+impl Drop for PassKey {
+    fn drop(&mut self) {
+        // SAFETY: the key came from tox_pass_key_derive*, freed once here (it wipes the memory).
+        unsafe { sys::tox_pass_key_free(self.0.as_ptr()) }
+    }
+}
+
+impl PassKey {
+    fn derive(passphrase: &[u8], salt: Option<&[u8; SALT]>) -> Result<PassKey> {
+        let mut err = sys::Tox_Err_Key_Derivation::TOX_ERR_KEY_DERIVATION_OK;
+        // SAFETY: pointer and length describe `passphrase`; the salt has TOX_PASS_SALT_LENGTH bytes.
+        let key = unsafe {
+            match salt {
+                Some(salt) => sys::tox_pass_key_derive_with_salt(
+                    passphrase.as_ptr(),
+                    passphrase.len(),
+                    salt.as_ptr(),
+                    &mut err,
+                ),
+                None => sys::tox_pass_key_derive(passphrase.as_ptr(), passphrase.len(), &mut err),
+            }
+        };
+        NonNull::new(key)
+            .map(PassKey)
+            .ok_or(RuntimeError::KeyDerivation)
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; plain.len() + EXTRA];
+        let mut err = sys::Tox_Err_Encryption::TOX_ERR_ENCRYPTION_OK;
+        // SAFETY: `out` has plaintext length + TOX_PASS_ENCRYPTION_EXTRA_LENGTH bytes, as required.
+        let ok = unsafe {
+            sys::tox_pass_key_encrypt(
+                self.0.as_ptr(),
+                plain.as_ptr(),
+                plain.len(),
+                out.as_mut_ptr(),
+                &mut err,
+            )
+        };
+        ok.then_some(out).ok_or(RuntimeError::Encrypt)
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        let len = cipher.len().checked_sub(EXTRA)?;
+        let mut out = vec![0u8; len];
+        let mut err = sys::Tox_Err_Decryption::TOX_ERR_DECRYPTION_OK;
+        // SAFETY: `out` has ciphertext length − TOX_PASS_ENCRYPTION_EXTRA_LENGTH bytes.
+        let ok = unsafe {
+            sys::tox_pass_key_decrypt(
+                self.0.as_ptr(),
+                cipher.as_ptr(),
+                cipher.len(),
+                out.as_mut_ptr(),
+                &mut err,
+            )
+        };
+        ok.then_some(out)
+    }
+}
+
+fn is_encrypted(data: &[u8]) -> bool {
+    // SAFETY: tox_is_data_encrypted reads TOX_PASS_ENCRYPTION_EXTRA_LENGTH bytes; checked first.
+    data.len() >= EXTRA && unsafe { sys::tox_is_data_encrypted(data.as_ptr()) }
+}
+
+fn salt_of(data: &[u8]) -> Option<[u8; SALT]> {
+    let mut salt = [0u8; SALT];
+    let mut err = sys::Tox_Err_Get_Salt::TOX_ERR_GET_SALT_OK;
+    // SAFETY: `data` is at least EXTRA bytes (checked by the caller via is_encrypted).
+    let ok = unsafe { sys::tox_get_salt(data.as_ptr(), salt.as_mut_ptr(), &mut err) };
+    ok.then_some(salt)
+}
+
+/// Where one instance's savedata lives and how it is protected.
+pub(crate) struct SavedataFile {
+    path: PathBuf,
+    passphrase: Option<Vec<u8>>,
+    key: Option<PassKey>,
+}
+
+impl SavedataFile {
+    pub(crate) fn new(path: PathBuf, passphrase: Option<Vec<u8>>) -> Self {
+        SavedataFile {
+            path,
+            passphrase,
+            key: None,
+        }
+    }
+
+    /// Reads and, if needed, decrypts the savedata; `None` when no file exists yet.
+    pub(crate) fn load(&mut self) -> Result<Option<Vec<u8>>> {
+        let data = match fs::read(&self.path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(RuntimeError::ReadSavedata {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        if !is_encrypted(&data) {
+            return Ok(Some(data));
+        }
+        let pass = self
+            .passphrase
+            .as_ref()
+            .ok_or_else(|| RuntimeError::SavedataEncrypted(self.path.clone()))?;
+        let salt =
+            salt_of(&data).ok_or_else(|| RuntimeError::SavedataDecrypt(self.path.clone()))?;
+        let key = PassKey::derive(pass, Some(&salt))?;
+        let plain = key
+            .decrypt(&data)
+            .ok_or_else(|| RuntimeError::SavedataDecrypt(self.path.clone()))?;
+        self.key = Some(key);
+        Ok(Some(plain))
+    }
+
+    /// Writes `data` atomically, encrypting it when a passphrase is configured.
+    pub(crate) fn save(&mut self, data: &[u8]) -> Result<()> {
+        let bytes = match &self.passphrase {
+            None => data.to_vec(),
+            Some(pass) => {
+                if self.key.is_none() {
+                    self.key = Some(PassKey::derive(pass, None)?);
+                }
+                self.key.as_ref().expect("derived above").encrypt(data)?
+            }
+        };
+        write_atomically(&self.path, &bytes).map_err(|source| RuntimeError::WriteSavedata {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Temp file in the same directory, fsync, rename over the target, fsync the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(fs::Permissions::from_mode(0o600))?;
+        }
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encrypted_savedata_round_trips_and_rejects_wrong_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.tox");
+        let mut file = SavedataFile::new(path.clone(), Some(b"correct horse".to_vec()));
+        file.save(b"state bytes").unwrap();
+        let raw = fs::read(&path).unwrap();
+        assert!(is_encrypted(&raw));
+        assert_eq!(raw.len(), b"state bytes".len() + EXTRA);
+
+        let mut again = SavedataFile::new(path.clone(), Some(b"correct horse".to_vec()));
+        assert_eq!(again.load().unwrap().unwrap(), b"state bytes");
+
+        let mut wrong = SavedataFile::new(path.clone(), Some(b"wrong".to_vec()));
+        assert!(matches!(
+            wrong.load(),
+            Err(RuntimeError::SavedataDecrypt(_))
+        ));
+        let mut none = SavedataFile::new(path, None);
+        assert!(matches!(
+            none.load(),
+            Err(RuntimeError::SavedataEncrypted(_))
+        ));
+    }
+
+    #[test]
+    fn missing_savedata_is_none_and_plain_savedata_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = SavedataFile::new(dir.path().join("x.tox"), None);
+        assert!(file.load().unwrap().is_none());
+        file.save(b"plain").unwrap();
+        assert_eq!(file.load().unwrap().unwrap(), b"plain");
+    }
+}

@@ -1,0 +1,496 @@
+//! The engine task: one per node, owning all transfer state. It reacts to node events, delivery
+//! commands, results of inbox calls (run as separate tasks), and a one-second tick for timeouts.
+//! This file holds the sending side and the dispatch; `incoming.rs` holds the receiving side.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use toxmail_protocol::{
+    Frame, Hello, MessageId, NackClass, NackCode, Offer, PROTOCOL_VERSION, PublicKey,
+    friend_request_message,
+};
+
+use super::incoming::Incoming;
+use super::policy::Verdict;
+use super::{Command, DeliveryError, Destination, Inbox, Refusal, TransferConfig, TransferStats};
+use crate::event::{Event, FileControl, FileNumber, FriendNumber};
+use crate::node::{Handle, Node};
+
+/// After an outgoing file was cancelled with no verdict following, wait this long, then re-offer.
+const ABORT_GRACE: Duration = Duration::from_secs(5);
+
+pub(super) struct Peer {
+    pub(super) friend: FriendNumber,
+    pub(super) online: bool,
+    hello_sent: bool,
+    hello: Option<Hello>,
+}
+
+#[derive(Debug)]
+enum OutState {
+    /// Waiting for the friend to be online and to have said hello.
+    Waiting,
+    /// The file is being sent.
+    Sending(FileNumber),
+    /// Every byte went out (or the file was cancelled): waiting for a verdict since then.
+    AwaitingVerdict { since: Instant, aborted: bool },
+}
+
+struct Outbound {
+    to: PublicKey,
+    envelope: Arc<[u8]>,
+    reply: oneshot::Sender<Result<(), DeliveryError>>,
+    state: OutState,
+}
+
+/// Results of work the engine spawned.
+pub(super) enum Internal {
+    OfferChecked {
+        from: PublicKey,
+        id: MessageId,
+        already_stored: bool,
+    },
+    Stored {
+        from: PublicKey,
+        id: MessageId,
+        result: Result<(), Refusal>,
+    },
+}
+
+pub(crate) struct Engine<I> {
+    pub(super) node: Node,
+    pub(super) handle: Handle,
+    pub(super) inbox: Arc<I>,
+    pub(super) config: TransferConfig,
+    pub(super) stats: Arc<TransferStats>,
+    pub(super) peers: HashMap<PublicKey, Peer>,
+    outbound: HashMap<MessageId, Outbound>,
+    pub(super) incoming: Incoming,
+    pub(super) internal: mpsc::UnboundedSender<Internal>,
+}
+
+impl<I: Inbox> Engine<I> {
+    pub(crate) fn new(
+        node: Node,
+        inbox: Arc<I>,
+        config: TransferConfig,
+        stats: Arc<TransferStats>,
+    ) -> Self {
+        let handle = node.handle.clone();
+        let (internal, _) = mpsc::unbounded_channel();
+        Engine {
+            node,
+            handle,
+            inbox,
+            config,
+            stats,
+            peers: HashMap::new(),
+            outbound: HashMap::new(),
+            incoming: Incoming::default(),
+            internal,
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut stop: oneshot::Receiver<()>,
+    ) -> Node {
+        let (internal_tx, mut internal_rx) = mpsc::unbounded_channel();
+        self.internal = internal_tx;
+        if let Err(e) = std::fs::create_dir_all(&self.config.spool_dir) {
+            tracing::error!(dir = %self.config.spool_dir.display(), error = %e, "cannot create spool directory");
+        }
+        self.load_friends().await;
+        let (_, dummy) = mpsc::unbounded_channel();
+        let mut events = std::mem::replace(&mut self.node.events, dummy);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                Some(event) = events.recv() => self.on_event(event).await,
+                Some(cmd) = commands.recv() => self.on_command(cmd).await,
+                Some(done) = internal_rx.recv() => self.on_internal(done).await,
+                _ = tick.tick() => self.on_tick().await,
+            }
+        }
+        self.node.events = events;
+        self.node
+    }
+
+    async fn load_friends(&mut self) {
+        match self.handle.friends().await {
+            Ok(friends) => {
+                for f in friends {
+                    self.peers.insert(
+                        f.public_key,
+                        Peer {
+                            friend: f.friend,
+                            online: false,
+                            hello_sent: false,
+                            hello: None,
+                        },
+                    );
+                    if f.connection.is_online() {
+                        self.peer_online(f.public_key).await;
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot list friends"),
+        }
+    }
+
+    async fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Deliver {
+                to,
+                id,
+                envelope,
+                reply,
+            } => self.deliver(to, id, envelope, reply).await,
+            Command::AllowContact(pk) => self.config.friend_policy.allow(pk),
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::FriendRequest {
+                public_key,
+                message,
+            } => self.on_friend_request(public_key, &message).await,
+            Event::FriendConnection {
+                friend,
+                public_key,
+                status,
+            } => {
+                let peer = self.peers.entry(public_key).or_insert(Peer {
+                    friend,
+                    online: false,
+                    hello_sent: false,
+                    hello: None,
+                });
+                peer.friend = friend;
+                if status.is_online() {
+                    self.peer_online(public_key).await;
+                } else {
+                    self.peer_offline(public_key, friend);
+                }
+            }
+            Event::Packet {
+                friend,
+                public_key,
+                data,
+            } => self.on_packet(friend, public_key, &data).await,
+            Event::FileRecv {
+                friend,
+                public_key,
+                file,
+                kind,
+                size,
+                file_id,
+                ..
+            } => {
+                self.on_file_recv(friend, public_key, file, kind, size, MessageId(file_id))
+                    .await
+            }
+            Event::FileChunk {
+                friend,
+                file,
+                position,
+                data,
+            } => self.on_file_chunk(friend, file, position, &data).await,
+            Event::FileControl {
+                friend,
+                file,
+                control: FileControl::Cancel,
+            } => self.incoming_cancelled(friend, file),
+            Event::FileSent { friend, file } => self.file_done(friend, file, false),
+            Event::FileSendAborted { friend, file } => self.file_done(friend, file, true),
+            Event::FileControl { .. } | Event::SelfConnection(_) => {}
+        }
+    }
+
+    async fn on_friend_request(&mut self, from: PublicKey, message: &[u8]) {
+        match self.config.friend_policy.judge(&from, message) {
+            Verdict::Accept => match self.handle.friend_add_norequest(from).await {
+                Ok(friend) => {
+                    tracing::info!(peer = %from, "accepted toxmail friend request");
+                    self.peers.entry(from).or_insert(Peer {
+                        friend,
+                        online: false,
+                        hello_sent: false,
+                        hello: None,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %from, error = %e, "could not accept friend request")
+                }
+            },
+            verdict => {
+                self.stats
+                    .friend_requests_ignored
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(peer = %from, ?verdict, "friend request ignored");
+            }
+        }
+    }
+
+    async fn peer_online(&mut self, pk: PublicKey) {
+        let Some(peer) = self.peers.get_mut(&pk) else {
+            return;
+        };
+        peer.online = true;
+        if !peer.hello_sent {
+            peer.hello_sent = true;
+            let hello = Frame::Hello(Hello {
+                version_min: PROTOCOL_VERSION,
+                version_max: PROTOCOL_VERSION,
+                max_envelope: self.config.max_envelope,
+            });
+            self.send_frame(pk, &hello).await;
+        }
+    }
+
+    fn peer_offline(&mut self, pk: PublicKey, friend: FriendNumber) {
+        if let Some(peer) = self.peers.get_mut(&pk) {
+            peer.online = false;
+            peer.hello_sent = false;
+            peer.hello = None;
+        }
+        for out in self.outbound.values_mut().filter(|o| o.to == pk) {
+            out.state = OutState::Waiting;
+        }
+        self.incoming_friend_gone(pk, friend);
+    }
+
+    pub(super) async fn send_frame(&self, to: PublicKey, frame: &Frame) -> bool {
+        let Some(peer) = self.peers.get(&to).filter(|p| p.online) else {
+            return false;
+        };
+        match self.handle.send_packet(peer.friend, frame.encode()).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(peer = %to, error = %e, "frame not sent");
+                false
+            }
+        }
+    }
+
+    async fn on_packet(&mut self, friend: FriendNumber, from: PublicKey, data: &[u8]) {
+        if data.first() != Some(&toxmail_protocol::PACKET_ID) {
+            return; // another application's lossless packet
+        }
+        let frame = match Frame::decode(data) {
+            Ok(f) => f,
+            Err(e) => {
+                self.stats.frames_rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(peer = %from, error = %e, len = data.len(), "malformed frame refused");
+                return;
+            }
+        };
+        match frame {
+            Frame::Hello(hello) => self.on_hello(from, hello).await,
+            Frame::Offer(offer) => self.on_offer(friend, from, offer).await,
+            Frame::Ack(id) => self.verdict(from, id, Ok(())),
+            Frame::Nack(nack) => {
+                let id = nack.message_id;
+                self.verdict(from, id, Err(DeliveryError::Refused(nack)))
+            }
+        }
+    }
+
+    async fn on_hello(&mut self, from: PublicKey, hello: Hello) {
+        let Some(peer) = self.peers.get_mut(&from) else {
+            return;
+        };
+        peer.hello = Some(hello.clone());
+        if !peer.hello_sent {
+            self.peer_online(from).await;
+        }
+        let compatible =
+            hello.version_min <= PROTOCOL_VERSION && hello.version_max >= PROTOCOL_VERSION;
+        let waiting: Vec<MessageId> = self
+            .outbound
+            .iter()
+            .filter(|(_, o)| o.to == from && matches!(o.state, OutState::Waiting))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            if compatible {
+                self.offer(id).await;
+            } else {
+                let nack = toxmail_protocol::Nack {
+                    message_id: id,
+                    class: NackClass::Permanent,
+                    code: NackCode::UnsupportedVersion,
+                    detail: format!(
+                        "peer speaks protocol versions {}..={}, we speak {PROTOCOL_VERSION}",
+                        hello.version_min, hello.version_max
+                    ),
+                };
+                self.verdict(from, id, Err(DeliveryError::Refused(nack)));
+            }
+        }
+    }
+
+    /// Ack or nack from `from` for `id`: completes the delivery if it is ours to that peer.
+    fn verdict(&mut self, from: PublicKey, id: MessageId, result: Result<(), DeliveryError>) {
+        if self.outbound.get(&id).is_none_or(|o| o.to != from) {
+            tracing::debug!(peer = %from, %id, "verdict for no delivery of ours; ignored");
+            return;
+        }
+        let out = self.outbound.remove(&id).expect("checked above");
+        if let OutState::Sending(file) = out.state
+            && let Some(peer) = self.peers.get(&from)
+        {
+            let (handle, friend) = (self.handle.clone(), peer.friend);
+            tokio::spawn(async move { handle.file_cancel(friend, file).await });
+        }
+        let _ = out.reply.send(result);
+    }
+
+    async fn deliver(
+        &mut self,
+        to: Destination,
+        id: MessageId,
+        envelope: Arc<[u8]>,
+        reply: oneshot::Sender<Result<(), DeliveryError>>,
+    ) {
+        let pk = to.public_key();
+        if !self.peers.contains_key(&pk) {
+            let Destination::Address(address) = to else {
+                let _ = reply.send(Err(DeliveryError::UnknownFriend(pk)));
+                return;
+            };
+            let hello = friend_request_message(&self.config.request_note);
+            match self.handle.friend_add(address, hello).await {
+                Ok(friend) => {
+                    tracing::info!(peer = %pk, "friend request sent");
+                    self.peers.insert(
+                        pk,
+                        Peer {
+                            friend,
+                            online: false,
+                            hello_sent: false,
+                            hello: None,
+                        },
+                    );
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                    return;
+                }
+            }
+        }
+        self.outbound.insert(
+            id,
+            Outbound {
+                to: pk,
+                envelope,
+                reply,
+                state: OutState::Waiting,
+            },
+        );
+        if self.peers[&pk].hello.is_some() {
+            self.offer(id).await;
+        }
+    }
+
+    /// Sends the offer and starts the file; on any failure the delivery waits for the next chance.
+    async fn offer(&mut self, id: MessageId) {
+        let Some(out) = self.outbound.get(&id) else {
+            return;
+        };
+        let (to, envelope) = (out.to, out.envelope.clone());
+        let size = envelope.len() as u64;
+        let Some(peer) = self.peers.get(&to).filter(|p| p.online) else {
+            return;
+        };
+        let (friend, limit) = (peer.friend, peer.hello.as_ref().map(|h| h.max_envelope));
+        if let Some(limit) = limit.filter(|l| size > *l) {
+            return self.verdict(to, id, Err(DeliveryError::TooLarge { size, limit }));
+        }
+        let offer = Frame::Offer(Offer {
+            message_id: id,
+            size,
+        });
+        if !self.send_frame(to, &offer).await {
+            return;
+        }
+        let state = match self
+            .handle
+            .file_send(friend, id.0, envelope, b"toxmail".to_vec())
+            .await
+        {
+            Ok(file) => OutState::Sending(file),
+            Err(e) => {
+                tracing::debug!(peer = %to, %id, error = %e, "file not started; will retry");
+                OutState::AwaitingVerdict {
+                    since: Instant::now(),
+                    aborted: true,
+                }
+            }
+        };
+        if let Some(out) = self.outbound.get_mut(&id) {
+            out.state = state;
+        }
+    }
+
+    fn file_done(&mut self, friend: FriendNumber, file: FileNumber, aborted: bool) {
+        let Some(pk) = self
+            .peers
+            .iter()
+            .find(|(_, p)| p.friend == friend)
+            .map(|(k, _)| *k)
+        else {
+            return;
+        };
+        for out in self.outbound.values_mut().filter(|o| o.to == pk) {
+            if matches!(out.state, OutState::Sending(f) if f == file) {
+                out.state = OutState::AwaitingVerdict {
+                    since: Instant::now(),
+                    aborted,
+                };
+            }
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        self.outbound.retain(|_, o| !o.reply.is_closed());
+        let now = Instant::now();
+        let due: Vec<MessageId> = self
+            .outbound
+            .iter()
+            .filter(|(_, o)| match o.state {
+                OutState::AwaitingVerdict { since, aborted } => {
+                    let wait = if aborted {
+                        ABORT_GRACE
+                    } else {
+                        self.config.ack_timeout
+                    };
+                    now.duration_since(since) >= wait
+                }
+                _ => false,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            tracing::debug!(%id, "no verdict; offering again");
+            self.offer(id).await;
+        }
+    }
+
+    async fn on_internal(&mut self, done: Internal) {
+        match done {
+            Internal::OfferChecked {
+                from,
+                id,
+                already_stored,
+            } => self.offer_checked(from, id, already_stored).await,
+            Internal::Stored { from, id, result } => self.stored(from, id, result).await,
+        }
+    }
+}

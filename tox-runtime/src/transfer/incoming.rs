@@ -1,0 +1,306 @@
+//! The receiving side of the engine: offers, incoming files written to the spool, the header check,
+//! the inbox call, and the verdict sent back. Acks go out only after the inbox returned success.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use toxmail_protocol::{Frame, MessageId, NackCode, Offer, PublicKey, peek_header};
+
+use super::engine::{Engine, Internal};
+use super::{Inbox, Refusal};
+use crate::event::{FileNumber, FriendNumber};
+
+/// Tox's file kind for data (as opposed to avatars).
+const FILE_KIND_DATA: u32 = 0;
+
+struct OfferState {
+    size: u64,
+    /// The inbox said it does not have this message yet.
+    checked: bool,
+    /// A file that arrived before the check finished.
+    parked: Option<(FriendNumber, FileNumber)>,
+}
+
+struct Receiving {
+    from: PublicKey,
+    id: MessageId,
+    size: u64,
+    spool: File,
+    received: u64,
+}
+
+#[derive(Default)]
+pub(super) struct Incoming {
+    offers: HashMap<(PublicKey, MessageId), OfferState>,
+    files: HashMap<(FriendNumber, FileNumber), Receiving>,
+    /// Envelopes handed to the inbox and not yet answered: a repeated offer waits for that answer.
+    storing: HashSet<(PublicKey, MessageId)>,
+}
+
+impl<I: Inbox> Engine<I> {
+    fn spool_path(&self, from: &PublicKey, id: &MessageId) -> PathBuf {
+        self.config.spool_dir.join(format!("{from}-{id}.part"))
+    }
+
+    async fn refuse(&self, to: PublicKey, id: MessageId, refusal: Refusal) {
+        self.stats.offers_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(peer = %to, %id, code = ?refusal.code, detail = %refusal.detail, "envelope refused");
+        self.send_frame(to, &Frame::Nack(refusal.into_nack(id)))
+            .await;
+    }
+
+    async fn cancel_file(&self, friend: FriendNumber, file: FileNumber) {
+        self.stats.files_cancelled.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.handle.file_cancel(friend, file).await {
+            tracing::debug!(friend, file, error = %e, "cancel failed");
+        }
+    }
+
+    pub(super) async fn on_offer(&mut self, _friend: FriendNumber, from: PublicKey, offer: Offer) {
+        let Offer {
+            message_id: id,
+            size,
+        } = offer;
+        if size > self.config.max_envelope {
+            let detail = format!(
+                "{size} bytes exceed this node's limit of {}",
+                self.config.max_envelope
+            );
+            return self
+                .refuse(from, id, Refusal::new(NackCode::TooLarge, detail))
+                .await;
+        }
+        if size == 0 {
+            return self
+                .refuse(
+                    from,
+                    id,
+                    Refusal::new(NackCode::Malformed, "empty envelope"),
+                )
+                .await;
+        }
+        if self.incoming.storing.contains(&(from, id)) {
+            return; // the verdict of the store in progress will answer this offer too
+        }
+        self.incoming.offers.insert(
+            (from, id),
+            OfferState {
+                size,
+                checked: false,
+                parked: None,
+            },
+        );
+        let (inbox, internal) = (self.inbox.clone(), self.internal.clone());
+        tokio::spawn(async move {
+            let already_stored = inbox.contains(from, id).await;
+            let _ = internal.send(Internal::OfferChecked {
+                from,
+                id,
+                already_stored,
+            });
+        });
+    }
+
+    pub(super) async fn offer_checked(&mut self, from: PublicKey, id: MessageId, already: bool) {
+        let Some(state) = self.incoming.offers.get_mut(&(from, id)) else {
+            return;
+        };
+        if already {
+            let parked = state.parked;
+            self.incoming.offers.remove(&(from, id));
+            if let Some((friend, file)) = parked {
+                self.cancel_file(friend, file).await;
+            }
+            self.stats.duplicates_acked.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(peer = %from, %id, "duplicate envelope acknowledged again");
+            self.send_frame(from, &Frame::Ack(id)).await;
+            return;
+        }
+        state.checked = true;
+        if let Some((friend, file)) = state.parked.take() {
+            let size = state.size;
+            self.accept_file(friend, file, from, id, size).await;
+        }
+    }
+
+    pub(super) async fn on_file_recv(
+        &mut self,
+        friend: FriendNumber,
+        from: PublicKey,
+        file: FileNumber,
+        kind: u32,
+        size: u64,
+        id: MessageId,
+    ) {
+        let offer = self.incoming.offers.get_mut(&(from, id));
+        let Some(state) = offer.filter(|s| s.size == size && kind == FILE_KIND_DATA) else {
+            tracing::info!(peer = %from, %id, size, kind, "file without a matching offer; cancelled");
+            return self.cancel_file(friend, file).await;
+        };
+        if state.checked {
+            self.accept_file(friend, file, from, id, size).await;
+        } else {
+            state.parked = Some((friend, file));
+        }
+    }
+
+    async fn accept_file(
+        &mut self,
+        friend: FriendNumber,
+        file: FileNumber,
+        from: PublicKey,
+        id: MessageId,
+        size: u64,
+    ) {
+        self.incoming.offers.remove(&(from, id));
+        let path = self.spool_path(&from, &id);
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path);
+        let spool = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot open spool file");
+                self.cancel_file(friend, file).await;
+                let refusal = Refusal::new(NackCode::StorageFailure, "receiver spool unavailable");
+                return self.refuse(from, id, refusal).await;
+            }
+        };
+        let mut offset = spool.metadata().map(|m| m.len()).unwrap_or(0);
+        if offset > size {
+            offset = 0;
+            let _ = spool.set_len(0);
+        }
+        if offset > 0 {
+            tracing::info!(peer = %from, %id, offset, size, "resuming transfer");
+        }
+        if let Err(e) = self.handle.file_accept(friend, file, offset).await {
+            tracing::debug!(peer = %from, %id, error = %e, "could not accept file");
+            return;
+        }
+        let receiving = Receiving {
+            from,
+            id,
+            size,
+            spool,
+            received: offset,
+        };
+        self.incoming.files.insert((friend, file), receiving);
+    }
+
+    pub(super) async fn on_file_chunk(
+        &mut self,
+        friend: FriendNumber,
+        file: FileNumber,
+        position: u64,
+        data: &[u8],
+    ) {
+        let Some(r) = self.incoming.files.get_mut(&(friend, file)) else {
+            return;
+        };
+        if data.is_empty() {
+            let r = self
+                .incoming
+                .files
+                .remove(&(friend, file))
+                .expect("present");
+            return self.file_complete(r).await;
+        }
+        let end = position.saturating_add(data.len() as u64);
+        if end > r.size {
+            let (from, id) = (r.from, r.id);
+            self.incoming.files.remove(&(friend, file));
+            self.cancel_file(friend, file).await;
+            let refusal = Refusal::new(NackCode::Malformed, "file data past the offered size");
+            return self.refuse(from, id, refusal).await;
+        }
+        if let Err(e) = r.spool.write_all_at(data, position) {
+            tracing::error!(error = %e, "spool write failed; transfer cancelled");
+            self.incoming.files.remove(&(friend, file));
+            return self.cancel_file(friend, file).await;
+        }
+        r.received = r.received.max(end);
+    }
+
+    async fn file_complete(&mut self, r: Receiving) {
+        if r.received < r.size {
+            return; // ended early; the spool keeps what arrived for the next offer
+        }
+        let path = self.spool_path(&r.from, &r.id);
+        let (from, id) = (r.from, r.id);
+        drop(r.spool);
+        self.incoming.storing.insert((from, id));
+        let (inbox, internal) = (self.inbox.clone(), self.internal.clone());
+        tokio::spawn(async move {
+            let result = match tokio::fs::read(&path).await {
+                Ok(bytes) => match check_header(&bytes, from, id) {
+                    Ok(()) => inbox.store(from, id, bytes).await,
+                    Err(refusal) => Err(refusal),
+                },
+                Err(e) => Err(Refusal::new(
+                    NackCode::StorageFailure,
+                    format!("spool read: {e}"),
+                )),
+            };
+            let _ = internal.send(Internal::Stored { from, id, result });
+        });
+    }
+
+    pub(super) async fn stored(
+        &mut self,
+        from: PublicKey,
+        id: MessageId,
+        result: Result<(), Refusal>,
+    ) {
+        self.incoming.storing.remove(&(from, id));
+        let path = self.spool_path(&from, &id);
+        match result {
+            Ok(()) => {
+                let _ = fs::remove_file(&path);
+                self.stats.envelopes_stored.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(peer = %from, %id, "envelope stored; acknowledging");
+                self.send_frame(from, &Frame::Ack(id)).await;
+            }
+            Err(refusal) => {
+                if refusal.class == toxmail_protocol::NackClass::Permanent {
+                    let _ = fs::remove_file(&path);
+                }
+                self.refuse(from, id, refusal).await;
+            }
+        }
+    }
+
+    pub(super) fn incoming_cancelled(&mut self, friend: FriendNumber, file: FileNumber) {
+        self.incoming.files.remove(&(friend, file));
+    }
+
+    pub(super) fn incoming_friend_gone(&mut self, from: PublicKey, friend: FriendNumber) {
+        self.incoming.files.retain(|(f, _), _| *f != friend);
+        self.incoming.offers.retain(|(pk, _), _| *pk != from);
+    }
+}
+
+/// The envelope must be the one offered (same id) and sealed by the friend who sent it.
+fn check_header(bytes: &[u8], from: PublicKey, id: MessageId) -> Result<(), Refusal> {
+    let header = peek_header(bytes)
+        .map_err(|e| Refusal::new(NackCode::Malformed, format!("envelope header: {e}")))?;
+    if header.message_id != id {
+        return Err(Refusal::new(
+            NackCode::Forged,
+            "envelope id differs from the offered id",
+        ));
+    }
+    if header.sender != from {
+        return Err(Refusal::new(
+            NackCode::Forged,
+            "envelope not sealed by the sending friend",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! Reliable transfer of sealed envelopes between friends, written once for the bridge and the relay.
+//!
+//! Sender: `Offer{id,size}` as a lossless packet, then the envelope as a Tox file whose file id is
+//! the message id; then it waits for `Ack` ("stored") or `Nack`. When the friend goes offline (or
+//! either side restarts) the offer is repeated on reconnection with the same file id, and the
+//! receiver resumes from the bytes it already has in its spool.
+//! Receiver: checks the offer, writes chunks to `<spool>/<sender>-<id>.part`, checks the envelope
+//! header against the offer and the friend's key, hands the envelope to the [`Inbox`], and acks only
+//! after the inbox returned success. Message ids already stored are acked again, never stored twice.
+
+mod engine;
+mod incoming;
+mod policy;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use toxmail_protocol::{MessageId, Nack, NackClass, NackCode, PublicKey, ToxId};
+
+use crate::error::RuntimeError;
+use crate::node::{Handle, Node};
+
+pub use policy::FriendPolicy;
+
+/// What the receiving side does with a complete envelope. `store` must have committed the envelope
+/// durably when it returns `Ok`: the sender is told "stored" right after.
+pub trait Inbox: Send + Sync + 'static {
+    /// True if this message id from this sender is already stored (a duplicate is acked again).
+    fn contains(&self, from: PublicKey, id: MessageId) -> impl Future<Output = bool> + Send;
+    /// Stores one complete envelope from a friend whose key the engine has checked against the
+    /// envelope header. The inbox opens or keeps it as its role requires.
+    fn store(
+        &self,
+        from: PublicKey,
+        id: MessageId,
+        envelope: Vec<u8>,
+    ) -> impl Future<Output = Result<(), Refusal>> + Send;
+}
+
+/// Why an inbox refused an envelope; sent to the sender as a `Nack`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub class: NackClass,
+    pub code: NackCode,
+    pub detail: String,
+}
+
+impl Refusal {
+    pub fn new(code: NackCode, detail: impl Into<String>) -> Self {
+        Refusal {
+            class: code.default_class(),
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn into_nack(self, message_id: MessageId) -> Nack {
+        Nack {
+            message_id,
+            class: self.class,
+            code: self.code,
+            detail: self.detail,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TransferConfig {
+    /// Largest envelope this node accepts (announced in `Hello`).
+    pub max_envelope: u64,
+    /// Directory for partially received envelopes (kept across restarts for resumption).
+    pub spool_dir: PathBuf,
+    pub friend_policy: FriendPolicy,
+    /// Text after "toxmail/1" in our friend requests.
+    pub request_note: String,
+    /// Re-offer when neither ack nor nack arrived this long after the last byte was sent.
+    pub ack_timeout: Duration,
+}
+
+impl TransferConfig {
+    pub fn new(spool_dir: impl Into<PathBuf>) -> Self {
+        TransferConfig {
+            max_envelope: toxmail_protocol::MAX_ENVELOPE_SIZE as u64,
+            spool_dir: spool_dir.into(),
+            friend_policy: FriendPolicy::AnyoneWithAddress,
+            request_note: String::new(),
+            ack_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Where a delivery goes: a full address (first contact sends a friend request) or a friend's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Address(ToxId),
+    Friend(PublicKey),
+}
+
+impl Destination {
+    pub fn public_key(&self) -> PublicKey {
+        match self {
+            Destination::Address(id) => id.public_key(),
+            Destination::Friend(pk) => *pk,
+        }
+    }
+}
+
+impl From<ToxId> for Destination {
+    fn from(id: ToxId) -> Self {
+        Destination::Address(id)
+    }
+}
+
+impl From<PublicKey> for Destination {
+    fn from(pk: PublicKey) -> Self {
+        Destination::Friend(pk)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("the peer refused the envelope ({class:?} {code:?}): {detail}", class = .0.class, code = .0.code, detail = .0.detail)]
+    Refused(Nack),
+    #[error("envelope of {size} bytes exceeds the peer's limit of {limit}")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("{0} is not a friend and no full Tox ID was given")]
+    UnknownFriend(PublicKey),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("the transfer engine has stopped")]
+    Stopped,
+}
+
+impl DeliveryError {
+    /// Worth retrying later (as opposed to bouncing).
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            DeliveryError::Refused(n) => n.class == NackClass::Temporary,
+            DeliveryError::TooLarge { .. } | DeliveryError::UnknownFriend(_) => false,
+            DeliveryError::Runtime(_) | DeliveryError::Stopped => true,
+        }
+    }
+}
+
+/// Counters for tests, benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct TransferStats {
+    pub frames_rejected: AtomicU64,
+    pub offers_refused: AtomicU64,
+    pub envelopes_stored: AtomicU64,
+    pub duplicates_acked: AtomicU64,
+    pub files_cancelled: AtomicU64,
+    pub friend_requests_ignored: AtomicU64,
+}
+
+impl TransferStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) enum Command {
+    Deliver {
+        to: Destination,
+        id: MessageId,
+        envelope: Arc<[u8]>,
+        reply: oneshot::Sender<Result<(), DeliveryError>>,
+    },
+    AllowContact(PublicKey),
+}
+
+/// A running transfer engine over one node. Cloneable; stops with [`Courier::shutdown`].
+#[derive(Clone, Debug)]
+pub struct Courier {
+    commands: mpsc::UnboundedSender<Command>,
+    handle: Handle,
+    stats: Arc<TransferStats>,
+}
+
+/// Keeps the engine task and the node so both can be stopped in order.
+#[derive(Debug)]
+pub struct CourierTask {
+    task: JoinHandle<Node>,
+    stop: oneshot::Sender<()>,
+}
+
+impl Courier {
+    /// Takes over `node`'s event stream and starts the engine task.
+    pub fn start<I: Inbox>(node: Node, inbox: I, config: TransferConfig) -> (Courier, CourierTask) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let stats = Arc::new(TransferStats::default());
+        let courier = Courier {
+            commands: tx,
+            handle: node.handle.clone(),
+            stats: stats.clone(),
+        };
+        let engine = engine::Engine::new(node, Arc::new(inbox), config, stats);
+        let task = tokio::spawn(engine.run(rx, stop_rx));
+        (
+            courier,
+            CourierTask {
+                task,
+                stop: stop_tx,
+            },
+        )
+    }
+
+    pub fn node(&self) -> &Handle {
+        &self.handle
+    }
+
+    pub fn stats(&self) -> &TransferStats {
+        &self.stats
+    }
+
+    /// Delivers one sealed envelope and returns once the peer acknowledged that it stored it, or
+    /// refused it. Disconnects and restarts in between are ridden out; dropping the future gives up.
+    pub async fn deliver(
+        &self,
+        to: impl Into<Destination>,
+        id: MessageId,
+        envelope: Arc<[u8]>,
+    ) -> Result<(), DeliveryError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Deliver {
+                to: to.into(),
+                id,
+                envelope,
+                reply,
+            })
+            .map_err(|_| DeliveryError::Stopped)?;
+        rx.await.map_err(|_| DeliveryError::Stopped)?
+    }
+
+    /// Adds a key to the known-contacts policy (no effect under `AnyoneWithAddress`).
+    pub fn allow_contact(&self, pk: PublicKey) {
+        let _ = self.commands.send(Command::AllowContact(pk));
+    }
+}
+
+impl CourierTask {
+    /// Stops the engine, then the node (persisting its savedata).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        if let Ok(node) = self.task.await {
+            node.shutdown().await;
+        }
+    }
+
+    /// Stops the engine and kills the node without a final save, as a crash would.
+    pub async fn kill(self) {
+        let _ = self.stop.send(());
+        if let Ok(node) = self.task.await {
+            node.kill().await;
+        }
+    }
+}
+
+impl Refusal {
+    /// The refusal an inbox sends when an envelope does not open: forgeries and tampering are
+    /// permanent (re-sending the same bytes cannot help).
+    pub fn for_open_error(e: &toxmail_protocol::OpenError) -> Self {
+        use toxmail_protocol::OpenError;
+        let code = match e {
+            OpenError::WrongRecipient => NackCode::WrongRecipient,
+            OpenError::UnsupportedVersion(_) => NackCode::UnsupportedVersion,
+            OpenError::TooLarge => NackCode::TooLarge,
+            e if e.is_forgery() => NackCode::Forged,
+            _ => NackCode::Malformed,
+        };
+        Refusal {
+            class: NackClass::Permanent,
+            code,
+            detail: e.to_string(),
+        }
+    }
+}
