@@ -24,6 +24,16 @@ pub struct Peer {
 impl Peer {
     /// Starts (or restarts, from the savedata in `dir`) a peer on the loopback profile.
     pub async fn start(dir: &Path, options: Options, store_delay: Duration) -> Peer {
+        Peer::start_with(dir, options, store_delay, |_| {}).await
+    }
+
+    /// Like [`Peer::start`], with a chance to adjust the transfer configuration.
+    pub async fn start_with(
+        dir: &Path,
+        options: Options,
+        store_delay: Duration,
+        configure: impl FnOnce(&mut TransferConfig),
+    ) -> Peer {
         std::fs::create_dir_all(dir).unwrap();
         let node = Node::start(options.savedata(dir.join("node.tox")))
             .await
@@ -31,7 +41,8 @@ impl Peer {
         let secret = node.handle.secret_key().await.unwrap();
         let info = node.info;
         let inbox = OpeningInbox::new(secret.clone(), dir.join("inbox"), store_delay);
-        let config = TransferConfig::new(dir.join("spool"));
+        let mut config = TransferConfig::new(dir.join("spool"));
+        configure(&mut config);
         let (courier, task) = Courier::start(node, inbox.clone(), config);
         Peer {
             dir: dir.to_path_buf(),

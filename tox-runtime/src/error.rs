@@ -21,6 +21,10 @@ pub enum RuntimeError {
     SavedataEncrypted(PathBuf),
     #[error("savedata {0} could not be decrypted: wrong passphrase or corrupt file")]
     SavedataDecrypt(PathBuf),
+    #[error(
+        "savedata {0} is corrupt or not Tox savedata; refusing to start a new identity over it"
+    )]
+    SavedataCorrupt(PathBuf),
     #[error("passphrase key derivation failed")]
     KeyDerivation,
     #[error("savedata encryption failed")]

@@ -59,12 +59,12 @@ impl FileControl {
     }
 }
 
-/// Why a chunk could not be handed to c-toxcore.
+/// Why a chunk or packet could not be handed to c-toxcore.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ChunkError {
     /// The send queue is full: try again after the next iteration.
     QueueFull,
-    /// Any other error: the transfer is gone.
+    /// Any other error (c-toxcore's code): the transfer or connection is gone.
     Gone(u32),
 }
 
@@ -289,7 +289,12 @@ impl Instance {
         list
     }
 
-    pub(crate) fn send_lossless(&mut self, friend: u32, data: &[u8]) -> Result<()> {
+    /// Sends one lossless packet; `QueueFull` means "try again after an iteration".
+    pub(crate) fn send_lossless(
+        &mut self,
+        friend: u32,
+        data: &[u8],
+    ) -> std::result::Result<(), ChunkError> {
         let mut err = sys::Tox_Err_Friend_Custom_Packet::TOX_ERR_FRIEND_CUSTOM_PACKET_OK;
         // SAFETY: pointer and length describe `data`; c-toxcore checks the length and first byte.
         let ok = unsafe {
@@ -301,8 +306,13 @@ impl Instance {
                 &mut err,
             )
         };
-        ok.then_some(())
-            .ok_or(RuntimeError::tox("tox_friend_send_lossless_packet", err.0))
+        match (ok, err) {
+            (true, _) => Ok(()),
+            (false, sys::Tox_Err_Friend_Custom_Packet::TOX_ERR_FRIEND_CUSTOM_PACKET_SENDQ) => {
+                Err(ChunkError::QueueFull)
+            }
+            (false, e) => Err(ChunkError::Gone(e.0)),
+        }
     }
 
     pub(crate) fn file_send(

@@ -3,7 +3,7 @@
 //! chunk requests of outgoing files from memory, and persists the savedata after every change
 //! that matters (friends, nospam) before it replies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -59,6 +59,8 @@ pub(crate) struct Owner {
     savedata: Option<SavedataFile>,
     stats: Arc<NodeStats>,
     outgoing: HashMap<(FriendNumber, FileNumber), Outgoing>,
+    /// Lossless packets that met a full send queue, per friend in order, sent after iterations.
+    packets: HashMap<FriendNumber, VecDeque<Vec<u8>>>,
     /// Chunk requests that met a full send queue, retried after the next iteration.
     retry_chunks: Vec<(FriendNumber, FileNumber, u64, usize)>,
     last_save: Instant,
@@ -79,6 +81,7 @@ impl Owner {
             savedata,
             stats,
             outgoing: HashMap::new(),
+            packets: HashMap::new(),
             retry_chunks: Vec::new(),
             last_save: Instant::now(),
         }
@@ -118,6 +121,7 @@ impl Owner {
                 self.handle_raw(raw);
             }
             self.retry_pending_chunks();
+            self.flush_packets();
             if self.last_save.elapsed() > PERIODIC_SAVE {
                 self.save_logged();
             }
@@ -268,6 +272,47 @@ impl Owner {
             self.emit(Event::FileSendAborted { friend, file });
         }
         self.retry_chunks.retain(|(f, ..)| *f != friend);
+        self.packets.remove(&friend);
+    }
+
+    /// Sends `data` now, or after earlier queued packets of this friend: order is kept.
+    fn send_packet(&mut self, friend: FriendNumber, data: Vec<u8>) -> Result<()> {
+        if let Some(queue) = self.packets.get_mut(&friend) {
+            queue.push_back(data);
+            return Ok(());
+        }
+        match self.tox.send_lossless(friend, &data) {
+            Ok(()) => Ok(()),
+            Err(ChunkError::QueueFull) => {
+                self.packets.entry(friend).or_default().push_back(data);
+                Ok(())
+            }
+            Err(ChunkError::Gone(code)) => {
+                Err(RuntimeError::tox("tox_friend_send_lossless_packet", code))
+            }
+        }
+    }
+
+    fn flush_packets(&mut self) {
+        let Owner { tox, packets, .. } = self;
+        packets.retain(|&friend, queue| {
+            while let Some(data) = queue.front() {
+                match tox.send_lossless(friend, data) {
+                    Ok(()) => drop(queue.pop_front()),
+                    Err(ChunkError::QueueFull) => return true,
+                    Err(ChunkError::Gone(code)) => {
+                        tracing::debug!(
+                            friend,
+                            code,
+                            dropped = queue.len(),
+                            "queued packets dropped"
+                        );
+                        return false;
+                    }
+                }
+            }
+            false
+        });
     }
 
     fn serve_chunk(&mut self, friend: u32, file: u32, position: u64, length: usize) {
@@ -348,9 +393,7 @@ impl Owner {
                 drop(r.send(res))
             }
             Command::Friends(r) => drop(r.send(Ok(self.friends()))),
-            Command::SendPacket(friend, data, r) => {
-                drop(r.send(self.tox.send_lossless(friend, &data)))
-            }
+            Command::SendPacket(friend, data, r) => drop(r.send(self.send_packet(friend, data))),
             Command::FileSend {
                 friend,
                 file_id,

@@ -11,6 +11,8 @@ use crate::error::{Result, RuntimeError};
 use crate::sys;
 
 const EXTRA: usize = sys::TOX_PASS_ENCRYPTION_EXTRA_LENGTH as usize;
+/// Four zero bytes, then Messenger's state cookie 0x15ed1b1f (little endian).
+const SAVEDATA_MAGIC: [u8; 8] = [0, 0, 0, 0, 0x1f, 0x1b, 0xed, 0x15];
 const SALT: usize = sys::TOX_PASS_SALT_LENGTH as usize;
 
 /// A derived toxencryptsave key, freed in `Drop`.
@@ -122,7 +124,7 @@ impl SavedataFile {
             }
         };
         if !is_encrypted(&data) {
-            return Ok(Some(data));
+            return self.checked(data).map(Some);
         }
         let pass = self
             .passphrase
@@ -135,7 +137,17 @@ impl SavedataFile {
             .decrypt(&data)
             .ok_or_else(|| RuntimeError::SavedataDecrypt(self.path.clone()))?;
         self.key = Some(key);
-        Ok(Some(plain))
+        self.checked(plain).map(Some)
+    }
+
+    /// c-toxcore starts a *new* identity from savedata it cannot parse, and the next save would
+    /// then overwrite the old one: refuse anything that does not start like Tox savedata.
+    fn checked(&self, data: Vec<u8>) -> Result<Vec<u8>> {
+        if data.starts_with(&SAVEDATA_MAGIC) {
+            Ok(data)
+        } else {
+            Err(RuntimeError::SavedataCorrupt(self.path.clone()))
+        }
     }
 
     /// Writes `data` atomically, encrypting it when a passphrase is configured.
@@ -191,13 +203,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.tox");
         let mut file = SavedataFile::new(path.clone(), Some(b"correct horse".to_vec()));
-        file.save(b"state bytes").unwrap();
+        file.save(&tox_like(b"state bytes")).unwrap();
         let raw = fs::read(&path).unwrap();
         assert!(is_encrypted(&raw));
-        assert_eq!(raw.len(), b"state bytes".len() + EXTRA);
+        assert_eq!(raw.len(), tox_like(b"state bytes").len() + EXTRA);
 
         let mut again = SavedataFile::new(path.clone(), Some(b"correct horse".to_vec()));
-        assert_eq!(again.load().unwrap().unwrap(), b"state bytes");
+        assert_eq!(again.load().unwrap().unwrap(), tox_like(b"state bytes"));
 
         let mut wrong = SavedataFile::new(path.clone(), Some(b"wrong".to_vec()));
         assert!(matches!(
@@ -216,7 +228,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut file = SavedataFile::new(dir.path().join("x.tox"), None);
         assert!(file.load().unwrap().is_none());
-        file.save(b"plain").unwrap();
-        assert_eq!(file.load().unwrap().unwrap(), b"plain");
+        file.save(&tox_like(b"plain")).unwrap();
+        assert_eq!(file.load().unwrap().unwrap(), tox_like(b"plain"));
+        file.save(b"not savedata").unwrap();
+        assert!(matches!(file.load(), Err(RuntimeError::SavedataCorrupt(_))));
+    }
+
+    fn tox_like(body: &[u8]) -> Vec<u8> {
+        [&SAVEDATA_MAGIC[..], body].concat()
     }
 }
