@@ -11,7 +11,7 @@
 //! - `reader` (private): the bounded cursor every decoder reads through.
 //!
 //! Path of one message: the sending bridge seals a `Letter` for the recipient's key, announces it
-//! with `Frame::Offer { message_id, size }`, ships the envelope bytes, and the receiver
+//! with a `Frame::Offer` (message id and size), ships the envelope as a Tox file, and the receiver
 //! `peek_header`s, `open`s, stores, then answers `Frame::Ack(message_id)` or a `Frame::Nack`.
 //!
 //! Every decoder takes `&[u8]`, checks each length against the remaining input before slicing,

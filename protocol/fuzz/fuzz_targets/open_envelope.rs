@@ -18,9 +18,8 @@ use toxmail_protocol::{
 
 static SENDER: LazyLock<SecretKey> = LazyLock::new(|| SecretKey::from([0x11; 32]));
 static RECIPIENT: LazyLock<SecretKey> = LazyLock::new(|| SecretKey::from([0x22; 32]));
-static CIPHER: LazyLock<SalsaBox> = LazyLock::new(|| {
-    SalsaBox::new(&RECIPIENT.public_key(), &SENDER)
-});
+static CIPHER: LazyLock<SalsaBox> =
+    LazyLock::new(|| SalsaBox::new(&RECIPIENT.public_key(), &SENDER));
 
 /// Header bytes 0..104 (everything but the nonce) for the fixed keys and message id 0x44...
 static HEADER_COPY: LazyLock<Vec<u8>> = LazyLock::new(|| {

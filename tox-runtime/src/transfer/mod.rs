@@ -267,17 +267,9 @@ impl Refusal {
     /// The refusal an inbox sends when an envelope does not open: forgeries and tampering are
     /// permanent (re-sending the same bytes cannot help).
     pub fn for_open_error(e: &toxmail_protocol::OpenError) -> Self {
-        use toxmail_protocol::OpenError;
-        let code = match e {
-            OpenError::WrongRecipient => NackCode::WrongRecipient,
-            OpenError::UnsupportedVersion(_) => NackCode::UnsupportedVersion,
-            OpenError::TooLarge => NackCode::TooLarge,
-            e if e.is_forgery() => NackCode::Forged,
-            _ => NackCode::Malformed,
-        };
         Refusal {
             class: NackClass::Permanent,
-            code,
+            code: e.nack_code(),
             detail: e.to_string(),
         }
     }
