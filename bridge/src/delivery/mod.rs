@@ -1,0 +1,1 @@
+//! Outbound delivery over Tox and inbound injection into the local MTA.

@@ -1,0 +1,4 @@
+//! What Postfix talks to: the socketmap (routing) and the LMTP server (intake).
+
+pub mod lmtp;
+pub mod socketmap;

@@ -1,0 +1,1 @@
+//! Postfix socketmap server for transport_maps.
