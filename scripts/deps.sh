@@ -8,6 +8,9 @@ TOXMAIL_PACKAGES=(
   libtoxcore-dev               # c-toxcore 0.2.18 (the FFI crate pins this version)
   toxcore-utils                # tox-bootstrapd for the private-DHT tests
   iproute2 util-linux          # ip + unshare: tests run in a namespace with only loopback
+  dnsmasq-base                 # dnsmasq binary only (no system service): test DNS server (tests/src/dns.rs)
+  postgresql                   # PostgreSQL 15: tests start private clusters (tests/src/postgres.rs)
+  postfix                      # private Postfix sites + smtp-sink (tests/src/postfix.rs); smtp-source (bridge/tests/lmtp.rs)
 )
 
 install_missing() {
@@ -20,6 +23,11 @@ install_missing() {
   local sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)
   "${sudo[@]}" apt-get update -qq
+  # Unseeded, postfix's postinst writes a main.cf and starts a system Postfix on port 25; tests
+  # start their own instances and must never use that one.
+  if [[ " ${missing[*]} " == *" postfix "* ]]; then
+    echo "postfix postfix/main_mailer_type select No configuration" | "${sudo[@]}" debconf-set-selections
+  fi
   # The packages must not start system services we would then depend on: tests start their own.
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }

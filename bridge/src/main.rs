@@ -1,1 +1,139 @@
-fn main() {}
+//! `toxmail-bridge`: the command line. It wires; the work is in the library (`app::run`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use toxmail_bridge::config::{Config, DEFAULT_PATH};
+use toxmail_bridge::{admin, app};
+
+#[derive(Parser)]
+#[command(
+    name = "toxmail-bridge",
+    version,
+    about = "Postfix transport to end-to-end encrypted mail over Tox"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, default_value = DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (socketmap, LMTP, Tox delivery, injection).
+    Run,
+    /// Create or update the database schema.
+    Migrate,
+    /// Load and validate the configuration, then check the key file and the database.
+    CheckConfig,
+    /// Local mailboxes with a Tox identity of their own.
+    #[command(subcommand)]
+    Identity(IdentityCmd),
+    /// Addresses the operator maps to Tox IDs by hand.
+    #[command(subcommand)]
+    Contact(ContactCmd),
+    /// Print the routing decision for an address and why.
+    Resolve { address: String },
+    /// The outbound queue.
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// Print the main.cf and master.cf fragments for this configuration.
+    PostfixConfig,
+}
+
+#[derive(Subcommand)]
+enum IdentityCmd {
+    /// Create the Tox identity of a local mailbox; prints its Tox ID and the DNS record to publish.
+    Add {
+        address: String,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+enum ContactCmd {
+    Add { address: String, tox_id: String },
+    List,
+    Remove { address: String },
+}
+
+#[derive(Subcommand)]
+enum QueueCmd {
+    List,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOXMAIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,toxcore=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+async fn run_daemon(config: Config) -> Result<(), String> {
+    let listeners = app::Listeners::bind(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stopping");
+        stop.cancel();
+    });
+    app::run(config, listeners, shutdown)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("toxmail-bridge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Run => run_daemon(config).await,
+        Command::Migrate => admin::migrate(&config).await,
+        Command::CheckConfig => admin::check_config(&config).await,
+        Command::Identity(IdentityCmd::Add { address }) => {
+            admin::identity_add(&config, &address).await
+        }
+        Command::Identity(IdentityCmd::List) => admin::identity_list(&config).await,
+        Command::Contact(ContactCmd::Add { address, tox_id }) => {
+            admin::contact_add(&config, &address, &tox_id).await
+        }
+        Command::Contact(ContactCmd::List) => admin::contact_list(&config).await,
+        Command::Contact(ContactCmd::Remove { address }) => {
+            admin::contact_remove(&config, &address).await
+        }
+        Command::Resolve { address } => admin::resolve(&config, &address).await,
+        Command::Queue(QueueCmd::List) => admin::queue_list(&config).await,
+        Command::PostfixConfig => {
+            print!("{}", admin::postfix_config(&config));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("toxmail-bridge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

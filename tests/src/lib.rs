@@ -2,8 +2,13 @@
 //! temp dirs, on free ports, and stops them when dropped. Scenarios live in `e2e/`.
 
 pub mod bootstrapd;
+pub mod dns;
 pub mod inbox;
 pub mod peers;
+pub mod postfix;
+pub mod postgres;
+pub mod site;
+pub mod smtp;
 
 use std::time::{Duration, Instant};
 

@@ -1,1 +1,263 @@
-//! PostgreSQL store.
+//! The bridge's PostgreSQL store: the outbound queue (`queue`), inbound dedup and injection
+//! (`inbound`), identities and contacts (`directory`), versioned schema (`migrations`).
+//! Only sealed envelopes and delivery metadata are stored, never plaintext mail. Every method
+//! runs in its own transaction (or statement) and is committed when it returns `Ok`.
+
+mod directory;
+mod inbound;
+mod migrations;
+mod queue;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+use toxmail_protocol::{MessageId, PublicKey, ToxId};
+
+pub use directory::{ContactRow, IdentityRow};
+pub use inbound::{InboundRow, NewInbound};
+pub use queue::{Enqueued, NewOutbound, OutboundRow, QueueEntry};
+
+/// How long to wait for a free pooled connection, and to open a new one (TCP connect plus
+/// startup): a database that is down must fail a caller within seconds, not hang it.
+const POOL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Socket-level connect limit, unless the URL sets `connect_timeout` itself.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Drops a connection whose server stopped acknowledging what we send (host gone).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a store operation failed. `is_temporary()` is the only classification callers need.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Cannot reach or use the database: connect, pool, I/O, shutdown, authentication.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The server refused this time but may accept a retry: serialization failure, deadlock,
+    /// lock timeout, out of disk or memory, statement cancelled.
+    #[error("database busy: {0}")]
+    Transient(String),
+    /// A row with that key already exists.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// No row with that key.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// Any other database error: a bug in a statement or a constraint the input breaks.
+    #[error("database query failed: {0}")]
+    Query(String),
+    /// A stored value is not one this code writes (a Tox ID with a bad checksum, …).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The connection string or pool settings are invalid.
+    #[error("invalid store configuration: {0}")]
+    Config(String),
+    /// A migration failed or the schema is newer than this bridge.
+    #[error("migration {version}: {reason}")]
+    Migration { version: i32, reason: String },
+}
+
+impl StoreError {
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Transient(_))
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let text = render(&e);
+        let Some(code) = e.code() else {
+            return if e.is_closed() || has_io_source(&e) || is_connection_kind(&e) {
+                StoreError::Unavailable(text)
+            } else {
+                // Encoding/decoding of parameters and columns: our bug.
+                StoreError::Query(text)
+            };
+        };
+        let class = code.code();
+        if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::EXCLUSION_VIOLATION {
+            StoreError::Conflict(text)
+        } else if class.starts_with("08") // connection exception
+            || class.starts_with("28") // invalid authorization
+            || class.starts_with("57P") // shutting down, cannot connect now
+            || *code == SqlState::INVALID_CATALOG_NAME
+        {
+            StoreError::Unavailable(text)
+        } else if class.starts_with("40") // serialization failure, deadlock
+            || class.starts_with("53") // insufficient resources
+            || class.starts_with("58") // system (I/O) error
+            || *code == SqlState::LOCK_NOT_AVAILABLE
+            || *code == SqlState::QUERY_CANCELED
+        {
+            StoreError::Transient(text)
+        } else {
+            StoreError::Query(text)
+        }
+    }
+}
+
+impl From<PoolError> for StoreError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Backend(e) => match StoreError::from(e) {
+                // Whatever stopped a new connection, the database is not usable right now.
+                StoreError::Query(text) => StoreError::Unavailable(text),
+                other => other,
+            },
+            other => StoreError::Unavailable(format!("connection pool: {other}")),
+        }
+    }
+}
+
+/// tokio-postgres's `Display` omits the cause ("db error"); the chain carries the server text.
+fn render(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn has_io_source(e: &tokio_postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// Kinds without a SQLSTATE or I/O cause that still mean "cannot talk to the server"; the
+/// crate exposes them only through their text.
+fn is_connection_kind(e: &tokio_postgres::Error) -> bool {
+    let text = e.to_string();
+    ["error connecting", "timeout", "authentication", "TLS"]
+        .iter()
+        .any(|kind| text.contains(kind))
+}
+
+/// A cloneable handle on the connection pool; all store operations hang off it.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Builds the pool from a libpq-style connection string (`host=… port=… user=… dbname=…`
+    /// or `postgresql://…`). No connection is made here: the first operation opens one.
+    pub fn connect(url: &str, max_connections: usize) -> Result<Store, StoreError> {
+        if max_connections == 0 {
+            return Err(StoreError::Config(
+                "max_connections must be at least 1".into(),
+            ));
+        }
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::Config(render(&e)))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("toxmail-bridge");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                // A connection the server closed is noticed without a round trip; a query on
+                // one that died unnoticed fails as Unavailable and the next get opens anew.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_connections)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_TIMEOUT))
+            .create_timeout(Some(POOL_TIMEOUT))
+            .recycle_timeout(Some(POOL_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok(Store { pool })
+    }
+
+    /// Applies every pending migration, each in its own transaction; returns how many ran.
+    pub async fn migrate(&self) -> Result<u32, StoreError> {
+        let mut client = self.client().await?;
+        let applied = migrations::apply(&mut client).await?;
+        if applied > 0 {
+            tracing::info!(applied, "store migrations applied");
+        }
+        Ok(applied)
+    }
+
+    /// One round trip: Ok when the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+fn tox_id_from(bytes: &[u8], what: &str) -> Result<ToxId, StoreError> {
+    ToxId::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn public_key_from(bytes: &[u8], what: &str) -> Result<PublicKey, StoreError> {
+    PublicKey::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn message_id_from(bytes: &[u8], what: &str) -> Result<MessageId, StoreError> {
+    MessageId::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_error_only_unavailable_and_transient_are_temporary() {
+        let cases = [
+            (StoreError::Unavailable(String::new()), true),
+            (StoreError::Transient(String::new()), true),
+            (StoreError::Conflict(String::new()), false),
+            (StoreError::NotFound(String::new()), false),
+            (StoreError::Query(String::new()), false),
+            (StoreError::Corrupt(String::new()), false),
+            (StoreError::Config(String::new()), false),
+            (
+                StoreError::Migration {
+                    version: 1,
+                    reason: String::new(),
+                },
+                false,
+            ),
+        ];
+        for (error, temporary) in cases {
+            assert_eq!(error.is_temporary(), temporary, "{error}");
+        }
+    }
+
+    #[test]
+    fn connect_rejects_bad_url_and_zero_connections_without_connecting() {
+        assert!(matches!(
+            Store::connect("host=127.0.0.1 port=notaport", 4),
+            Err(StoreError::Config(_))
+        ));
+        assert!(matches!(
+            Store::connect("host=127.0.0.1", 0),
+            Err(StoreError::Config(_))
+        ));
+    }
+}

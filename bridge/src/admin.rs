@@ -1,0 +1,162 @@
+//! The admin subcommands: each opens what it needs, does one thing, and prints plain text.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use toxmail_protocol::ToxId;
+
+use crate::app::resolver_config;
+use crate::config::Config;
+use crate::identity;
+use crate::resolve::{Directory, Resolver};
+use crate::store::Store;
+
+type Result = std::result::Result<(), String>;
+
+fn store(config: &Config) -> std::result::Result<Store, String> {
+    Store::connect(&config.database.url, 2).map_err(|e| e.to_string())
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn normalised(config: &Config, address: &str) -> std::result::Result<String, String> {
+    crate::resolve::normalise(address, config.resolver.recipient_delimiter.as_deref())
+        .ok_or_else(|| format!("{address:?} is not a mail address"))
+}
+
+pub async fn migrate(config: &Config) -> Result {
+    let n = store(config)?.migrate().await.map_err(|e| e.to_string())?;
+    println!("applied {n} migration(s)");
+    Ok(())
+}
+
+pub async fn check_config(config: &Config) -> Result {
+    identity::read_key_file(&config.bridge.key_file).map_err(|e| e.to_string())?;
+    store(config)?.ping().await.map_err(|e| e.to_string())?;
+    println!("configuration OK; key file readable; database reachable");
+    Ok(())
+}
+
+pub async fn identity_add(config: &Config, address: &str) -> Result {
+    let address = normalised(config, address)?;
+    let store = store(config)?;
+    let id = identity::create(config, &address)
+        .await
+        .map_err(|e| e.to_string())?;
+    store
+        .add_identity(&address, &id)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("identity {address}");
+    println!("Tox ID: {id}");
+    if let Some(record) = identity::dns_record(&address, &id) {
+        println!("publish in DNS: {record}");
+    }
+    println!("or give out the address {id}@tox");
+    Ok(())
+}
+
+pub async fn identity_list(config: &Config) -> Result {
+    for row in store(config)?
+        .identities()
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        println!("{}\t{}", row.address, row.tox_id);
+    }
+    Ok(())
+}
+
+pub async fn contact_add(config: &Config, address: &str, tox_id: &str) -> Result {
+    let address = normalised(config, address)?;
+    let id: ToxId = tox_id.parse().map_err(|e| format!("{tox_id:?}: {e}"))?;
+    store(config)?
+        .add_contact(&address, &id)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("contact {address} -> {id}");
+    Ok(())
+}
+
+pub async fn contact_list(config: &Config) -> Result {
+    for row in store(config)?.contacts().await.map_err(|e| e.to_string())? {
+        println!("{}\t{}", row.address, row.tox_id);
+    }
+    Ok(())
+}
+
+pub async fn contact_remove(config: &Config, address: &str) -> Result {
+    let address = normalised(config, address)?;
+    match store(config)?
+        .remove_contact(&address)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        true => println!("removed {address}"),
+        false => return Err(format!("no contact {address}")),
+    }
+    Ok(())
+}
+
+pub async fn resolve(config: &Config, address: &str) -> Result {
+    let resolver = Resolver::new(resolver_config(config));
+    if let Ok(store) = store(config)
+        && let (Ok(ids), Ok(contacts)) = (store.identities().await, store.contacts().await)
+    {
+        resolver.set_directory(Directory {
+            contacts: contacts
+                .into_iter()
+                .map(|c| (c.address, c.tox_id))
+                .collect(),
+            local: ids.into_iter().map(|r| r.address).collect(),
+        });
+    }
+    println!("{address}: {}", resolver.resolve(address).await);
+    Ok(())
+}
+
+pub async fn queue_list(config: &Config) -> Result {
+    let rows = store(config)?
+        .queue_list()
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("id\tstate\tattempts\tnext_attempt\texpires\trecipient\tsender\tlast_error");
+    for r in &rows {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t<{}>\t{}",
+            r.id,
+            r.state,
+            r.attempts,
+            secs(r.next_attempt),
+            secs(r.expires),
+            r.recipient,
+            r.envelope_sender,
+            r.last_error.as_deref().unwrap_or("")
+        );
+    }
+    println!("{} message copies", rows.len());
+    Ok(())
+}
+
+pub fn postfix_config(config: &Config) -> String {
+    let sock = config.socketmap.listen.strip_prefix("unix:").map_or_else(
+        || format!("inet:{}", config.socketmap.listen),
+        |p| format!("unix:{p}"),
+    );
+    format!(
+        "# --- main.cf (toxmail-bridge) ---\n\
+         # Ask the bridge first which recipients go over Tox; keep your other tables after it.\n\
+         transport_maps = socketmap:{sock}:{map}\n\
+         # Postfix hands each Tox recipient to the bridge; 50 per LMTP delivery.\n\
+         toxlmtp_destination_recipient_limit = 50\n\
+         \n\
+         # --- master.cf (toxmail-bridge) ---\n\
+         # The LMTP client that talks to the bridge; XFORWARD gives it Postfix's queue id.\n\
+         toxlmtp   unix  -       -       n       -       -       lmtp\n  \
+           -o lmtp_send_xforward_command=yes\n",
+        map = config.socketmap.map_name
+    )
+}

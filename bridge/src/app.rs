@@ -1,0 +1,235 @@
+//! Wiring: binds the sockets, starts one Tox node and courier per identity, the directory
+//! refresher, the dispatcher, the injector, the socketmap and the LMTP server, and stops them all
+//! when `shutdown` is cancelled. `run` takes bound listeners so tests can bind port 0.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tox_runtime::transfer::{Courier, CourierTask, FriendPolicy, TransferConfig};
+
+use crate::config::{Config, FriendPolicySetting, ListenAddr, parse_listen};
+use crate::delivery::inbound::{BridgeInbox, InboundContext, run_injector};
+use crate::delivery::outbound::Dispatcher;
+use crate::identity::{self, DEFAULT_IDENTITY};
+use crate::intake::BridgeIntake;
+use crate::postfix::{lmtp, socketmap};
+use crate::resolve::{Directory, Resolver, ResolverConfig};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("binding {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+}
+
+/// The sockets Postfix talks to.
+#[derive(Debug)]
+pub struct Listeners {
+    pub socketmap: socketmap::Listener,
+    pub lmtp: lmtp::Listener,
+}
+
+async fn bind_one(what: &'static str, addr: &str) -> Result<ListenAddrBound, AppError> {
+    let err = |source| AppError::Bind {
+        what,
+        addr: addr.to_string(),
+        source,
+    };
+    match parse_listen(addr).map_err(|m| err(std::io::Error::other(m)))? {
+        ListenAddr::Tcp(a) => Ok(ListenAddrBound::Tcp(
+            tokio::net::TcpListener::bind(a).await.map_err(err)?,
+        )),
+        ListenAddr::Unix(p) => {
+            let _ = std::fs::remove_file(&p);
+            Ok(ListenAddrBound::Unix(
+                tokio::net::UnixListener::bind(&p).map_err(err)?,
+            ))
+        }
+    }
+}
+
+enum ListenAddrBound {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> Result<Listeners, AppError> {
+        let socketmap = match bind_one("socketmap", &config.socketmap.listen).await? {
+            ListenAddrBound::Tcp(l) => socketmap::Listener::Tcp(l),
+            ListenAddrBound::Unix(l) => socketmap::Listener::Unix(l),
+        };
+        let lmtp = match bind_one("lmtp", &config.lmtp.listen).await? {
+            ListenAddrBound::Tcp(l) => lmtp::Listener::Tcp(l),
+            ListenAddrBound::Unix(l) => lmtp::Listener::Unix(l),
+        };
+        Ok(Listeners { socketmap, lmtp })
+    }
+}
+
+pub fn resolver_config(config: &Config) -> ResolverConfig {
+    ResolverConfig {
+        dns_domains: config
+            .resolver
+            .dns_domains
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect(),
+        nameservers: config.resolver.nameservers.clone(),
+        recipient_delimiter: config.resolver.recipient_delimiter.clone(),
+        ..ResolverConfig::default()
+    }
+}
+
+/// Makes sure the default identity exists; returns every identity address.
+async fn identities(config: &Config, store: &Store) -> Result<Vec<String>, AppError> {
+    let mut rows = store.identities().await?;
+    if !rows.iter().any(|r| r.address == DEFAULT_IDENTITY) {
+        let id = identity::create(config, DEFAULT_IDENTITY).await?;
+        store.add_identity(DEFAULT_IDENTITY, &id).await?;
+        rows = store.identities().await?;
+    }
+    Ok(rows.into_iter().map(|r| r.address).collect())
+}
+
+/// Keeps the resolver's copy of contacts and identities current, so routing never waits on the
+/// database (and keeps working from the last copy while it is down).
+async fn refresh_directory(
+    store: Store,
+    resolver: Arc<Resolver>,
+    couriers: Vec<Courier>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if let (Ok(ids), Ok(contacts)) = (store.identities().await, store.contacts().await) {
+            for c in &contacts {
+                for courier in &couriers {
+                    courier.allow_contact(c.tox_id.public_key());
+                }
+            }
+            resolver.set_directory(Directory {
+                contacts: contacts
+                    .into_iter()
+                    .map(|c| (c.address, c.tox_id))
+                    .collect(),
+                local: ids.into_iter().map(|r| r.address).collect(),
+            });
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
+    let store = Store::connect(&config.database.url, config.database.max_connections)?;
+    let addresses = identities(&config, &store).await?;
+    let pass = identity::read_key_file(&config.bridge.key_file)?;
+    let mut nodes = Vec::new();
+    let mut keys = HashMap::new();
+    for address in &addresses {
+        let node = identity::start_node(&config, address, &pass).await?;
+        let secret = node
+            .handle
+            .secret_key()
+            .await
+            .map_err(|e| identity::IdentityError::Tox(address.clone(), e))?;
+        tracing::info!(identity = %address, tox_id = %node.info.address, "identity online");
+        keys.insert(address.clone(), secret);
+        nodes.push((address.clone(), node));
+    }
+
+    let ctx = Arc::new(InboundContext {
+        store: store.clone(),
+        hostname: config.bridge.hostname.clone(),
+        next_hop: config.next_hop(),
+        local_domains: config.local_domains(),
+        keys: keys.clone(),
+        injector: Notify::new(),
+    });
+    let mut couriers = HashMap::new();
+    let mut tasks: Vec<CourierTask> = Vec::new();
+    for (address, node) in nodes {
+        let mut tc = TransferConfig::new(config.bridge.state_dir.join("spool").join(&address));
+        tc.max_envelope = config.lmtp.max_message_size.saturating_mul(2).max(1 << 20);
+        if config.tox.friend_policy == FriendPolicySetting::Contacts {
+            tc.friend_policy = FriendPolicy::KnownContacts(HashSet::new());
+        }
+        let inbox = BridgeInbox {
+            identity: address.clone(),
+            ctx: ctx.clone(),
+        };
+        let (courier, task) = Courier::start(node, inbox, tc);
+        couriers.insert(address, courier);
+        tasks.push(task);
+    }
+
+    let resolver = Arc::new(Resolver::new(resolver_config(&config)));
+    let dispatcher = Arc::new(Dispatcher::new(
+        store.clone(),
+        couriers.clone(),
+        Duration::from_secs(config.queue.retry_min_secs),
+        Duration::from_secs(config.queue.retry_max_secs),
+    ));
+    let intake = Arc::new(BridgeIntake {
+        resolver: resolver.clone(),
+        store: store.clone(),
+        keys,
+        unknown_sender: config.bridge.unknown_sender,
+        delimiter: config.resolver.recipient_delimiter.clone(),
+        lifetime: config.lifetime(),
+        dispatcher: dispatcher.clone(),
+    });
+    let lmtp_config = lmtp::LmtpConfig {
+        hostname: config.bridge.hostname.clone(),
+        max_message_size: config.lmtp.max_message_size,
+        max_recipients: config.lmtp.max_recipients,
+        ..lmtp::LmtpConfig::default()
+    };
+
+    let mut set = tokio::task::JoinSet::new();
+    set.spawn(refresh_directory(
+        store.clone(),
+        resolver.clone(),
+        couriers.values().cloned().collect(),
+        shutdown.clone(),
+    ));
+    set.spawn(dispatcher.run(shutdown.clone()));
+    set.spawn(run_injector(ctx, shutdown.clone()));
+    set.spawn(socketmap::serve(
+        listeners.socketmap,
+        config.socketmap.map_name.clone(),
+        resolver,
+        config.socketmap_nexthop(),
+        shutdown.clone(),
+    ));
+    set.spawn(lmtp::serve(
+        listeners.lmtp,
+        lmtp_config,
+        intake,
+        shutdown.clone(),
+    ));
+    tracing::info!("toxmail-bridge running");
+    while set.join_next().await.is_some() {}
+    for task in tasks {
+        task.shutdown().await;
+    }
+    tracing::info!("toxmail-bridge stopped");
+    Ok(())
+}

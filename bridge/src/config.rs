@@ -1,0 +1,464 @@
+//! The bridge's configuration: one typed struct read from TOML, validated at start-up. Unknown keys
+//! are rejected; every error names the file and the key. Defaults sit beside the fields.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toxmail_protocol::PublicKey;
+
+pub const DEFAULT_PATH: &str = "/etc/toxmail/bridge.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: key `{key}`: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub bridge: BridgeSection,
+    pub database: DatabaseSection,
+    #[serde(default)]
+    pub socketmap: SocketmapSection,
+    #[serde(default)]
+    pub lmtp: LmtpSection,
+    #[serde(default)]
+    pub resolver: ResolverSection,
+    #[serde(default)]
+    pub tox: ToxSection,
+    #[serde(default)]
+    pub queue: QueueSection,
+    pub inbound: InboundSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeSection {
+    /// Name used in LMTP greetings and Received: lines.
+    pub hostname: String,
+    /// Tox savedata of each identity and the transfer spool live here.
+    pub state_dir: PathBuf,
+    /// A file the operator controls; its contents encrypt every identity's savedata at rest.
+    pub key_file: PathBuf,
+    /// What to do with mail from a local sender who has no Tox identity of their own.
+    #[serde(default)]
+    pub unknown_sender: UnknownSender,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownSender {
+    /// Send with the site's default identity.
+    #[default]
+    Default,
+    /// Refuse with 550 5.7.1.
+    Refuse,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// libpq-style connection string, e.g. "host=/var/run/postgresql dbname=toxmail user=toxmail".
+    pub url: String,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    16
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketmapSection {
+    /// "127.0.0.1:9025" or "unix:/path/to/socket".
+    #[serde(default = "default_socketmap_listen")]
+    pub listen: String,
+    #[serde(default = "default_map_name")]
+    pub map_name: String,
+    /// The transport:nexthop the socketmap answers for Tox recipients; derived from [lmtp].listen
+    /// ("toxlmtp:inet:[127.0.0.1]:2424") when empty.
+    #[serde(default)]
+    pub nexthop: String,
+}
+
+impl Default for SocketmapSection {
+    fn default() -> Self {
+        SocketmapSection {
+            listen: default_socketmap_listen(),
+            map_name: default_map_name(),
+            nexthop: String::new(),
+        }
+    }
+}
+
+fn default_socketmap_listen() -> String {
+    "127.0.0.1:9025".into()
+}
+
+fn default_map_name() -> String {
+    "transport".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmtpSection {
+    /// "127.0.0.1:2424" or "unix:/path/to/socket".
+    #[serde(default = "default_lmtp_listen")]
+    pub listen: String,
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: u64,
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
+}
+
+impl Default for LmtpSection {
+    fn default() -> Self {
+        LmtpSection {
+            listen: default_lmtp_listen(),
+            max_message_size: default_max_message_size(),
+            max_recipients: default_max_recipients(),
+        }
+    }
+}
+
+fn default_lmtp_listen() -> String {
+    "127.0.0.1:2424".into()
+}
+
+fn default_max_message_size() -> u64 {
+    50 * 1024 * 1024
+}
+
+fn default_max_recipients() -> usize {
+    100
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverSection {
+    /// Domains whose DNS may be asked for `user._tox.domain` TXT records (opt-in: each lookup
+    /// tells that domain's DNS who is being mailed).
+    #[serde(default)]
+    pub dns_domains: Vec<String>,
+    /// Nameservers for those lookups; empty disables DNS discovery.
+    #[serde(default)]
+    pub nameservers: Vec<SocketAddr>,
+    /// Postfix's recipient_delimiter, e.g. "+".
+    #[serde(default)]
+    pub recipient_delimiter: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToxSection {
+    #[serde(default = "default_port_range")]
+    pub port_range: [u16; 2],
+    #[serde(default)]
+    pub ipv6: bool,
+    #[serde(default)]
+    pub local_discovery: bool,
+    /// DHT nodes to bootstrap from. Nothing is assumed: an empty list means the operator adds
+    /// them (there is no built-in public node list).
+    #[serde(default)]
+    pub bootstrap: Vec<BootstrapEntry>,
+    #[serde(default)]
+    pub friend_policy: FriendPolicySetting,
+}
+
+impl Default for ToxSection {
+    fn default() -> Self {
+        ToxSection {
+            port_range: default_port_range(),
+            ipv6: false,
+            local_discovery: false,
+            bootstrap: Vec::new(),
+            friend_policy: FriendPolicySetting::default(),
+        }
+    }
+}
+
+fn default_port_range() -> [u16; 2] {
+    [33445, 33545]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapEntry {
+    pub address: SocketAddr,
+    /// The node's DHT public key, 64 hex digits.
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FriendPolicySetting {
+    /// Anyone who knows an identity's full Tox ID.
+    #[default]
+    Anyone,
+    /// Only addresses in the contacts table.
+    Contacts,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSection {
+    /// How long a message may wait for its peer before it bounces.
+    #[serde(default = "default_lifetime")]
+    pub lifetime_secs: u64,
+    #[serde(default = "default_retry_min")]
+    pub retry_min_secs: u64,
+    #[serde(default = "default_retry_max")]
+    pub retry_max_secs: u64,
+}
+
+impl Default for QueueSection {
+    fn default() -> Self {
+        QueueSection {
+            lifetime_secs: default_lifetime(),
+            retry_min_secs: default_retry_min(),
+            retry_max_secs: default_retry_max(),
+        }
+    }
+}
+
+fn default_lifetime() -> u64 {
+    5 * 24 * 3600
+}
+
+fn default_retry_min() -> u64 {
+    60
+}
+
+fn default_retry_max() -> u64 {
+    3600
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundSection {
+    /// Where received mail is injected: "smtp:127.0.0.1:25" (Postfix) or "lmtp:127.0.0.1:24" (Dovecot).
+    pub next_hop: String,
+    /// Mail domains this site receives for (recipients outside them get a permanent nack).
+    pub local_domains: Vec<String>,
+}
+
+/// A parsed `listen` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// A parsed `next_hop` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextHop {
+    pub lmtp: bool,
+    pub addr: SocketAddr,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        parse_listen(&self.socketmap.listen).map_err(|m| invalid("socketmap.listen", m))?;
+        parse_listen(&self.lmtp.listen).map_err(|m| invalid("lmtp.listen", m))?;
+        parse_next_hop(&self.inbound.next_hop).map_err(|m| invalid("inbound.next_hop", m))?;
+        for b in &self.tox.bootstrap {
+            b.key
+                .parse::<PublicKey>()
+                .map_err(|e| invalid("tox.bootstrap.key", e.to_string()))?;
+        }
+        let [lo, hi] = self.tox.port_range;
+        if lo == 0 || lo > hi {
+            return Err(invalid(
+                "tox.port_range",
+                format!("{lo}..{hi} is not a range"),
+            ));
+        }
+        if self.inbound.local_domains.is_empty() {
+            return Err(invalid(
+                "inbound.local_domains",
+                "list at least one domain".into(),
+            ));
+        }
+        for d in &self.resolver.dns_domains {
+            if self
+                .inbound
+                .local_domains
+                .iter()
+                .any(|l| l.eq_ignore_ascii_case(d))
+            {
+                return Err(invalid(
+                    "resolver.dns_domains",
+                    format!("{d} is also a local domain; its mail would loop"),
+                ));
+            }
+        }
+        if self.queue.retry_min_secs == 0 || self.queue.retry_min_secs > self.queue.retry_max_secs {
+            return Err(invalid(
+                "queue.retry_min_secs",
+                "must be > 0 and ≤ retry_max_secs".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn lifetime(&self) -> Duration {
+        Duration::from_secs(self.queue.lifetime_secs)
+    }
+
+    pub fn local_domains(&self) -> Vec<String> {
+        self.inbound
+            .local_domains
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect()
+    }
+
+    /// What the socketmap answers for Tox recipients.
+    pub fn socketmap_nexthop(&self) -> String {
+        if !self.socketmap.nexthop.is_empty() {
+            return self.socketmap.nexthop.clone();
+        }
+        match parse_listen(&self.lmtp.listen) {
+            Ok(ListenAddr::Tcp(a)) => format!("toxlmtp:inet:[{}]:{}", a.ip(), a.port()),
+            Ok(ListenAddr::Unix(p)) => format!("toxlmtp:unix:{}", p.display()),
+            Err(_) => String::new(),
+        }
+    }
+
+    pub fn next_hop(&self) -> NextHop {
+        parse_next_hop(&self.inbound.next_hop).expect("validated at load")
+    }
+}
+
+pub fn parse_listen(value: &str) -> Result<ListenAddr, String> {
+    if let Some(path) = value.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("empty unix socket path".into());
+        }
+        return Ok(ListenAddr::Unix(PathBuf::from(path)));
+    }
+    value
+        .parse()
+        .map(ListenAddr::Tcp)
+        .map_err(|_| format!("{value:?} is neither host:port nor unix:/path"))
+}
+
+pub fn parse_next_hop(value: &str) -> Result<NextHop, String> {
+    let (kind, rest) = value
+        .split_once(':')
+        .ok_or_else(|| format!("{value:?}: expected smtp:host:port or lmtp:host:port"))?;
+    let lmtp = match kind {
+        "smtp" => false,
+        "lmtp" => true,
+        _ => return Err(format!("{kind:?}: expected smtp or lmtp")),
+    };
+    let addr = rest
+        .parse()
+        .map_err(|_| format!("{rest:?} is not an IP address and port"))?;
+    Ok(NextHop { lmtp, addr })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[bridge]
+hostname = "mx.a.test"
+state_dir = "/tmp/x"
+key_file = "/tmp/x/key"
+[database]
+url = "host=127.0.0.1 dbname=toxmail"
+[inbound]
+next_hop = "smtp:127.0.0.1:25"
+local_domains = ["a.test"]
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::parse(Path::new("t.toml"), MINIMAL).unwrap();
+        assert_eq!(c.socketmap.listen, "127.0.0.1:9025");
+        assert_eq!(c.socketmap_nexthop(), "toxlmtp:inet:[127.0.0.1]:2424");
+        assert_eq!(c.queue.lifetime_secs, 5 * 24 * 3600);
+        assert_eq!(c.bridge.unknown_sender, UnknownSender::Default);
+        assert!(c.tox.bootstrap.is_empty(), "no built-in bootstrap nodes");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_file_and_key() {
+        let text = MINIMAL.replace("[database]", "[database]\nurll = \"x\"");
+        let err = Config::parse(Path::new("t.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("t.toml:"), "{err}");
+        assert!(err.contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let text = MINIMAL.replace("smtp:127.0.0.1:25", "ftp:127.0.0.1:25");
+        let err = Config::parse(Path::new("t.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("inbound.next_hop"), "{err}");
+        let text = MINIMAL.replace(
+            "[inbound]",
+            "[resolver]\ndns_domains = [\"A.test\"]\n[inbound]",
+        );
+        let err = Config::parse(Path::new("t.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("resolver.dns_domains"), "{err}");
+    }
+
+    #[test]
+    fn every_example_config_in_deploy_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "deploy/ has example configs");
+    }
+}

@@ -1,0 +1,154 @@
+//! Outbound: hands queued copies to the sending identity's courier and records the outcome.
+//! The courier itself waits for the peer to come online (event driven) and rides out
+//! disconnects; this loop only claims rows, keeps one delivery task per row, and applies backoff
+//! after refusals and errors. At start-up every queued row is handed over at once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tox_runtime::transfer::{Courier, DeliveryError};
+
+use super::backoff;
+use crate::store::{OutboundRow, Store};
+
+/// A claimed row stays invisible to other claims this long while its delivery task runs.
+const LEASE: Duration = Duration::from_secs(3600);
+
+#[derive(Debug)]
+pub struct Dispatcher {
+    pub store: Store,
+    /// Identity address → its courier.
+    pub couriers: HashMap<String, Courier>,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// Woken by the LMTP intake after each commit.
+    pub wake: Notify,
+    inflight: Mutex<HashSet<i64>>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Store,
+        couriers: HashMap<String, Courier>,
+        retry_min: Duration,
+        retry_max: Duration,
+    ) -> Self {
+        Dispatcher {
+            store,
+            couriers,
+            retry_min,
+            retry_max,
+            wake: Notify::new(),
+            inflight: Mutex::default(),
+        }
+    }
+
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut startup = true;
+        loop {
+            let rows = if startup {
+                self.store.queued().await
+            } else {
+                self.store.claim_due(200, LEASE).await
+            };
+            match rows {
+                Ok(rows) => {
+                    startup = false;
+                    for row in rows {
+                        self.spawn(row);
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "outbound queue not readable"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, row: OutboundRow) {
+        if !self.inflight.lock().expect("not poisoned").insert(row.id) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let id = row.id;
+            me.deliver(row).await;
+            me.inflight.lock().expect("not poisoned").remove(&id);
+        });
+    }
+
+    async fn deliver(&self, row: OutboundRow) {
+        let span = tracing::info_span!("deliver", row = row.id, id = %row.message_id);
+        let _enter = span.enter();
+        let Some(courier) = self.couriers.get(&row.sender_identity) else {
+            let reason = format!("sending identity {} is not configured", row.sender_identity);
+            return self
+                .retry_store(|| self.store.mark_failed(row.id, &reason))
+                .await;
+        };
+        let left = row
+            .expires
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let delivery = courier.deliver(row.peer, row.message_id, row.envelope.into());
+        let outcome = tokio::time::timeout(left, delivery).await;
+        match outcome {
+            Ok(Ok(())) => {
+                tracing::info!("delivered: the peer stored it");
+                self.retry_store(|| self.store.mark_delivered(row.id)).await
+            }
+            Ok(Err(e)) if e.is_temporary() => {
+                let wait = backoff(row.attempts, self.retry_min, self.retry_max);
+                tracing::info!(error = %e, retry_in = ?wait, "delivery deferred");
+                let (next, reason) = (SystemTime::now() + wait, e.to_string());
+                self.retry_store(|| self.store.reschedule(row.id, next, &reason))
+                    .await
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "delivery failed permanently");
+                let reason = reason_of(&e);
+                self.retry_store(|| self.store.mark_failed(row.id, &reason))
+                    .await
+            }
+            Err(_) => {
+                tracing::warn!("message expired in the queue");
+                let reason = "expired: the peer did not come online in time";
+                self.retry_store(|| self.store.mark_failed(row.id, reason))
+                    .await
+            }
+        }
+    }
+
+    /// Records an outcome, retrying while the database is down: an ack must not be forgotten
+    /// (if the process dies first, the row is delivered again and the peer acks the duplicate).
+    async fn retry_store<F, Fut>(&self, mut op: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), crate::store::StoreError>>,
+    {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match op().await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record delivery outcome; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}
+
+fn reason_of(e: &DeliveryError) -> String {
+    match e {
+        DeliveryError::Refused(n) => format!("refused by the peer ({:?}): {}", n.code, n.detail),
+        other => other.to_string(),
+    }
+}

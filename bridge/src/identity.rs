@@ -1,0 +1,140 @@
+//! Tox identities of a site: one per local mailbox that has one, plus the site's default identity.
+//! Each identity is a Tox node with its own savedata file under `<state_dir>/identities/`,
+//! encrypted at rest with the operator's key file; the database lists them (address, Tox ID).
+
+use std::path::{Path, PathBuf};
+
+use tox_runtime::{BootstrapNode, Node, Options};
+use toxmail_protocol::{PublicKey, ToxId};
+
+use crate::config::Config;
+
+/// The address under which the site's default identity is listed.
+pub const DEFAULT_IDENTITY: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("key file {path}: {source}")]
+    KeyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("key file {0} is shorter than 16 bytes")]
+    KeyFileShort(PathBuf),
+    #[error("identity {0}: {1}")]
+    Tox(String, tox_runtime::RuntimeError),
+}
+
+/// Reads the operator's key file; its bytes are the toxencryptsave passphrase.
+pub fn read_key_file(path: &Path) -> Result<Vec<u8>, IdentityError> {
+    let bytes = std::fs::read(path).map_err(|source| IdentityError::KeyFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let trimmed = bytes.trim_ascii().to_vec();
+    if trimmed.len() < 16 {
+        return Err(IdentityError::KeyFileShort(path.to_path_buf()));
+    }
+    Ok(trimmed)
+}
+
+/// `<state_dir>/identities/<address>.tox`, with anything unusual in the address replaced.
+pub fn savedata_path(state_dir: &Path, address: &str) -> PathBuf {
+    let safe: String = address
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@.-_+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    state_dir.join("identities").join(format!("{safe}.tox"))
+}
+
+/// Node options for one identity, from the [tox] section.
+pub fn node_options(config: &Config, address: &str, passphrase: &[u8]) -> Options {
+    let mut o = Options::new();
+    o.ipv6 = config.tox.ipv6;
+    o.local_discovery = config.tox.local_discovery;
+    o.start_port = config.tox.port_range[0];
+    o.end_port = config.tox.port_range[1];
+    o.bootstrap = config
+        .tox
+        .bootstrap
+        .iter()
+        .map(|b| BootstrapNode {
+            addr: b.address,
+            dht_key: b.key.parse::<PublicKey>().expect("validated at load"),
+        })
+        .collect();
+    o.savedata(savedata_path(&config.bridge.state_dir, address))
+        .passphrase(passphrase.to_vec())
+        .name("toxmail")
+}
+
+/// Starts an identity's node (creating the identity if it has no savedata yet).
+pub async fn start_node(
+    config: &Config,
+    address: &str,
+    passphrase: &[u8],
+) -> Result<Node, IdentityError> {
+    let path = savedata_path(&config.bridge.state_dir, address);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| IdentityError::KeyFile {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    Node::start(node_options(config, address, passphrase))
+        .await
+        .map_err(|e| IdentityError::Tox(address.to_string(), e))
+}
+
+/// Creates (or re-reads) an identity and returns its Tox ID, without keeping the node running.
+pub async fn create(config: &Config, address: &str) -> Result<ToxId, IdentityError> {
+    let pass = read_key_file(&config.bridge.key_file)?;
+    let mut options = node_options(config, address, &pass);
+    options.bootstrap.clear();
+    std::fs::create_dir_all(config.bridge.state_dir.join("identities")).map_err(|source| {
+        IdentityError::KeyFile {
+            path: config.bridge.state_dir.clone(),
+            source,
+        }
+    })?;
+    let node = Node::start(options)
+        .await
+        .map_err(|e| IdentityError::Tox(address.to_string(), e))?;
+    let id = node.info.address;
+    node.shutdown().await;
+    Ok(id)
+}
+
+/// The DNS TXT record that publishes `address`'s Tox ID (`user._tox.domain`).
+pub fn dns_record(address: &str, id: &ToxId) -> Option<String> {
+    let (local, domain) = address.rsplit_once('@')?;
+    Some(format!(
+        "{}._tox.{}. IN TXT \"v=tox1;id={id}\"",
+        local.to_ascii_lowercase(),
+        domain.to_ascii_lowercase()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn savedata_path_keeps_addresses_readable_and_safe() {
+        let p = savedata_path(Path::new("/s"), "Al/ice@a.test");
+        assert_eq!(p, Path::new("/s/identities/Al_ice@a.test.tox"));
+    }
+
+    #[test]
+    fn dns_record_names_the_tox_label() {
+        let id = ToxId::new(PublicKey([0x11; 32]), 0x1234_5678);
+        let rec = dns_record("Bob@B.test", &id).unwrap();
+        assert_eq!(rec, format!("bob._tox.b.test. IN TXT \"v=tox1;id={id}\""));
+    }
+}

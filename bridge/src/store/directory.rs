@@ -1,0 +1,106 @@
+//! The directory: local identities (address → our Tox ID) and contacts (remote address → their
+//! Tox ID). Tox IDs are stored as their 38 raw bytes and checked again when read.
+
+use std::time::SystemTime;
+
+use toxmail_protocol::ToxId;
+
+use super::{Store, StoreError, tox_id_from};
+
+/// A local address and the Tox ID mail to it arrives at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityRow {
+    pub address: String,
+    pub tox_id: ToxId,
+    pub created: SystemTime,
+}
+
+/// A remote address and the Tox ID its mail goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactRow {
+    pub address: String,
+    pub tox_id: ToxId,
+    pub added: SystemTime,
+}
+
+impl Store {
+    /// Adds a local identity; `Conflict` if the address already has one.
+    pub async fn add_identity(&self, address: &str, tox_id: &ToxId) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO identities (address, tox_id) VALUES ($1, $2)",
+                &[&address, &&tox_id.as_bytes()[..]],
+            )
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("identity {address} already exists"))
+                }
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    /// All local identities, by address.
+    pub async fn identities(&self) -> Result<Vec<IdentityRow>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT address, tox_id, created FROM identities ORDER BY address",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(IdentityRow {
+                    address: row.try_get(0)?,
+                    tox_id: tox_id_from(row.try_get(1)?, "identities.tox_id")?,
+                    created: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds a contact or replaces the Tox ID of an existing one (keeping when it was added).
+    pub async fn add_contact(&self, address: &str, tox_id: &ToxId) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO contacts (address, tox_id) VALUES ($1, $2) \
+                 ON CONFLICT (address) DO UPDATE SET tox_id = EXCLUDED.tox_id",
+                &[&address, &&tox_id.as_bytes()[..]],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a contact; false if there was none.
+    pub async fn remove_contact(&self, address: &str) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let removed = client
+            .execute("DELETE FROM contacts WHERE address = $1", &[&address])
+            .await?;
+        Ok(removed > 0)
+    }
+
+    /// All contacts, by address.
+    pub async fn contacts(&self) -> Result<Vec<ContactRow>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT address, tox_id, added FROM contacts ORDER BY address",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ContactRow {
+                    address: row.try_get(0)?,
+                    tox_id: tox_id_from(row.try_get(1)?, "contacts.tox_id")?,
+                    added: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+}

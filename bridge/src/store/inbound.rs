@@ -1,0 +1,209 @@
+//! Inbound messages: deduplication by message id and the queue of sealed envelopes waiting to
+//! be opened and injected into Postfix. The row outlives injection (envelope emptied) so a
+//! resent copy of the same message id is recognised and acknowledged without a second delivery.
+
+use std::time::{Duration, SystemTime};
+
+use tokio_postgres::Row;
+use toxmail_protocol::{MessageId, PublicKey};
+
+use super::{Store, StoreError, message_id_from, public_key_from};
+
+/// An envelope received from a peer, as stored before the Ack is sent.
+#[derive(Debug, Clone)]
+pub struct NewInbound {
+    pub message_id: MessageId,
+    /// The Tox key that sealed (and sent) the envelope.
+    pub sender_key: PublicKey,
+    /// The local address (identity) it is for.
+    pub identity: String,
+    /// The sealed envelope, never plaintext.
+    pub envelope: Vec<u8>,
+}
+
+/// A pending inbound envelope handed to the injector.
+#[derive(Debug, Clone)]
+pub struct InboundRow {
+    pub message_id: MessageId,
+    pub sender_key: PublicKey,
+    pub identity: String,
+    pub envelope: Vec<u8>,
+    /// Attempts so far, counting the claim that returned this row.
+    pub attempts: i32,
+    pub received: SystemTime,
+}
+
+impl Store {
+    /// Stores a received envelope. True if inserted; false if that message id is already known
+    /// (pending, injected or failed). Committed when it returns, so the Ack may follow.
+    pub async fn record_inbound(&self, rec: &NewInbound) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let insert = client
+            .prepare_cached(
+                "INSERT INTO inbound (message_id, sender_key, identity, envelope) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (message_id) DO NOTHING",
+            )
+            .await?;
+        let inserted = client
+            .execute(
+                &insert,
+                &[
+                    &&rec.message_id.0[..],
+                    &&rec.sender_key.0[..],
+                    &rec.identity,
+                    &rec.envelope,
+                ],
+            )
+            .await?;
+        Ok(inserted == 1)
+    }
+
+    /// True if this message id was ever recorded, whatever its state.
+    /// Makes every pending row due now. Called once at start-up: leases of a process that died
+    /// mid-injection must not delay its mail (a single bridge owns its database).
+    pub async fn release_inbound_leases(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE inbound SET next_attempt = now() WHERE state = 'pending' AND next_attempt > now()",
+                &[],
+            )
+            .await?;
+        Ok(n)
+    }
+
+    pub async fn inbound_exists(&self, message_id: &MessageId) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT 1 FROM inbound WHERE message_id = $1",
+                &[&&message_id.0[..]],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Claims up to `limit` pending envelopes that are due, skipping rows another claimer holds,
+    /// and leases them for `lease`.
+    pub async fn claim_inbound(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<InboundRow>, StoreError> {
+        let client = self.client().await?;
+        let claim = client
+            .prepare_cached(
+                "WITH due AS (
+                     SELECT message_id AS due_id FROM inbound
+                     WHERE state = 'pending' AND next_attempt <= now()
+                     ORDER BY next_attempt, received
+                     LIMIT $1
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE inbound
+                 SET next_attempt = now() + make_interval(secs => $2), attempts = attempts + 1
+                 FROM due WHERE message_id = due_id
+                 RETURNING message_id, sender_key, identity, envelope, attempts, received",
+            )
+            .await?;
+        let rows = client
+            .query(&claim, &[&limit, &lease.as_secs_f64()])
+            .await?;
+        let mut claimed = rows
+            .iter()
+            .map(inbound_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by_key(|row| row.received);
+        Ok(claimed)
+    }
+
+    /// Postfix accepted the message: drop the envelope, keep the id for deduplication.
+    pub async fn mark_injected(&self, message_id: &MessageId) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let updated = client
+            .execute(
+                "UPDATE inbound SET state = 'injected', envelope = ''::bytea, \
+                 injected_at = COALESCE(injected_at, now()) WHERE message_id = $1",
+                &[&&message_id.0[..]],
+            )
+            .await?;
+        if updated == 0 {
+            return Err(StoreError::NotFound(format!(
+                "inbound message {message_id}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Gives up on a pending envelope (kept for the operator). No-op if no longer pending.
+    pub async fn mark_inbound_failed(
+        &self,
+        message_id: &MessageId,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.update_pending(
+            "UPDATE inbound SET state = 'failed', last_error = $2 \
+             WHERE message_id = $1 AND state = 'pending'",
+            message_id,
+            reason,
+            None,
+        )
+        .await
+    }
+
+    /// Keeps an envelope pending, due again at `next`. No-op if no longer pending.
+    pub async fn reschedule_inbound(
+        &self,
+        message_id: &MessageId,
+        next: SystemTime,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.update_pending(
+            "UPDATE inbound SET next_attempt = $3, last_error = $2 \
+             WHERE message_id = $1 AND state = 'pending'",
+            message_id,
+            reason,
+            Some(next),
+        )
+        .await
+    }
+
+    /// Runs an update guarded by `state = 'pending'`; NotFound only when the id is unknown.
+    async fn update_pending(
+        &self,
+        sql: &str,
+        message_id: &MessageId,
+        reason: &str,
+        next: Option<SystemTime>,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let id = &message_id.0[..];
+        let updated = match next {
+            Some(next) => client.execute(sql, &[&id, &reason, &next]).await?,
+            None => client.execute(sql, &[&id, &reason]).await?,
+        };
+        if updated == 0 {
+            let exists = client
+                .query_opt("SELECT 1 FROM inbound WHERE message_id = $1", &[&id])
+                .await?
+                .is_some();
+            if !exists {
+                return Err(StoreError::NotFound(format!(
+                    "inbound message {message_id}"
+                )));
+            }
+            tracing::debug!(%message_id, "inbound row no longer pending; update skipped");
+        }
+        Ok(())
+    }
+}
+
+fn inbound_row(row: &Row) -> Result<InboundRow, StoreError> {
+    Ok(InboundRow {
+        message_id: message_id_from(row.try_get("message_id")?, "inbound.message_id")?,
+        sender_key: public_key_from(row.try_get("sender_key")?, "inbound.sender_key")?,
+        identity: row.try_get("identity")?,
+        envelope: row.try_get("envelope")?,
+        attempts: row.try_get("attempts")?,
+        received: row.try_get("received")?,
+    })
+}

@@ -1,0 +1,89 @@
+//! Versioned schema migrations: the SQL files in `migrations/`, compiled in, applied in order,
+//! each in one transaction together with its `schema_migrations` row.
+
+use deadpool_postgres::Client;
+
+use super::StoreError;
+
+/// One schema step. Versions start at 1 and increase by one; a released file never changes.
+struct Migration {
+    version: i32,
+    sql: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sql: include_str!("migrations/0001_init.sql"),
+}];
+
+/// Serialises bridges migrating the same database at once ("toxmigr" in ASCII).
+const LOCK_KEY: i64 = 0x0074_6f78_6d69_6772;
+
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)";
+
+/// Applies the pending migrations and returns how many ran. Refuses a database whose schema is
+/// newer than this code knows: running old code on it could corrupt the queue.
+pub(super) async fn apply(client: &mut Client) -> Result<u32, StoreError> {
+    let latest = MIGRATIONS.last().map_or(0, |m| m.version);
+    let mut applied = 0;
+    for migration in MIGRATIONS {
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
+            .await?;
+        tx.batch_execute(CREATE_TABLE).await?;
+        let current: Option<i32> = tx
+            .query_one("SELECT max(version) FROM schema_migrations", &[])
+            .await?
+            .get(0);
+        let current = current.unwrap_or(0);
+        if current > latest {
+            return Err(StoreError::Migration {
+                version: current,
+                reason: format!("database schema is newer than this bridge (knows {latest})"),
+            });
+        }
+        if current >= migration.version {
+            tx.commit().await?; // releases the lock; at most the empty table was created
+            continue;
+        }
+        tx.batch_execute(migration.sql)
+            .await
+            .map_err(|e| failed(migration.version, e))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, now())",
+            &[&migration.version],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::debug!(version = migration.version, "migration applied");
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+/// A temporary failure stays temporary; anything else names the migration that broke.
+fn failed(version: i32, e: tokio_postgres::Error) -> StoreError {
+    match StoreError::from(e) {
+        temporary if temporary.is_temporary() => temporary,
+        other => StoreError::Migration {
+            version,
+            reason: other.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_versions_start_at_one_and_increase_by_one() {
+        for (index, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version, index as i32 + 1);
+            assert!(!migration.sql.trim().is_empty());
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The outbound queue: one row per (message copy, recipient) holding the sealed envelope until
+//! the peer acknowledges it. Claims use `FOR UPDATE SKIP LOCKED` plus a lease on `next_attempt`,
+//! so several workers (or bridges) never send the same row at the same time.
+
+use std::time::{Duration, SystemTime};
+
+use tokio_postgres::Row;
+use toxmail_protocol::{MessageId, ToxId};
+
+use super::{Store, StoreError, message_id_from, tox_id_from};
+
+/// A copy to queue for one recipient.
+#[derive(Debug, Clone)]
+pub struct NewOutbound {
+    pub message_id: MessageId,
+    /// Postfix queue id (XFORWARD IDENT): with `recipient`, makes a retried LMTP transaction
+    /// a no-op instead of a second copy.
+    pub idem_key: Option<String>,
+    pub recipient: String,
+    pub envelope_sender: String,
+    /// The local address (identity) the envelope is sealed from.
+    pub sender_identity: String,
+    pub peer: ToxId,
+    /// The sealed envelope, never plaintext.
+    pub envelope: Vec<u8>,
+    pub expires: SystemTime,
+}
+
+/// What `enqueue` did with one copy, in input order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: i64,
+    /// True when `(idem_key, recipient)` was already queued: `id` is that earlier row.
+    pub duplicate: bool,
+}
+
+/// A queued row with its envelope, as handed to the delivery layer.
+#[derive(Debug, Clone)]
+pub struct OutboundRow {
+    pub id: i64,
+    pub message_id: MessageId,
+    pub recipient: String,
+    pub envelope_sender: String,
+    pub sender_identity: String,
+    pub peer: ToxId,
+    pub envelope: Vec<u8>,
+    /// Attempts so far, counting the claim that returned this row.
+    pub attempts: i32,
+    pub expires: SystemTime,
+    pub created: SystemTime,
+}
+
+/// A row as the admin CLI lists it: metadata only.
+#[derive(Debug, Clone)]
+pub struct QueueEntry {
+    pub id: i64,
+    pub message_id: MessageId,
+    pub recipient: String,
+    pub envelope_sender: String,
+    /// `queued` or `failed`.
+    pub state: String,
+    pub attempts: i32,
+    pub next_attempt: SystemTime,
+    pub expires: SystemTime,
+    pub last_error: Option<String>,
+}
+
+const ROW_COLUMNS: &str = "id, message_id, recipient, envelope_sender, sender_identity, peer, \
+                           envelope, attempts, expires, created";
+
+const INSERT: &str = "INSERT INTO outbound (message_id, idem_key, recipient, envelope_sender, \
+                      sender_identity, peer, envelope, expires) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                      ON CONFLICT (idem_key, recipient) WHERE idem_key IS NOT NULL DO NOTHING \
+                      RETURNING id";
+
+const EXISTING: &str = "SELECT id FROM outbound WHERE idem_key = $1 AND recipient = $2";
+
+impl Store {
+    /// Queues all copies in ONE transaction: when this returns `Ok` every row is committed, and
+    /// on error none is. A copy whose `(idem_key, recipient)` exists is not queued again.
+    pub async fn enqueue(&self, copies: &[NewOutbound]) -> Result<Vec<Enqueued>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let insert = tx.prepare_cached(INSERT).await?;
+        let existing = tx.prepare_cached(EXISTING).await?;
+        let mut queued = Vec::with_capacity(copies.len());
+        for copy in copies {
+            let inserted = tx
+                .query_opt(
+                    &insert,
+                    &[
+                        &&copy.message_id.0[..],
+                        &copy.idem_key,
+                        &copy.recipient,
+                        &copy.envelope_sender,
+                        &copy.sender_identity,
+                        &&copy.peer.as_bytes()[..],
+                        &copy.envelope,
+                        &copy.expires,
+                    ],
+                )
+                .await?;
+            let entry = match inserted {
+                Some(row) => Enqueued {
+                    id: row.get(0),
+                    duplicate: false,
+                },
+                // The conflicting row is committed (or ours, earlier in this batch): under READ
+                // COMMITTED this new statement sees it.
+                None => Enqueued {
+                    id: tx
+                        .query_one(&existing, &[&copy.idem_key, &copy.recipient])
+                        .await?
+                        .get(0),
+                    duplicate: true,
+                },
+            };
+            queued.push(entry);
+        }
+        tx.commit().await?;
+        Ok(queued)
+    }
+
+    /// Claims up to `limit` queued rows that are due, skipping rows another claimer holds, and
+    /// leases them: they are not due again until `lease` has passed (unless rescheduled).
+    pub async fn claim_due(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<OutboundRow>, StoreError> {
+        let client = self.client().await?;
+        let claim = client
+            .prepare_cached(&format!(
+                "WITH due AS (
+                     SELECT id AS due_id FROM outbound
+                     WHERE state = 'queued' AND next_attempt <= now()
+                     ORDER BY next_attempt, id
+                     LIMIT $1
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE outbound
+                 SET next_attempt = now() + make_interval(secs => $2), attempts = attempts + 1
+                 FROM due WHERE id = due_id
+                 RETURNING {ROW_COLUMNS}"
+            ))
+            .await?;
+        let rows = client
+            .query(&claim, &[&limit, &lease.as_secs_f64()])
+            .await?;
+        let mut claimed = rows
+            .iter()
+            .map(outbound_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by_key(|row| row.id);
+        Ok(claimed)
+    }
+
+    /// Every queued row, due or not, oldest first (start-up hands them all to the Tox layer).
+    pub async fn queued(&self) -> Result<Vec<OutboundRow>, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(&format!(
+                "SELECT {ROW_COLUMNS} FROM outbound WHERE state = 'queued' ORDER BY id"
+            ))
+            .await?;
+        let rows = client.query(&select, &[]).await?;
+        rows.iter().map(outbound_row).collect()
+    }
+
+    /// The peer acknowledged: the row stays (for the log and the CLI) without its envelope.
+    pub async fn mark_delivered(&self, id: i64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let updated = client
+            .execute(
+                "UPDATE outbound SET state = 'delivered', envelope = ''::bytea, \
+                 delivered_at = COALESCE(delivered_at, now()) WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        if updated == 0 {
+            return Err(StoreError::NotFound(format!("outbound row {id}")));
+        }
+        Ok(())
+    }
+
+    /// Gives up on a queued row; it stays, with its envelope, until the bounce is sent.
+    /// A row that is no longer queued (already delivered or failed) is left as it is.
+    pub async fn mark_failed(&self, id: i64, reason: &str) -> Result<(), StoreError> {
+        self.update_queued(
+            "UPDATE outbound SET state = 'failed', last_error = $2 \
+             WHERE id = $1 AND state = 'queued'",
+            id,
+            reason,
+            None,
+        )
+        .await
+    }
+
+    /// Keeps a queued row queued, due again at `next`. No-op for a row no longer queued.
+    pub async fn reschedule(
+        &self,
+        id: i64,
+        next: SystemTime,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.update_queued(
+            "UPDATE outbound SET next_attempt = $3, last_error = $2 \
+             WHERE id = $1 AND state = 'queued'",
+            id,
+            reason,
+            Some(next),
+        )
+        .await
+    }
+
+    /// Rows still in the queue (queued or failed, not delivered), without envelopes, by id.
+    pub async fn queue_list(&self) -> Result<Vec<QueueEntry>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, message_id, recipient, envelope_sender, state, attempts, \
+                 next_attempt, expires, last_error FROM outbound \
+                 WHERE state <> 'delivered' ORDER BY id",
+                &[],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(QueueEntry {
+                    id: row.try_get(0)?,
+                    message_id: message_id_from(row.try_get(1)?, "outbound.message_id")?,
+                    recipient: row.try_get(2)?,
+                    envelope_sender: row.try_get(3)?,
+                    state: row.try_get(4)?,
+                    attempts: row.try_get(5)?,
+                    next_attempt: row.try_get(6)?,
+                    expires: row.try_get(7)?,
+                    last_error: row.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Runs an update guarded by `state = 'queued'`; NotFound only when the id does not exist.
+    async fn update_queued(
+        &self,
+        sql: &str,
+        id: i64,
+        reason: &str,
+        next: Option<SystemTime>,
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let updated = match next {
+            Some(next) => client.execute(sql, &[&id, &reason, &next]).await?,
+            None => client.execute(sql, &[&id, &reason]).await?,
+        };
+        if updated == 0 {
+            let exists = client
+                .query_opt("SELECT 1 FROM outbound WHERE id = $1", &[&id])
+                .await?
+                .is_some();
+            if !exists {
+                return Err(StoreError::NotFound(format!("outbound row {id}")));
+            }
+            tracing::debug!(id, "outbound row no longer queued; update skipped");
+        }
+        Ok(())
+    }
+}
+
+fn outbound_row(row: &Row) -> Result<OutboundRow, StoreError> {
+    Ok(OutboundRow {
+        id: row.try_get("id")?,
+        message_id: message_id_from(row.try_get("message_id")?, "outbound.message_id")?,
+        recipient: row.try_get("recipient")?,
+        envelope_sender: row.try_get("envelope_sender")?,
+        sender_identity: row.try_get("sender_identity")?,
+        peer: tox_id_from(row.try_get("peer")?, "outbound.peer")?,
+        envelope: row.try_get("envelope")?,
+        attempts: row.try_get("attempts")?,
+        expires: row.try_get("expires")?,
+        created: row.try_get("created")?,
+    })
+}

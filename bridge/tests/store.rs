@@ -1,0 +1,393 @@
+//! The PostgreSQL store against a real private PostgreSQL 15 (`toxmail_tests::postgres`):
+//! migrations, idempotent enqueue, SKIP LOCKED claims and leases, dedup, and a database outage.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use toxmail_bridge::store::{NewInbound, NewOutbound, Store, StoreError};
+use toxmail_protocol::{MessageId, PublicKey, ToxId};
+use toxmail_tests::postgres::PgServer;
+
+async fn fresh() -> (PgServer, Store) {
+    let started = Instant::now();
+    let server = tokio::task::spawn_blocking(PgServer::start)
+        .await
+        .unwrap()
+        .expect("start private PostgreSQL");
+    eprintln!("PgServer::start took {:?}", started.elapsed());
+    let store = Store::connect(&server.url(), 4).unwrap();
+    assert_eq!(store.migrate().await.unwrap(), 1);
+    (server, store)
+}
+
+fn tox_id(n: u8) -> ToxId {
+    ToxId::new(PublicKey([n; 32]), 0x0102_0304)
+}
+
+fn copy(idem_key: Option<&str>, recipient: &str, envelope: &[u8]) -> NewOutbound {
+    NewOutbound {
+        message_id: MessageId::random(),
+        idem_key: idem_key.map(str::to_owned),
+        recipient: recipient.to_owned(),
+        envelope_sender: "alice@a.example".to_owned(),
+        sender_identity: "alice@a.example".to_owned(),
+        peer: tox_id(7),
+        envelope: envelope.to_vec(),
+        expires: SystemTime::now() + Duration::from_secs(5 * 86_400),
+    }
+}
+
+fn inbound(message_id: MessageId, envelope: &[u8]) -> NewInbound {
+    NewInbound {
+        message_id,
+        sender_key: PublicKey([9; 32]),
+        identity: "bob@b.example".to_owned(),
+        envelope: envelope.to_vec(),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn migrate_second_run_applies_nothing() {
+    let (_server, store) = fresh().await;
+    assert_eq!(store.migrate().await.unwrap(), 0);
+    store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn directory_identity_conflicts_and_contact_upserts() {
+    let (_server, store) = fresh().await;
+    store
+        .add_identity("bob@b.example", &tox_id(1))
+        .await
+        .unwrap();
+    let again = store.add_identity("bob@b.example", &tox_id(2)).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    let identities = store.identities().await.unwrap();
+    assert_eq!(identities.len(), 1);
+    assert_eq!(identities[0].tox_id, tox_id(1));
+
+    store
+        .add_contact("carol@c.example", &tox_id(3))
+        .await
+        .unwrap();
+    store
+        .add_contact("carol@c.example", &tox_id(4))
+        .await
+        .unwrap();
+    let contacts = store.contacts().await.unwrap();
+    assert_eq!(contacts.len(), 1);
+    assert_eq!(contacts[0].tox_id, tox_id(4));
+    assert!(store.remove_contact("carol@c.example").await.unwrap());
+    assert!(!store.remove_contact("carol@c.example").await.unwrap());
+    assert!(store.contacts().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn enqueue_same_idem_key_and_recipient_returns_existing_row() {
+    let (_server, store) = fresh().await;
+    let batch = [
+        copy(Some("4F1A2B"), "bob@b.example", b"e1"),
+        copy(Some("4F1A2B"), "carol@b.example", b"e2"),
+    ];
+    let first = store.enqueue(&batch).await.unwrap();
+    assert!(first.iter().all(|e| !e.duplicate));
+    assert_ne!(first[0].id, first[1].id);
+
+    // Postfix retries the same LMTP transaction: nothing new is queued.
+    let retry = store.enqueue(&batch).await.unwrap();
+    assert_eq!(
+        retry.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![first[0].id, first[1].id]
+    );
+    assert!(retry.iter().all(|e| e.duplicate));
+
+    // Without an idem key every copy is new.
+    let anonymous = [
+        copy(None, "bob@b.example", b"e3"),
+        copy(None, "bob@b.example", b"e4"),
+    ];
+    let queued = store.enqueue(&anonymous).await.unwrap();
+    assert!(queued.iter().all(|e| !e.duplicate));
+
+    let rows = store.queued().await.unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0].envelope, b"e1");
+    assert_eq!(rows[0].peer, tox_id(7));
+    assert_eq!(rows[0].attempts, 0);
+    assert_eq!(store.queue_list().await.unwrap().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claim_due_concurrent_claimers_get_disjoint_rows() {
+    let (_server, store) = fresh().await;
+    let copies: Vec<_> = (0..40)
+        .map(|i| copy(None, &format!("r{i}@b.example"), b"x"))
+        .collect();
+    store.enqueue(&copies).await.unwrap();
+
+    let claimers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                loop {
+                    let rows = store.claim_due(3, Duration::from_secs(600)).await.unwrap();
+                    if rows.is_empty() {
+                        return ids;
+                    }
+                    ids.extend(rows.iter().map(|r| r.id));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for claimer in claimers {
+        all.extend(claimer.await.unwrap());
+    }
+    let count = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), count, "a row was claimed twice");
+    assert_eq!(count, 40);
+}
+
+#[tokio::test]
+async fn claim_due_skips_rows_locked_by_another_transaction() {
+    let (server, store) = fresh().await;
+    let queued = store
+        .enqueue(&[
+            copy(None, "a@b.example", b"x"),
+            copy(None, "b@b.example", b"y"),
+        ])
+        .await
+        .unwrap();
+
+    let (mut client, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let tx = client.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM outbound WHERE id = $1 FOR UPDATE",
+        &[&queued[0].id],
+    )
+    .await
+    .unwrap();
+
+    let claim = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.claim_due(10, Duration::from_secs(60)),
+    );
+    let rows = claim
+        .await
+        .expect("claim must not wait for the lock")
+        .unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![queued[1].id]
+    );
+    tx.rollback().await.unwrap();
+    let rows = store.claim_due(10, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![queued[0].id]
+    );
+}
+
+#[tokio::test]
+async fn claim_due_lease_hides_row_until_it_passes() {
+    let (_server, store) = fresh().await;
+    let id = store
+        .enqueue(&[copy(None, "a@b.example", b"x")])
+        .await
+        .unwrap()[0]
+        .id;
+    let lease = Duration::from_millis(1500);
+    let claimed = store.claim_due(10, lease).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].attempts, 1);
+    let leased_at = Instant::now();
+    assert!(store.claim_due(10, lease).await.unwrap().is_empty());
+    // The row is still queued: start-up sees it even while leased.
+    assert_eq!(store.queued().await.unwrap().len(), 1);
+
+    let again = loop {
+        let rows = store.claim_due(10, lease).await.unwrap();
+        if !rows.is_empty() {
+            break rows;
+        }
+        assert!(
+            leased_at.elapsed() < Duration::from_secs(10),
+            "lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(leased_at.elapsed() >= lease - Duration::from_millis(200));
+    assert_eq!((again[0].id, again[0].attempts), (id, 2));
+
+    // reschedule moves the next attempt; the row stays queued.
+    store
+        .reschedule(
+            id,
+            SystemTime::now() + Duration::from_secs(3600),
+            "peer offline",
+        )
+        .await
+        .unwrap();
+    let listed = store.queue_list().await.unwrap();
+    assert_eq!(listed[0].state, "queued");
+    assert_eq!(listed[0].last_error.as_deref(), Some("peer offline"));
+}
+
+#[tokio::test]
+async fn mark_delivered_empties_envelope_and_failed_keeps_it() {
+    let (server, store) = fresh().await;
+    let marker = b"MARKER-4c1d0e5a-sealed-bytes";
+    let queued = store
+        .enqueue(&[
+            copy(None, "a@b.example", marker),
+            copy(None, "b@b.example", b"kept"),
+        ])
+        .await
+        .unwrap();
+    assert!(contains(&server.dump(), marker));
+
+    store.mark_delivered(queued[0].id).await.unwrap();
+    store.mark_failed(queued[1].id, "expired").await.unwrap();
+    assert!(
+        !contains(&server.dump(), marker),
+        "a delivered envelope is still stored"
+    );
+    assert!(store.queued().await.unwrap().is_empty());
+    let listed = store.queue_list().await.unwrap();
+    assert_eq!(listed.len(), 1, "delivered rows are not listed");
+    assert_eq!(
+        (listed[0].id, listed[0].state.as_str()),
+        (queued[1].id, "failed")
+    );
+    assert!(contains(&server.dump(), b"kept"));
+
+    // A late failure does not undo a delivery; unknown ids are NotFound.
+    store.mark_failed(queued[0].id, "late").await.unwrap();
+    assert_eq!(store.queue_list().await.unwrap().len(), 1);
+    assert!(matches!(
+        store.mark_delivered(999_999).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn record_inbound_same_message_id_is_not_stored_twice() {
+    let (_server, store) = fresh().await;
+    let id = MessageId::random();
+    assert!(!store.inbound_exists(&id).await.unwrap());
+    assert!(store.record_inbound(&inbound(id, b"sealed")).await.unwrap());
+    assert!(!store.record_inbound(&inbound(id, b"other")).await.unwrap());
+    assert!(store.inbound_exists(&id).await.unwrap());
+    let claimed = store
+        .claim_inbound(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].envelope, b"sealed");
+}
+
+#[tokio::test]
+async fn claim_inbound_then_mark_injected_keeps_id_for_dedup() {
+    let (server, store) = fresh().await;
+    let marker = b"MARKER-inbound-9b7e";
+    let (first, second) = (MessageId::random(), MessageId::random());
+    store.record_inbound(&inbound(first, marker)).await.unwrap();
+    store
+        .record_inbound(&inbound(second, b"later"))
+        .await
+        .unwrap();
+
+    let claimed = store
+        .claim_inbound(1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!((claimed[0].message_id, claimed[0].attempts), (first, 1));
+    assert_eq!(claimed[0].sender_key, PublicKey([9; 32]));
+    store.mark_injected(&first).await.unwrap();
+    assert!(!contains(&server.dump(), marker));
+    assert!(!store.record_inbound(&inbound(first, marker)).await.unwrap());
+
+    let claimed = store
+        .claim_inbound(10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(|r| r.message_id).collect::<Vec<_>>(),
+        vec![second]
+    );
+    store
+        .reschedule_inbound(&second, SystemTime::now(), "postfix busy")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_inbound(10, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    store
+        .mark_inbound_failed(&second, "rejected")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_inbound(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let unknown = store.mark_injected(&MessageId::random()).await;
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound(_))),
+        "{unknown:?}"
+    );
+}
+
+#[tokio::test]
+async fn stopped_database_is_unavailable_quickly_then_recovers() {
+    let (server, store) = fresh().await;
+    store.ping().await.unwrap();
+    server.stop();
+
+    for _ in 0..2 {
+        let started = Instant::now();
+        let error = store.ping().await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert!(matches!(error, StoreError::Unavailable(_)), "{error}");
+        assert!(error.is_temporary());
+    }
+    let started = Instant::now();
+    let error = store
+        .enqueue(&[copy(Some("Q"), "a@b.example", b"x")])
+        .await
+        .unwrap_err();
+    assert!(error.is_temporary(), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    server.restart();
+    store.ping().await.unwrap();
+    let queued = store
+        .enqueue(&[copy(Some("Q"), "a@b.example", b"x")])
+        .await
+        .unwrap();
+    assert!(
+        !queued[0].duplicate,
+        "the failed enqueue must not have committed"
+    );
+}

@@ -1,0 +1,153 @@
+//! Two mail sites on one machine: SMTP client → Postfix A → socketmap → LMTP → bridge A → Tox →
+//! bridge B → Postfix B → Maildir, in all three addressing modes, next to plain mail that never
+//! touches the bridge; plus the refusals Postfix gets for invalid Tox addresses.
+
+use std::time::Duration;
+
+use toxmail_tests::bootstrapd::BootstrapDaemon;
+use toxmail_tests::dns::DnsServer;
+use toxmail_tests::site::{Site, SiteSpec};
+use toxmail_tests::{smtp, wait_for};
+
+fn body_with(marker: &str) -> String {
+    format!("Hello Bob,\r\n\r\nthe code word is {marker}.\r\n.leading dot line\r\n\r\nAlice\r\n")
+}
+
+pub fn spec(name: &str, domain: &str, mailboxes: &[&str]) -> SiteSpec {
+    SiteSpec {
+        name: name.into(),
+        domain: domain.into(),
+        mailboxes: mailboxes.iter().map(|s| s.to_string()).collect(),
+        identities: mailboxes.iter().map(|m| format!("{m}@{domain}")).collect(),
+        ..SiteSpec::default()
+    }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_reaches_the_other_site_in_all_three_addressing_modes() {
+    toxmail_tests::init_logging();
+    let root = tempfile::tempdir().unwrap();
+    let boot = BootstrapDaemon::start(root.path()).unwrap();
+    let mut b = Site::prepare(
+        root.path(),
+        spec("site-b", "b.test", &["bob", "carol"]),
+        &boot.node,
+    );
+    b.start_bridge();
+    let bob_id = b.identities["bob@b.test"];
+    let carol_id = b.identities["carol@b.test"];
+    let dns = DnsServer::start(&[
+        ("bob._tox.b.test", vec![format!("v=tox1;id={bob_id}")]),
+        ("garbage._tox.b.test", vec!["v=tox1;id=not-a-tox-id".into()]),
+    ])
+    .unwrap();
+    let mut a_spec = spec("site-a", "a.test", &["alice"]);
+    a_spec.dns_domains = vec!["b.test".into()];
+    a_spec.nameserver = Some(dns.addr());
+    a_spec.relay_sink = true;
+    let mut a = Site::prepare(root.path(), a_spec, &boot.node);
+    a.admin(&["contact", "add", "carol@b.test", &carol_id.to_string()])
+        .unwrap();
+    a.start_bridge();
+
+    let marker = format!("MARKER-{}", toxmail_protocol::MessageId::random());
+    let body = body_with(&marker);
+    let tox_address = format!("{bob_id}@tox");
+    let rcpts = [
+        "bob@b.test",
+        "carol@b.test",
+        tox_address.as_str(),
+        "dave@plain.test",
+    ];
+    let message = smtp::message("alice@a.test", &rcpts, "over tox", &body);
+    let outcome = smtp::send(a.postfix.smtp_addr(), "alice@a.test", &rcpts, &message)
+        .await
+        .unwrap();
+    assert!(outcome.accepted(), "{outcome:?}");
+
+    let arrived = wait_for(Duration::from_secs(120), || {
+        b.postfix.maildir_messages("bob").len() == 2
+            && b.postfix.maildir_messages("carol").len() == 1
+            && a.postfix.sink_messages().len() == 1
+    });
+    assert!(
+        arrived.await,
+        "A:\n{}\nB:\n{}",
+        a.bridge_log(),
+        b.bridge_log()
+    );
+
+    let alice_key = a.identities["alice@a.test"].public_key().to_string();
+    for got in b
+        .postfix
+        .maildir_messages("bob")
+        .iter()
+        .chain(&b.postfix.maildir_messages("carol"))
+    {
+        // Postfix stores Maildir files with LF line ends.
+        let lf_body = body.replace("\r\n", "\n");
+        assert!(got.ends_with(lf_body.as_bytes()), "body byte-identical");
+        assert!(contains(got, "Subject: over tox"), "headers intact");
+        assert!(
+            contains(got, "Received: from tox (toxmail peer"),
+            "trace line"
+        );
+        assert!(
+            contains(got, &format!("X-Toxmail-Sender-Key: {alice_key}")),
+            "verified sender"
+        );
+    }
+    let plain = &a.postfix.sink_messages()[0];
+    assert!(contains(plain, &marker), "plain copy went the normal route");
+    assert!(
+        !contains(plain, "Toxmail"),
+        "the plain copy never touched the bridge"
+    );
+    let mut routed = outbound_recipients(&a).await;
+    routed.sort();
+    let mut expected = vec![
+        "bob@b.test".to_string(),
+        "carol@b.test".into(),
+        tox_address.clone(),
+    ];
+    expected.sort();
+    assert_eq!(routed, expected, "only the Tox recipients reached bridge A");
+
+    assert!(
+        !contains(&a.pg.dump(), &marker),
+        "marker in site A's database"
+    );
+    assert!(
+        !contains(&b.pg.dump(), &marker),
+        "marker in site B's database"
+    );
+
+    // Invalid Tox addresses are refused at RCPT with the socketmap's error: answer.
+    for bad in ["zzz@tox", "garbage@b.test"] {
+        let m = smtp::message("alice@a.test", &[bad], "bad", "x\r\n");
+        let out = smtp::send(a.postfix.smtp_addr(), "alice@a.test", &[bad], &m)
+            .await
+            .unwrap();
+        assert!(out.rcpt_codes().iter().all(|c| *c == 550), "{bad}: {out:?}");
+        assert!(format!("{out:?}").contains("5.1.3"), "{bad}: {out:?}");
+    }
+}
+
+/// (recipient) of every row in a site's outbound table, whatever its state.
+pub async fn outbound_recipients(site: &Site) -> Vec<String> {
+    let (client, conn) = tokio_postgres::connect(&site.pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let rows = client
+        .query("SELECT recipient FROM outbound", &[])
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}

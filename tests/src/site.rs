@@ -1,0 +1,262 @@
+//! A whole toxmail mail site for end-to-end tests: a private PostgreSQL, a private Postfix whose
+//! transport_maps asks the site's bridge, and the bridge itself as a separate process
+//! (`toxmail-bridge run`), bootstrapping its Tox identities from a tox-bootstrapd on 127.0.0.1.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tox_runtime::BootstrapNode;
+use toxmail_protocol::ToxId;
+
+use crate::postfix::{PostfixSite, SiteConfig};
+use crate::postgres::{PgServer, free_tcp_port};
+
+/// What one site looks like.
+#[derive(Clone, Debug, Default)]
+pub struct SiteSpec {
+    pub name: String,
+    pub domain: String,
+    /// Local parts with a Maildir at this site.
+    pub mailboxes: Vec<String>,
+    /// Addresses that get a Tox identity of their own (`identity add`).
+    pub identities: Vec<String>,
+    /// Domains whose DNS the bridge may ask, and the nameserver to ask.
+    pub dns_domains: Vec<String>,
+    pub nameserver: Option<SocketAddr>,
+    /// Plain (non-Tox, non-local) mail goes to an smtp-sink.
+    pub relay_sink: bool,
+    /// More lines for the bridge's TOML config, appended at the end of the named section.
+    pub extra_queue: String,
+}
+
+/// The toxmail-bridge binary built next to the running test binary.
+pub fn bridge_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().expect("deps dir");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("target dir")
+    } else {
+        dir
+    };
+    let bin = dir.join("toxmail-bridge");
+    assert!(
+        bin.exists(),
+        "{} missing: build the workspace first",
+        bin.display()
+    );
+    bin
+}
+
+#[derive(Debug)]
+pub struct Site {
+    pub spec: SiteSpec,
+    pub dir: PathBuf,
+    pub pg: PgServer,
+    pub postfix: PostfixSite,
+    pub config: PathBuf,
+    pub lmtp: SocketAddr,
+    pub socketmap: SocketAddr,
+    pub identities: HashMap<String, ToxId>,
+    bridge: Option<Child>,
+}
+
+impl Site {
+    /// Starts PostgreSQL and Postfix, writes the bridge config, migrates, creates identities.
+    /// The bridge itself is started with [`Site::start_bridge`].
+    pub fn prepare(root: &Path, spec: SiteSpec, bootstrap: &BootstrapNode) -> Site {
+        let dir = root.join(&spec.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pg = PgServer::start().expect("postgres");
+        let socketmap: SocketAddr = ([127, 0, 0, 1], free_tcp_port().unwrap()).into();
+        let lmtp: SocketAddr = ([127, 0, 0, 1], free_tcp_port().unwrap()).into();
+        let postfix = PostfixSite::start(SiteConfig {
+            name: spec.name.clone(),
+            domain: spec.domain.clone(),
+            mailboxes: spec.mailboxes.clone(),
+            transport_maps: Some(format!("socketmap:inet:{socketmap}:transport")),
+            relay_sink: spec.relay_sink,
+            extra_main_cf: Vec::new(),
+            extra_master_cf: Vec::new(),
+        })
+        .expect("postfix");
+        std::fs::write(dir.join("bridge.key"), b"test key file, 32 bytes or more!").unwrap();
+        let config = dir.join("bridge.toml");
+        std::fs::write(
+            &config,
+            bridge_config(&spec, &dir, &pg, &postfix, socketmap, lmtp, bootstrap),
+        )
+        .unwrap();
+        let mut site = Site {
+            spec,
+            dir,
+            pg,
+            postfix,
+            config,
+            lmtp,
+            socketmap,
+            identities: HashMap::new(),
+            bridge: None,
+        };
+        site.admin(&["migrate"]).expect("migrate");
+        for address in site.spec.identities.clone() {
+            let out = site
+                .admin(&["identity", "add", &address])
+                .expect("identity add");
+            let id = out
+                .lines()
+                .find_map(|l| l.strip_prefix("Tox ID: "))
+                .expect("Tox ID printed")
+                .parse()
+                .expect("valid Tox ID");
+            site.identities.insert(address, id);
+        }
+        site
+    }
+
+    /// Runs an admin subcommand; its stdout, or its stderr as the error.
+    pub fn admin(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(bridge_binary())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run toxmail-bridge");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        if out.status.success() {
+            Ok(text(&out.stdout))
+        } else {
+            Err(text(&out.stderr))
+        }
+    }
+
+    /// Starts `toxmail-bridge run` and waits until its LMTP port answers.
+    pub fn start_bridge(&mut self) {
+        assert!(self.bridge.is_none(), "bridge already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("bridge.log"))
+            .unwrap();
+        let child = Command::new(bridge_binary())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .env("TOXMAIL_LOG", "info,toxcore=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn bridge");
+        self.bridge = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(self.lmtp).is_err() {
+            if let Some(status) = self.bridge.as_mut().unwrap().try_wait().unwrap() {
+                panic!("bridge exited: {status}\n{}", self.bridge_log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bridge not listening\n{}",
+                self.bridge_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill_bridge(&mut self) {
+        if let Some(mut child) = self.bridge.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop_bridge(&mut self) {
+        if let Some(mut child) = self.bridge.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn bridge_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("bridge.log")).unwrap_or_default()
+    }
+
+    pub fn address(&self, local: &str) -> String {
+        format!("{local}@{}", self.spec.domain)
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.kill_bridge();
+    }
+}
+
+fn bridge_config(
+    spec: &SiteSpec,
+    dir: &Path,
+    pg: &PgServer,
+    postfix: &PostfixSite,
+    socketmap: SocketAddr,
+    lmtp: SocketAddr,
+    bootstrap: &BootstrapNode,
+) -> String {
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let nameservers = spec
+        .nameserver
+        .map(|a| format!("\"{a}\""))
+        .unwrap_or_default();
+    format!(
+        r#"[bridge]
+hostname = "mx.{domain}"
+state_dir = "{state}"
+key_file = "{key}"
+
+[database]
+url = "{url}"
+max_connections = 8
+
+[socketmap]
+listen = "{socketmap}"
+
+[lmtp]
+listen = "{lmtp}"
+
+[resolver]
+dns_domains = [{dns}]
+nameservers = [{nameservers}]
+recipient_delimiter = "+"
+
+[tox]
+port_range = [34100, 34999]
+bootstrap = [{{ address = "{boot}", key = "{bootkey}" }}]
+
+[queue]
+retry_min_secs = 1
+retry_max_secs = 5
+{extra_queue}
+
+[inbound]
+next_hop = "smtp:{smtp}"
+local_domains = ["{domain}"]
+"#,
+        domain = spec.domain,
+        state = dir.join("state").display(),
+        key = dir.join("bridge.key").display(),
+        url = pg.url(),
+        dns = list(&spec.dns_domains),
+        boot = bootstrap.addr,
+        bootkey = bootstrap.dht_key,
+        smtp = postfix.smtp_addr(),
+        extra_queue = spec.extra_queue,
+    )
+}
