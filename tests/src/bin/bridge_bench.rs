@@ -1,0 +1,2 @@
+//! LMTP ingest and end-to-end latency benchmark (in progress).
+fn main() {}
