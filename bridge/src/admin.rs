@@ -7,7 +7,7 @@ use toxmail_protocol::ToxId;
 use crate::app::resolver_config;
 use crate::config::Config;
 use crate::identity;
-use crate::resolve::{Directory, Resolver};
+use crate::resolve::Resolver;
 use crate::store::Store;
 
 type Result = std::result::Result<(), String>;
@@ -106,13 +106,7 @@ pub async fn resolve(config: &Config, address: &str) -> Result {
     if let Ok(store) = store(config)
         && let (Ok(ids), Ok(contacts)) = (store.identities().await, store.contacts().await)
     {
-        resolver.set_directory(Directory {
-            contacts: contacts
-                .into_iter()
-                .map(|c| (c.address, c.tox_id))
-                .collect(),
-            local: ids.into_iter().map(|r| r.address).collect(),
-        });
+        resolver.set_directory(crate::app::directory(ids, contacts));
     }
     println!("{address}: {}", resolver.resolve(address).await);
     Ok(())

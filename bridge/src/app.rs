@@ -17,7 +17,7 @@ use crate::identity::{self, DEFAULT_IDENTITY};
 use crate::intake::BridgeIntake;
 use crate::postfix::{lmtp, socketmap};
 use crate::resolve::{Directory, Resolver, ResolverConfig};
-use crate::store::{Store, StoreError};
+use crate::store::{ContactRow, IdentityRow, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -103,8 +103,38 @@ async fn identities(config: &Config, store: &Store) -> Result<Vec<String>, AppEr
     Ok(rows.into_iter().map(|r| r.address).collect())
 }
 
+/// Our own identities, by address and as `<ToxID>@tox`, are local: mail to them never loops
+/// back out over Tox.
+pub fn directory(ids: Vec<IdentityRow>, contacts: Vec<ContactRow>) -> Directory {
+    let local = ids
+        .iter()
+        .flat_map(|r| [r.address.clone(), format!("{}@tox", r.tox_id)])
+        .collect();
+    Directory {
+        contacts: contacts
+            .into_iter()
+            .map(|c| (c.address, c.tox_id))
+            .collect(),
+        local,
+    }
+}
+
 /// Keeps the resolver's copy of contacts and identities current, so routing never waits on the
 /// database (and keeps working from the last copy while it is down).
+/// Loads contacts and identities into the resolver once; false if the database did not answer.
+async fn load_directory(store: &Store, resolver: &Resolver, couriers: &[Courier]) -> bool {
+    let (Ok(ids), Ok(contacts)) = (store.identities().await, store.contacts().await) else {
+        return false;
+    };
+    for c in &contacts {
+        for courier in couriers {
+            courier.allow_contact(c.tox_id.public_key());
+        }
+    }
+    resolver.set_directory(directory(ids, contacts));
+    true
+}
+
 async fn refresh_directory(
     store: Store,
     resolver: Arc<Resolver>,
@@ -112,24 +142,11 @@ async fn refresh_directory(
     shutdown: CancellationToken,
 ) {
     loop {
-        if let (Ok(ids), Ok(contacts)) = (store.identities().await, store.contacts().await) {
-            for c in &contacts {
-                for courier in &couriers {
-                    courier.allow_contact(c.tox_id.public_key());
-                }
-            }
-            resolver.set_directory(Directory {
-                contacts: contacts
-                    .into_iter()
-                    .map(|c| (c.address, c.tox_id))
-                    .collect(),
-                local: ids.into_iter().map(|r| r.address).collect(),
-            });
-        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }
+        load_directory(&store, &resolver, &couriers).await;
     }
 }
 
@@ -203,11 +220,14 @@ pub async fn run(
         ..lmtp::LmtpConfig::default()
     };
 
+    let all_couriers: Vec<Courier> = couriers.values().cloned().collect();
+    // Routing must know our identities and contacts before Postfix asks its first question.
+    load_directory(&store, &resolver, &all_couriers).await;
     let mut set = tokio::task::JoinSet::new();
     set.spawn(refresh_directory(
         store.clone(),
         resolver.clone(),
-        couriers.values().cloned().collect(),
+        all_couriers,
         shutdown.clone(),
     ));
     set.spawn(dispatcher.run(shutdown.clone()));

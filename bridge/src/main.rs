@@ -69,9 +69,12 @@ enum QueueCmd {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOXMAIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,toxcore=warn"));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -1,8 +1,10 @@
 //! End-to-end scenarios against real services on loopback: one module per scenario.
 //! Run them inside a network namespace with only `lo` (see `scripts/test.sh`).
 
+mod postfix_bad_input;
 mod postfix_flow;
 mod postfix_harness;
+mod postfix_recovery;
 mod tox_bad_input;
 mod tox_delivery;
 mod tox_identity;

@@ -173,6 +173,7 @@ impl<I: Inbox> Engine<I> {
                     hello: None,
                 });
                 peer.friend = friend;
+                tracing::info!(peer = %public_key, ?status, "friend connection");
                 if status.is_online() {
                     self.peer_online(public_key).await;
                 } else {
