@@ -1,4 +1,18 @@
-//! toxmail-bridge: the Postfix-facing daemon. (Map filled in as modules land.)
+//! toxmail-bridge: the Postfix-facing daemon. A mail's path through it:
+//!
+//! 1. Postfix's trivial-rewrite asks [`postfix::socketmap`] about each recipient; the answer comes
+//!    from [`resolve`] (`<ToxID>@tox`, the contacts table, or a `_tox` DNS TXT record for opted-in
+//!    domains), cached, never blocking on the database.
+//! 2. Postfix hands Tox recipients to [`postfix::lmtp`]; [`intake`] picks the sending identity,
+//!    seals one envelope per recipient and commits them all to [`store`] before any 250.
+//!    [`reply`] is the one table mapping failures to LMTP replies.
+//! 3. [`delivery::outbound`] hands queued rows to the identity's courier (tox-runtime), which waits
+//!    for the peer and its "stored" ack; outcomes go back to the store with backoff.
+//! 4. On the receiving site, [`delivery::inbound`] opens and checks each envelope, commits it
+//!    sealed, acks, and later injects it into the local MTA with trace headers.
+//!
+//! [`app`] wires it all (`run` takes bound listeners), [`config`] is the TOML configuration,
+//! [`identity`] the Tox identities and their savedata, [`admin`] the CLI subcommands.
 #![forbid(unsafe_code)]
 
 pub mod admin;
