@@ -54,6 +54,9 @@ async fn mail_reaches_the_other_site_in_all_three_addressing_modes() {
     let mut a = Site::prepare(root.path(), a_spec, &boot.node);
     a.admin(&["contact", "add", "carol@b.test", &carol_id.to_string()])
         .unwrap();
+    // Routed to bob's identity, but site B has no such mailbox.
+    a.admin(&["contact", "add", "ghost@b.test", &bob_id.to_string()])
+        .unwrap();
     a.start_bridge();
 
     let marker = format!("MARKER-{}", toxmail_protocol::MessageId::random());
@@ -128,6 +131,41 @@ async fn mail_reaches_the_other_site_in_all_three_addressing_modes() {
         "marker in site B's database"
     );
 
+    // A mailbox the receiving site does not have: B nacks permanently, A records it as failed.
+    let ghost = smtp::message("alice@a.test", &["ghost@b.test"], "boo", "x\r\n");
+    let out = smtp::send(
+        a.postfix.smtp_addr(),
+        "alice@a.test",
+        &["ghost@b.test"],
+        &ghost,
+    )
+    .await
+    .unwrap();
+    assert!(out.accepted(), "{out:?}");
+    let failed = async {
+        for _ in 0..300 {
+            let rows = failed_rows(&a).await;
+            if !rows.is_empty() {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Vec::new()
+    };
+    let rows = failed.await;
+    assert_eq!(
+        rows.len(),
+        1,
+        "ghost recorded as failed\n{}",
+        a.bridge_log()
+    );
+    assert_eq!(rows[0].0, "ghost@b.test");
+    assert!(rows[0].1.contains("UnknownMailbox"), "{}", rows[0].1);
+    assert!(
+        b.postfix.maildir_messages("bob").len() == 2,
+        "nothing delivered for ghost"
+    );
+
     // Invalid Tox addresses are refused at RCPT with the socketmap's error: answer.
     for bad in ["zzz@tox", "garbage@b.test"] {
         let m = smtp::message("alice@a.test", &[bad], "bad", "x\r\n");
@@ -150,4 +188,15 @@ pub async fn outbound_recipients(site: &Site) -> Vec<String> {
         .await
         .unwrap();
     rows.iter().map(|r| r.get(0)).collect()
+}
+
+/// (recipient, last_error) of failed outbound rows.
+async fn failed_rows(site: &Site) -> Vec<(String, String)> {
+    let (client, conn) = tokio_postgres::connect(&site.pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let sql = "SELECT recipient, coalesce(last_error, '') FROM outbound WHERE state = 'failed'";
+    let rows = client.query(sql, &[]).await.unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
 }

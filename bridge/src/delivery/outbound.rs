@@ -76,16 +76,16 @@ impl Dispatcher {
             return;
         }
         let me = self.clone();
-        tokio::spawn(async move {
+        let span = tracing::info_span!("deliver", row = row.id, id = %row.message_id);
+        let task = async move {
             let id = row.id;
             me.deliver(row).await;
             me.inflight.lock().expect("not poisoned").remove(&id);
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
     }
 
     async fn deliver(&self, row: OutboundRow) {
-        let span = tracing::info_span!("deliver", row = row.id, id = %row.message_id);
-        let _enter = span.enter();
         let Some(courier) = self.couriers.get(&row.sender_identity) else {
             let reason = format!("sending identity {} is not configured", row.sender_identity);
             return self
