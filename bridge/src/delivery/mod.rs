@@ -2,6 +2,7 @@
 //! inbound reception (`inbound`: the Inbox that verifies and commits received envelopes, and the
 //! injector that hands them to the local MTA), and their helpers.
 
+pub mod dsn;
 pub mod inbound;
 pub mod outbound;
 pub mod smtp_client;

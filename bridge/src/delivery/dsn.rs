@@ -1,0 +1,1 @@
+//! Delivery status notifications (placeholder; issue 4).

@@ -1,0 +1,1 @@
+//! Milter (placeholder; issue 4).
