@@ -224,6 +224,9 @@ pub struct QueueSection {
     pub retry_min_secs: u64,
     #[serde(default = "default_retry_max")]
     pub retry_max_secs: u64,
+    /// One "delayed" DSN goes to the sender once a copy has waited this long.
+    #[serde(default = "default_delay_notice")]
+    pub delay_notice_secs: u64,
 }
 
 impl Default for QueueSection {
@@ -232,6 +235,7 @@ impl Default for QueueSection {
             lifetime_secs: default_lifetime(),
             retry_min_secs: default_retry_min(),
             retry_max_secs: default_retry_max(),
+            delay_notice_secs: default_delay_notice(),
         }
     }
 }
@@ -246,6 +250,10 @@ fn default_retry_min() -> u64 {
 
 fn default_retry_max() -> u64 {
     3600
+}
+
+fn default_delay_notice() -> u64 {
+    4 * 3600
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -11,10 +11,16 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("migrations/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("migrations/0002_notices.sql"),
+    },
+];
 
 /// Serialises bridges migrating the same database at once ("toxmigr" in ASCII).
 const LOCK_KEY: i64 = 0x0074_6f78_6d69_6772;

@@ -6,6 +6,7 @@
 mod directory;
 mod inbound;
 mod migrations;
+mod notices;
 mod queue;
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ use toxmail_protocol::{MessageId, PublicKey, ToxId};
 
 pub use directory::{ContactRow, IdentityRow};
 pub use inbound::{InboundRow, NewInbound};
+pub use notices::CopyInfo;
 pub use queue::{Enqueued, NewOutbound, OutboundRow, QueueEntry};
 
 /// How long to wait for a free pooled connection, and to open a new one (TCP connect plus

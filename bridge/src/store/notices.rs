@@ -1,0 +1,90 @@
+//! What delivery status notifications need from the queue: rows due a "delayed" notice (sent
+//! once), and removing a row once its final "failed" notice went out.
+
+use std::time::{Duration, SystemTime};
+
+use toxmail_protocol::MessageId;
+
+use super::{Store, StoreError, message_id_from};
+
+/// A queued or failed copy, as notices need it (no envelope).
+#[derive(Debug, Clone)]
+pub struct CopyInfo {
+    pub id: i64,
+    pub message_id: MessageId,
+    pub recipient: String,
+    pub envelope_sender: String,
+    pub idem_key: Option<String>,
+    pub created: SystemTime,
+    pub expires: SystemTime,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+impl Store {
+    /// Queued rows older than `after` whose delayed notice has not gone out yet.
+    pub async fn delay_notice_due(&self, after: Duration) -> Result<Vec<CopyInfo>, StoreError> {
+        let cutoff = SystemTime::now() - after;
+        self.copies(
+            "state = 'queued' AND NOT delay_notified AND created <= $1",
+            Some(cutoff),
+        )
+        .await
+    }
+
+    async fn copies(
+        &self,
+        filter: &str,
+        cutoff: Option<SystemTime>,
+    ) -> Result<Vec<CopyInfo>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT id, message_id, recipient, envelope_sender, idem_key, created, expires, \
+             attempts, last_error FROM outbound WHERE {filter} ORDER BY id"
+        );
+        let rows = match cutoff {
+            Some(c) => client.query(&sql, &[&c]).await?,
+            None => client.query(&sql, &[]).await?,
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(CopyInfo {
+                    id: r.try_get(0)?,
+                    message_id: message_id_from(r.try_get(1)?, "outbound.message_id")?,
+                    recipient: r.try_get(2)?,
+                    envelope_sender: r.try_get(3)?,
+                    idem_key: r.try_get(4)?,
+                    created: r.try_get(5)?,
+                    expires: r.try_get(6)?,
+                    attempts: r.try_get(7)?,
+                    last_error: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Failed rows: their "failed" notice is still to go out (a row is removed once it has).
+    pub async fn failed_copies(&self) -> Result<Vec<CopyInfo>, StoreError> {
+        self.copies("state = 'failed'", None).await
+    }
+
+    pub async fn mark_delay_notified(&self, id: i64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE outbound SET delay_notified = true WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a row for good (after its final DSN went out, or when none is due).
+    pub async fn remove_outbound(&self, id: i64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM outbound WHERE id = $1", &[&id])
+            .await?;
+        Ok(())
+    }
+}
