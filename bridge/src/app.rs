@@ -12,6 +12,7 @@ use tox_runtime::transfer::{Courier, CourierTask, FriendPolicy, TransferConfig};
 
 use crate::config::{Config, FriendPolicySetting, ListenAddr, parse_listen};
 use crate::delivery::inbound::{BridgeInbox, InboundContext, run_injector};
+use crate::delivery::notify::Notifier;
 use crate::delivery::outbound::Dispatcher;
 use crate::identity::{self, DEFAULT_IDENTITY};
 use crate::intake::BridgeIntake;
@@ -231,6 +232,13 @@ pub async fn run(
         shutdown.clone(),
     ));
     set.spawn(dispatcher.run(shutdown.clone()));
+    let notifier = Notifier {
+        store: store.clone(),
+        hop: config.next_hop(),
+        hostname: config.bridge.hostname.clone(),
+        delay: Duration::from_secs(config.queue.delay_notice_secs),
+    };
+    set.spawn(notifier.run(shutdown.clone()));
     set.spawn(run_injector(ctx, shutdown.clone()));
     set.spawn(socketmap::serve(
         listeners.socketmap,

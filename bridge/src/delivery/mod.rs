@@ -4,6 +4,7 @@
 
 pub mod dsn;
 pub mod inbound;
+pub mod notify;
 pub mod outbound;
 pub mod smtp_client;
 pub mod trace;
