@@ -135,22 +135,62 @@ pub async fn queue_list(config: &Config) -> Result {
     Ok(())
 }
 
+/// `inet:host:port` or `unix:path`, as Postfix writes socket addresses.
+fn postfix_socket(listen: &str) -> String {
+    listen
+        .strip_prefix("unix:")
+        .map_or_else(|| format!("inet:{listen}"), |p| format!("unix:{p}"))
+}
+
 pub fn postfix_config(config: &Config) -> String {
-    let sock = config.socketmap.listen.strip_prefix("unix:").map_or_else(
-        || format!("inet:{}", config.socketmap.listen),
-        |p| format!("unix:{p}"),
-    );
-    format!(
+    let mut out = format!(
         "# --- main.cf (toxmail-bridge) ---\n\
          # Ask the bridge first which recipients go over Tox; keep your other tables after it.\n\
          transport_maps = socketmap:{sock}:{map}\n\
          # Postfix hands each Tox recipient to the bridge; 50 per LMTP delivery.\n\
          toxlmtp_destination_recipient_limit = 50\n\
-         \n\
-         # --- master.cf (toxmail-bridge) ---\n\
+         # Unique queue ids: the bridge uses them (XFORWARD IDENT) to queue a retried delivery once.\n\
+         enable_long_queue_ids = yes\n",
+        sock = postfix_socket(&config.socketmap.listen),
+        map = config.socketmap.map_name
+    );
+    if !config.milter.listen.is_empty() {
+        out.push_str(&format!(
+            "# Warn senders (or refuse, by policy) when one message mixes Tox and plain recipients.\n\
+             # accept: a stopped bridge never blocks mail. List this milter last.\n\
+             smtpd_milters = {{ {sock}, default_action=accept }}\n\
+             milter_protocol = 6\n\
+             # Optional, for sendmail(1)/webmail submissions (see docs/postfix.md before using reject):\n\
+             # non_smtpd_milters = $smtpd_milters\n",
+            sock = postfix_socket(&config.milter.listen)
+        ));
+    }
+    out.push_str(
+        "\n# --- master.cf (toxmail-bridge) ---\n\
          # The LMTP client that talks to the bridge; XFORWARD gives it Postfix's queue id.\n\
          toxlmtp   unix  -       -       n       -       -       lmtp\n  \
            -o lmtp_send_xforward_command=yes\n",
-        map = config.socketmap.map_name
-    )
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postfix_config_names_the_sockets_and_the_milter_only_when_enabled() {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/bridge.example.toml"),
+        )
+        .unwrap();
+        let mut config = Config::parse(std::path::Path::new("x.toml"), &text).unwrap();
+        let out = postfix_config(&config);
+        assert!(out.contains("transport_maps = socketmap:inet:127.0.0.1:9025:transport"));
+        assert!(out.contains("toxlmtp   unix"));
+        assert!(!out.contains("smtpd_milters"));
+        config.milter.listen = "127.0.0.1:8892".into();
+        let out = postfix_config(&config);
+        assert!(out.contains("smtpd_milters = { inet:127.0.0.1:8892, default_action=accept }"));
+    }
 }

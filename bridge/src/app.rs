@@ -16,7 +16,7 @@ use crate::delivery::notify::Notifier;
 use crate::delivery::outbound::Dispatcher;
 use crate::identity::{self, DEFAULT_IDENTITY};
 use crate::intake::BridgeIntake;
-use crate::postfix::{lmtp, socketmap};
+use crate::postfix::{lmtp, milter, socketmap};
 use crate::resolve::{Directory, Resolver, ResolverConfig};
 use crate::store::{ContactRow, IdentityRow, Store, StoreError};
 
@@ -39,6 +39,7 @@ pub enum AppError {
 pub struct Listeners {
     pub socketmap: socketmap::Listener,
     pub lmtp: lmtp::Listener,
+    pub milter: Option<milter::Listener>,
 }
 
 async fn bind_one(what: &'static str, addr: &str) -> Result<ListenAddrBound, AppError> {
@@ -75,7 +76,18 @@ impl Listeners {
             ListenAddrBound::Tcp(l) => lmtp::Listener::Tcp(l),
             ListenAddrBound::Unix(l) => lmtp::Listener::Unix(l),
         };
-        Ok(Listeners { socketmap, lmtp })
+        let milter = match config.milter.listen.as_str() {
+            "" => None,
+            addr => Some(match bind_one("milter", addr).await? {
+                ListenAddrBound::Tcp(l) => milter::Listener::Tcp(l),
+                ListenAddrBound::Unix(l) => milter::Listener::Unix(l),
+            }),
+        };
+        Ok(Listeners {
+            socketmap,
+            lmtp,
+            milter,
+        })
     }
 }
 
@@ -240,6 +252,20 @@ pub async fn run(
     };
     set.spawn(notifier.run(shutdown.clone()));
     set.spawn(run_injector(ctx, shutdown.clone()));
+    if let Some(listener) = listeners.milter {
+        let milter_config = milter::MilterConfig {
+            policy: config.milter.policy,
+            tox_transport: config.milter.tox_transport.clone(),
+            hostname: config.bridge.hostname.clone(),
+            notice_hop: config.next_hop(),
+        };
+        set.spawn(milter::serve(
+            listener,
+            milter_config,
+            resolver.clone(),
+            shutdown.clone(),
+        ));
+    }
     set.spawn(socketmap::serve(
         listeners.socketmap,
         config.socketmap.map_name.clone(),

@@ -37,6 +37,8 @@ pub struct Config {
     #[serde(default)]
     pub lmtp: LmtpSection,
     #[serde(default)]
+    pub milter: MilterSection,
+    #[serde(default)]
     pub resolver: ResolverSection,
     #[serde(default)]
     pub tox: ToxSection,
@@ -146,6 +148,35 @@ fn default_max_message_size() -> u64 {
 
 fn default_max_recipients() -> usize {
     100
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MilterSection {
+    /// "127.0.0.1:8892" or "unix:/path"; empty (the default) = no milter. Postfix:
+    /// smtpd_milters = inet:127.0.0.1:8892 and milter_default_action = accept.
+    #[serde(default)]
+    pub listen: String,
+    /// What to do with a message that mixes Tox and plain recipients.
+    #[serde(default)]
+    pub policy: crate::postfix::milter::MixedPolicy,
+    /// The {rcpt_mailer} value that means "Tox" (the transport the socketmap answers).
+    #[serde(default = "default_tox_transport")]
+    pub tox_transport: String,
+}
+
+impl Default for MilterSection {
+    fn default() -> Self {
+        MilterSection {
+            listen: String::new(),
+            policy: Default::default(),
+            tox_transport: default_tox_transport(),
+        }
+    }
+}
+
+fn default_tox_transport() -> String {
+    "toxlmtp".into()
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -305,6 +336,9 @@ impl Config {
         };
         parse_listen(&self.socketmap.listen).map_err(|m| invalid("socketmap.listen", m))?;
         parse_listen(&self.lmtp.listen).map_err(|m| invalid("lmtp.listen", m))?;
+        if !self.milter.listen.is_empty() {
+            parse_listen(&self.milter.listen).map_err(|m| invalid("milter.listen", m))?;
+        }
         parse_next_hop(&self.inbound.next_hop).map_err(|m| invalid("inbound.next_hop", m))?;
         for b in &self.tox.bootstrap {
             b.key

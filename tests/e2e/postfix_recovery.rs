@@ -159,13 +159,14 @@ async fn offline_peer_and_crashed_bridges_deliver_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_down_defers_tox_mail_while_plain_mail_flows() {
+async fn database_down_defers_tox_mail_while_plain_mail_flows_through_the_milter() {
     toxmail_tests::init_logging();
     let root = tempfile::tempdir().unwrap();
     let boot = BootstrapDaemon::start(root.path()).unwrap();
     let mut b = Site::prepare(root.path(), spec("site-b", "b.test", &["bob"]), &boot.node);
     let mut a_spec = spec("site-a", "a.test", &["alice"]);
     a_spec.relay_sink = true;
+    a_spec.milter = Some("warn".into());
     let mut a = Site::prepare(root.path(), a_spec, &boot.node);
     let bob = b.identities["bob@b.test"].to_string();
     a.admin(&["contact", "add", "bob@b.test", &bob]).unwrap();
@@ -212,4 +213,29 @@ async fn database_down_defers_tox_mail_while_plain_mail_flows() {
         "delivered after the database returned\n{}",
         a.bridge_log()
     );
+
+    // Warn policy: one message to a Tox and a plain recipient reaches both, and the sender gets
+    // exactly one notice naming each recipient's path.
+    let both = ["bob@b.test", "dave@plain.test"];
+    let m = smtp::message("alice@a.test", &both, "mixed", "for both\r\n");
+    let out = smtp::send(a.postfix.smtp_addr(), "alice@a.test", &both, &m)
+        .await
+        .unwrap();
+    assert!(out.accepted(), "{out:?}");
+    let delivered = wait_for(Duration::from_secs(60), || {
+        b.postfix.maildir_messages("bob").len() == 3 && a.postfix.sink_messages().len() == 2
+    });
+    assert!(delivered.await, "both copies delivered\n{}", a.bridge_log());
+    let noticed = wait_for(Duration::from_secs(30), || {
+        !a.postfix.maildir_messages("alice").is_empty()
+    });
+    assert!(noticed.await, "sender notified\n{}", a.bridge_log());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let notices = a.postfix.maildir_messages("alice");
+    assert_eq!(notices.len(), 1, "exactly one notice");
+    let text = String::from_utf8_lossy(&notices[0]);
+    assert!(text.contains("Auto-Submitted: auto-replied"), "{text}");
+    let tox_part = text.split("ordinary mail").next().unwrap();
+    assert!(tox_part.contains("bob@b.test"), "bob listed as Tox: {text}");
+    assert!(text.contains("dave@plain.test"), "{text}");
 }

@@ -30,6 +30,8 @@ pub struct SiteSpec {
     pub relay_sink: bool,
     /// More lines for the bridge's TOML config, appended at the end of the named section.
     pub extra_queue: String,
+    /// Run the bridge's milter and put it in Postfix's smtpd_milters (default action accept).
+    pub milter: Option<String>,
 }
 
 /// The toxmail-bridge binary built next to the running test binary.
@@ -72,23 +74,37 @@ impl Site {
         let pg = PgServer::start().expect("postgres");
         let socketmap: SocketAddr = ([127, 0, 0, 1], free_tcp_port().unwrap()).into();
         let lmtp: SocketAddr = ([127, 0, 0, 1], free_tcp_port().unwrap()).into();
+        let milter: Option<SocketAddr> = spec
+            .milter
+            .as_ref()
+            .map(|_| ([127, 0, 0, 1], free_tcp_port().unwrap()).into());
+        let extra_main_cf = match milter {
+            Some(addr) => vec![
+                ("smtpd_milters".into(), format!("inet:{addr}")),
+                ("milter_default_action".into(), "accept".into()),
+                ("milter_protocol".into(), "6".into()),
+            ],
+            None => Vec::new(),
+        };
         let postfix = PostfixSite::start(SiteConfig {
             name: spec.name.clone(),
             domain: spec.domain.clone(),
             mailboxes: spec.mailboxes.clone(),
             transport_maps: Some(format!("socketmap:inet:{socketmap}:transport")),
             relay_sink: spec.relay_sink,
-            extra_main_cf: Vec::new(),
+            extra_main_cf,
             extra_master_cf: Vec::new(),
         })
         .expect("postfix");
         std::fs::write(dir.join("bridge.key"), b"test key file, 32 bytes or more!").unwrap();
         let config = dir.join("bridge.toml");
-        std::fs::write(
-            &config,
-            bridge_config(&spec, &dir, &pg, &postfix, socketmap, lmtp, bootstrap),
-        )
-        .unwrap();
+        let mut text = bridge_config(&spec, &dir, &pg, &postfix, socketmap, lmtp, bootstrap);
+        if let (Some(addr), Some(policy)) = (milter, &spec.milter) {
+            text.push_str(&format!(
+                "\n[milter]\nlisten = \"{addr}\"\npolicy = \"{policy}\"\n"
+            ));
+        }
+        std::fs::write(&config, text).unwrap();
         let mut site = Site {
             spec,
             dir,

@@ -1,1 +1,0 @@
-//! Milter (placeholder; issue 4).
