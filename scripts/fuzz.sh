@@ -23,7 +23,7 @@ seed() { # target, golden file, prefix byte(s) as a printf format
     { printf "$3"; tr -d ' \n' <"tests/golden/$2.hex" | xxd -r -p; } >"fuzz/corpus/$1/golden-$2"
 }
 if command -v xxd >/dev/null; then
-    for frame in hello offer ack nack; do seed decode_frame "$frame" ""; done
+    for frame in hello offer ack nack deposit custody refuse register holding released relay_list; do seed decode_frame "$frame" ""; done
     seed open_envelope envelope '\x00'
 fi
 

@@ -1,15 +1,18 @@
 //! Wire frames exchanged between two toxmail nodes in Tox lossless custom packets:
 //! `PACKET_ID | version | kind | body`, one frame per packet, big-endian, no trailing bytes.
+//! Kinds 1–4 are the transfer frames below; kinds 16–31 are the relay frames of [`crate::relay`].
 
 use crate::id::MessageId;
 use crate::reader::{Reader, Short};
+use crate::relay::{self, RelayFrame};
 
 /// First byte of every toxmail lossless packet (Tox reserves 160..=191 for custom lossless use).
 pub const PACKET_ID: u8 = 181;
 pub const PROTOCOL_VERSION: u8 = 1;
 /// Tox's `TOX_MAX_CUSTOM_PACKET_SIZE`, the packet id byte included.
 pub const MAX_FRAME_SIZE: usize = 1373;
-/// Longest `Nack::detail`, in bytes; longer text is cut at a character boundary when encoding.
+/// Longest `Nack::detail` (and `Refuse::detail`), in bytes; longer text is cut at a character
+/// boundary when encoding.
 pub const MAX_NACK_DETAIL: usize = 256;
 
 const KIND_HELLO: u8 = 1;
@@ -26,6 +29,8 @@ pub enum Frame {
     Offer(Offer),
     Ack(MessageId),
     Nack(Nack),
+    /// Store-and-forward frames between bridges and relay nodes (kinds 16–31).
+    Relay(RelayFrame),
 }
 
 /// Sent first by each side of a connection: the protocol versions it speaks and the largest
@@ -136,9 +141,9 @@ pub enum FrameError {
     Truncated,
     #[error("frame has bytes after its body")]
     TrailingBytes,
-    #[error("frame or Nack detail exceeds its size limit")]
+    #[error("frame, detail or relay list exceeds its size limit")]
     TooLong,
-    #[error("Nack detail is not valid UTF-8")]
+    #[error("Nack or Refuse detail is not valid UTF-8")]
     BadUtf8,
     #[error("invalid {0}")]
     BadValue(&'static str),
@@ -151,8 +156,8 @@ impl From<Short> for FrameError {
 }
 
 impl Frame {
-    /// The packet bytes, starting with [`PACKET_ID`]; at most 296 bytes, well under
-    /// [`MAX_FRAME_SIZE`].
+    /// The packet bytes, starting with [`PACKET_ID`]; at most 308 bytes (a full `RelayList`),
+    /// well under [`MAX_FRAME_SIZE`].
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
         out.extend_from_slice(&[PACKET_ID, PROTOCOL_VERSION, self.kind()]);
@@ -168,16 +173,11 @@ impl Frame {
             Frame::Ack(message_id) => out.extend_from_slice(&message_id.0),
             Frame::Nack(nack) => {
                 out.extend_from_slice(&nack.message_id.0);
-                out.push(match nack.class {
-                    NackClass::Temporary => CLASS_TEMPORARY,
-                    NackClass::Permanent => CLASS_PERMANENT,
-                });
+                push_class(&mut out, nack.class);
                 out.extend_from_slice(&nack.code.as_u16().to_be_bytes());
-                let detail = &nack.detail[..nack.detail.floor_char_boundary(MAX_NACK_DETAIL)];
-                let len = u16::try_from(detail.len()).unwrap_or(0);
-                out.extend_from_slice(&len.to_be_bytes());
-                out.extend_from_slice(detail.as_bytes());
+                push_detail(&mut out, &nack.detail);
             }
+            Frame::Relay(frame) => frame.encode_body(&mut out),
         }
         out
     }
@@ -204,6 +204,9 @@ impl Frame {
             }),
             KIND_ACK => Frame::Ack(MessageId(r.array()?)),
             KIND_NACK => Frame::Nack(decode_nack(&mut r)?),
+            kind if relay::KINDS.contains(&kind) => {
+                Frame::Relay(RelayFrame::decode_body(kind, &mut r)?)
+            }
             kind => return Err(FrameError::UnknownKind(kind)),
         };
         if r.remaining() != 0 {
@@ -218,6 +221,7 @@ impl Frame {
             Frame::Offer(_) => KIND_OFFER,
             Frame::Ack(_) => KIND_ACK,
             Frame::Nack(_) => KIND_NACK,
+            Frame::Relay(frame) => frame.kind(),
         }
     }
 }
@@ -235,24 +239,47 @@ fn decode_hello(r: &mut Reader<'_>) -> Result<Hello, FrameError> {
 }
 
 fn decode_nack(r: &mut Reader<'_>) -> Result<Nack, FrameError> {
-    let message_id = MessageId(r.array()?);
-    let class = match r.u8()? {
-        CLASS_TEMPORARY => NackClass::Temporary,
-        CLASS_PERMANENT => NackClass::Permanent,
-        _ => return Err(FrameError::BadValue("Nack class")),
-    };
-    let code = NackCode::from_u16(r.u16()?);
+    Ok(Nack {
+        message_id: MessageId(r.array()?),
+        class: read_class(r, "Nack class")?,
+        code: NackCode::from_u16(r.u16()?),
+        detail: read_detail(r)?,
+    })
+}
+
+/// The class byte shared by `Nack` and `Refuse`: 4 temporary, 5 permanent.
+pub(crate) fn push_class(out: &mut Vec<u8>, class: NackClass) {
+    out.push(match class {
+        NackClass::Temporary => CLASS_TEMPORARY,
+        NackClass::Permanent => CLASS_PERMANENT,
+    });
+}
+
+pub(crate) fn read_class(r: &mut Reader<'_>, what: &'static str) -> Result<NackClass, FrameError> {
+    match r.u8()? {
+        CLASS_TEMPORARY => Ok(NackClass::Temporary),
+        CLASS_PERMANENT => Ok(NackClass::Permanent),
+        _ => Err(FrameError::BadValue(what)),
+    }
+}
+
+/// A u16 length and at most [`MAX_NACK_DETAIL`] bytes of UTF-8, cut at a character boundary.
+pub(crate) fn push_detail(out: &mut Vec<u8>, detail: &str) {
+    let detail = &detail[..detail.floor_char_boundary(MAX_NACK_DETAIL)];
+    let len = u16::try_from(detail.len()).unwrap_or(0);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(detail.as_bytes());
+}
+
+/// Checks the declared length against the limit before reading, so nothing over 256 bytes is
+/// ever allocated.
+pub(crate) fn read_detail(r: &mut Reader<'_>) -> Result<String, FrameError> {
     let len = usize::from(r.u16()?);
     if len > MAX_NACK_DETAIL {
         return Err(FrameError::TooLong);
     }
     let detail = std::str::from_utf8(r.take(len)?).map_err(|_| FrameError::BadUtf8)?;
-    Ok(Nack {
-        message_id,
-        class,
-        code,
-        detail: detail.to_owned(),
-    })
+    Ok(detail.to_owned())
 }
 
 #[cfg(test)]

@@ -7,12 +7,16 @@
 //!   XSalsa20-Poly1305 box for one recipient key; `peek_header` reads the cleartext header
 //!   cheaply; `open` verifies and decrypts it.
 //! - [`frame`]: `Hello`, `Offer`, `Ack` and `Nack`, carried in Tox lossless custom packets
-//!   (first byte [`PACKET_ID`]).
+//!   (first byte [`PACKET_ID`]); one `Frame::decode` reads every kind, relay frames included.
+//! - [`relay`]: `Deposit`, `Custody`, `Refuse`, `Register`, `Holding`, `Released` and `RelayList`,
+//!   the store-and-forward frames between bridges and relay nodes (`Frame::Relay`).
 //! - `reader` (private): the bounded cursor every decoder reads through.
 //!
 //! Path of one message: the sending bridge seals a `Letter` for the recipient's key, announces it
 //! with a `Frame::Offer` (message id and size), ships the envelope as a Tox file, and the receiver
 //! `peek_header`s, `open`s, stores, then answers `Frame::Ack(message_id)` or a `Frame::Nack`.
+//! For an offline recipient the sender `Deposit`s the envelope with a relay instead; the relay
+//! answers `Custody` and later `Offer`s it to the recipient the same way.
 //!
 //! Every decoder takes `&[u8]`, checks each length against the remaining input before slicing,
 //! and returns its module's error enum instead of panicking. The byte layouts, golden vectors and
@@ -24,8 +28,10 @@ pub mod frame;
 pub mod hello;
 pub mod id;
 mod reader;
+pub mod relay;
 
 pub use envelope::*;
 pub use frame::*;
 pub use hello::*;
 pub use id::*;
+pub use relay::*;

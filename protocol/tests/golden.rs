@@ -10,8 +10,9 @@ use std::path::PathBuf;
 
 use common::{GOLDEN_MESSAGE_ID, GOLDEN_NONCE, golden_letter, recipient_key, sender_key};
 use toxmail_protocol::{
-    Frame, Hello, MAX_ENVELOPE_SIZE, Nack, NackClass, NackCode, Offer, open, peek_header,
-    public_key_of, seal_with_nonce,
+    Custody, Deposit, Frame, Hello, Holding, MAX_ENVELOPE_SIZE, Nack, NackClass, NackCode, Offer,
+    PublicKey, Refuse, Register, RelayFrame, RelayList, RelayRefusal, ReleaseOutcome, Released,
+    ToxId, open, peek_header, public_key_of, seal_with_nonce,
 };
 
 /// Compares `bytes` with the hex file `name` (whitespace ignored), or rewrites the file when
@@ -73,8 +74,21 @@ fn golden_envelope_opens_to_the_golden_letter() {
     assert_eq!(opened.letter, golden_letter());
 }
 
-fn golden_frames() -> [(&'static str, Frame); 4] {
-    [
+/// The golden envelope's expiry, reused by the relay frames.
+const GOLDEN_EXPIRES: u64 = 1_700_432_000;
+
+fn golden_frames() -> Vec<(&'static str, Frame)> {
+    let mut frames = transfer_golden_frames();
+    frames.extend(
+        relay_golden_frames()
+            .into_iter()
+            .map(|(name, frame)| (name, Frame::Relay(frame))),
+    );
+    frames
+}
+
+fn transfer_golden_frames() -> Vec<(&'static str, Frame)> {
+    vec![
         (
             "hello.hex",
             Frame::Hello(Hello {
@@ -98,6 +112,66 @@ fn golden_frames() -> [(&'static str, Frame); 4] {
                 class: NackClass::Permanent,
                 code: NackCode::UnknownMailbox,
                 detail: "no such mailbox: bob@example.net".into(),
+            }),
+        ),
+    ]
+}
+
+fn relay_golden_frames() -> Vec<(&'static str, RelayFrame)> {
+    vec![
+        (
+            "deposit.hex",
+            RelayFrame::Deposit(Deposit {
+                message_id: GOLDEN_MESSAGE_ID,
+                recipient: public_key_of(&recipient_key()),
+                size: 4096,
+                expires: GOLDEN_EXPIRES,
+            }),
+        ),
+        (
+            "custody.hex",
+            RelayFrame::Custody(Custody {
+                message_id: GOLDEN_MESSAGE_ID,
+                expires: GOLDEN_EXPIRES,
+            }),
+        ),
+        (
+            "refuse.hex",
+            RelayFrame::Refuse(Refuse {
+                message_id: GOLDEN_MESSAGE_ID,
+                class: NackClass::Temporary,
+                code: RelayRefusal::RecipientFull,
+                detail: "recipient mailbox full".into(),
+            }),
+        ),
+        (
+            "register.hex",
+            RelayFrame::Register(Register {
+                expires: GOLDEN_EXPIRES,
+            }),
+        ),
+        (
+            "holding.hex",
+            RelayFrame::Holding(Holding {
+                expires: GOLDEN_EXPIRES,
+                count: 1,
+                bytes: 4096,
+            }),
+        ),
+        (
+            "released.hex",
+            RelayFrame::Released(Released {
+                message_id: GOLDEN_MESSAGE_ID,
+                outcome: ReleaseOutcome::Delivered,
+            }),
+        ),
+        (
+            "relay_list.hex",
+            RelayFrame::RelayList(RelayList {
+                relays: vec![
+                    ToxId::new(PublicKey([0x11; 32]), 0x1234_5678),
+                    ToxId::new(PublicKey([0x55; 32]), 0xCAFE_F00D),
+                ],
             }),
         ),
     ]

@@ -300,6 +300,11 @@ impl<I: Inbox> Engine<I> {
                 let id = nack.message_id;
                 self.verdict(from, id, Err(DeliveryError::Refused(nack)))
             }
+            // Store-and-forward frames belong to the relay roles, which this engine does not
+            // play yet: dropped like any frame this node does not act on (docs/protocol.md §7).
+            Frame::Relay(relay) => {
+                tracing::debug!(peer = %from, frame = ?relay, "relay frame ignored");
+            }
         }
     }
 
