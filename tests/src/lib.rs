@@ -3,6 +3,7 @@
 
 pub mod bootstrapd;
 pub mod dns;
+pub mod dovecot;
 pub mod inbox;
 pub mod peers;
 pub mod postfix;
