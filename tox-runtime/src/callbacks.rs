@@ -30,6 +30,8 @@ pub(crate) enum RawEvent {
         kind: u32,
         size: u64,
         name: Vec<u8>,
+        /// Read inside the callback: after `tox_iterate` returns the transfer may be gone.
+        file_id: Option<[u8; 32]>,
     },
     FileRecvChunk {
         friend: u32,
@@ -151,7 +153,7 @@ unsafe extern "C" fn lossless_packet(
 }
 
 unsafe extern "C" fn file_recv(
-    _tox: *mut sys::Tox,
+    tox: *mut sys::Tox,
     friend: u32,
     file: u32,
     kind: u32,
@@ -160,14 +162,22 @@ unsafe extern "C" fn file_recv(
     name_len: usize,
     user_data: *mut c_void,
 ) {
-    // SAFETY: `name` is valid for `name_len` bytes during the call; user_data is our Sink.
+    // SAFETY: `name` is valid for `name_len` bytes during the call; user_data is our Sink;
+    // `tox` is the instance being iterated on this thread, and tox_file_get_file_id may be called
+    // from inside its callbacks (it only reads the transfer's state) into a 32-byte buffer.
     unsafe {
-        with_sink(user_data, || RawEvent::FileRecv {
-            friend,
-            file,
-            kind,
-            size,
-            name: copy_bytes(name, name_len),
+        with_sink(user_data, || {
+            let mut id = [0u8; 32];
+            let mut err = sys::Tox_Err_File_Get::TOX_ERR_FILE_GET_OK;
+            let ok = sys::tox_file_get_file_id(tox, friend, file, id.as_mut_ptr(), &mut err);
+            RawEvent::FileRecv {
+                friend,
+                file,
+                kind,
+                size,
+                name: copy_bytes(name, name_len),
+                file_id: ok.then_some(id),
+            }
         })
     }
 }

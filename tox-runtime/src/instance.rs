@@ -357,16 +357,6 @@ impl Instance {
             .ok_or(RuntimeError::tox("tox_file_seek", err.0))
     }
 
-    pub(crate) fn file_id(&self, friend: u32, file: u32) -> Option<[u8; 32]> {
-        let mut id = [0u8; 32];
-        let mut err = sys::Tox_Err_File_Get::TOX_ERR_FILE_GET_OK;
-        // SAFETY: the buffer has TOX_FILE_ID_LENGTH bytes.
-        let ok = unsafe {
-            sys::tox_file_get_file_id(self.ptr(), friend, file, id.as_mut_ptr(), &mut err)
-        };
-        ok.then_some(id)
-    }
-
     pub(crate) fn file_send_chunk(
         &mut self,
         friend: u32,

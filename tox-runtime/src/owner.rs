@@ -207,7 +207,8 @@ impl Owner {
                 kind,
                 size,
                 name,
-            } => self.file_recv(friend, file, kind, size, name),
+                file_id,
+            } => self.file_recv(friend, file, kind, size, name, file_id),
             RawEvent::FileRecvChunk {
                 friend,
                 file,
@@ -242,8 +243,16 @@ impl Owner {
         }
     }
 
-    fn file_recv(&mut self, friend: u32, file: u32, kind: u32, size: u64, name: Vec<u8>) {
-        let Some(file_id) = self.tox.file_id(friend, file) else {
+    fn file_recv(
+        &mut self,
+        friend: u32,
+        file: u32,
+        kind: u32,
+        size: u64,
+        name: Vec<u8>,
+        file_id: Option<[u8; 32]>,
+    ) {
+        let Some(file_id) = file_id else {
             tracing::warn!(friend, file, "incoming file without a file id; cancelled");
             let _ = self.tox.file_control(friend, file, FileControl::Cancel);
             return;

@@ -20,7 +20,7 @@ use crate::event::{Event, FileControl, FileNumber, FriendNumber};
 use crate::node::{Handle, Node};
 
 /// After an outgoing file was cancelled with no verdict following, wait this long, then re-offer.
-const ABORT_GRACE: Duration = Duration::from_secs(5);
+const ABORT_GRACE: Duration = Duration::from_secs(1);
 
 pub(super) struct Peer {
     pub(super) friend: FriendNumber,
@@ -465,6 +465,7 @@ impl<I: Inbox> Engine<I> {
     }
 
     async fn on_tick(&mut self) {
+        self.expire_orphans().await;
         self.outbound.retain(|_, o| !o.reply.is_closed());
         let now = Instant::now();
         let due: Vec<MessageId> = self

@@ -6,6 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use toxmail_protocol::{Frame, MessageId, NackCode, Offer, PublicKey, peek_header};
 
@@ -15,6 +16,18 @@ use crate::event::{FileNumber, FriendNumber};
 
 /// Tox's file kind for data (as opposed to avatars).
 const FILE_KIND_DATA: u32 = 0;
+
+/// A file may overtake its Offer (the sender's packet queue was full while the file started):
+/// it waits this long, paused, for the Offer before it is cancelled.
+const ORPHAN_WAIT: Duration = Duration::from_secs(3);
+
+struct Orphan {
+    friend: FriendNumber,
+    file: FileNumber,
+    kind: u32,
+    size: u64,
+    since: Instant,
+}
 
 struct OfferState {
     size: u64,
@@ -38,6 +51,8 @@ pub(super) struct Incoming {
     files: HashMap<(FriendNumber, FileNumber), Receiving>,
     /// Envelopes handed to the inbox and not yet answered: a repeated offer waits for that answer.
     storing: HashSet<(PublicKey, MessageId)>,
+    /// Files that arrived before their Offer.
+    orphans: HashMap<(PublicKey, MessageId), Orphan>,
 }
 
 impl<I: Inbox> Engine<I> {
@@ -93,6 +108,11 @@ impl<I: Inbox> Engine<I> {
                 parked: None,
             },
         );
+        if let Some(o) = self.incoming.orphans.remove(&(from, id)) {
+            // The file came first; judge it now that its offer is here.
+            self.on_file_recv(o.friend, from, o.file, o.kind, o.size, id)
+                .await;
+        }
         let (inbox, internal) = (self.inbox.clone(), self.internal.clone());
         tokio::spawn(async move {
             let already_stored = inbox.contains(from, id).await;
@@ -135,9 +155,20 @@ impl<I: Inbox> Engine<I> {
         size: u64,
         id: MessageId,
     ) {
-        let offer = self.incoming.offers.get_mut(&(from, id));
-        let Some(state) = offer.filter(|s| s.size == size && kind == FILE_KIND_DATA) else {
-            tracing::info!(peer = %from, %id, size, kind, "file without a matching offer; cancelled");
+        let Some(offer) = self.incoming.offers.get_mut(&(from, id)) else {
+            let since = Instant::now();
+            let orphan = Orphan {
+                friend,
+                file,
+                kind,
+                size,
+                since,
+            };
+            self.incoming.orphans.insert((from, id), orphan);
+            return;
+        };
+        let Some(state) = Some(offer).filter(|s| s.size == size && kind == FILE_KIND_DATA) else {
+            tracing::info!(peer = %from, %id, size, kind, "file does not match its offer; cancelled");
             return self.cancel_file(friend, file).await;
         };
         if state.checked {
@@ -276,13 +307,33 @@ impl<I: Inbox> Engine<I> {
         }
     }
 
+    /// Cancels files whose Offer never came.
+    pub(super) async fn expire_orphans(&mut self) {
+        let stale: Vec<_> = self
+            .incoming
+            .orphans
+            .iter()
+            .filter(|(_, o)| o.since.elapsed() >= ORPHAN_WAIT)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in stale {
+            let o = self.incoming.orphans.remove(&key).expect("listed above");
+            tracing::info!(peer = %key.0, id = %key.1, "file without a matching offer; cancelled");
+            self.cancel_file(o.friend, o.file).await;
+        }
+    }
+
     pub(super) fn incoming_cancelled(&mut self, friend: FriendNumber, file: FileNumber) {
+        self.incoming
+            .orphans
+            .retain(|_, o| (o.friend, o.file) != (friend, file));
         self.incoming.files.remove(&(friend, file));
     }
 
     pub(super) fn incoming_friend_gone(&mut self, from: PublicKey, friend: FriendNumber) {
         self.incoming.files.retain(|(f, _), _| *f != friend);
         self.incoming.offers.retain(|(pk, _), _| *pk != from);
+        self.incoming.orphans.retain(|(pk, _), _| *pk != from);
     }
 }
 

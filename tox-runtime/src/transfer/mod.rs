@@ -89,7 +89,8 @@ impl TransferConfig {
             spool_dir: spool_dir.into(),
             friend_policy: FriendPolicy::AnyoneWithAddress,
             request_note: String::new(),
-            ack_timeout: Duration::from_secs(120),
+            // Storing takes a database commit at the receiver: far less than this.
+            ack_timeout: Duration::from_secs(30),
         }
     }
 }
