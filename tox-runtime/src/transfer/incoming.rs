@@ -155,6 +155,8 @@ impl<I: Inbox> Engine<I> {
         size: u64,
         id: MessageId,
     ) {
+        // A new transfer under this number means any earlier one with it is over.
+        self.forget_file_number(friend, file);
         let Some(offer) = self.incoming.offers.get_mut(&(from, id)) else {
             let since = Instant::now();
             let orphan = Orphan {
@@ -324,10 +326,22 @@ impl<I: Inbox> Engine<I> {
     }
 
     pub(super) fn incoming_cancelled(&mut self, friend: FriendNumber, file: FileNumber) {
+        self.forget_file_number(friend, file);
+        self.incoming.files.remove(&(friend, file));
+    }
+
+    /// c-toxcore reuses a file number once its transfer has ended: drop every reference to the
+    /// old transfer, so a parked offer can never accept a different message's file.
+    fn forget_file_number(&mut self, friend: FriendNumber, file: FileNumber) {
+        let key = (friend, file);
         self.incoming
             .orphans
-            .retain(|_, o| (o.friend, o.file) != (friend, file));
-        self.incoming.files.remove(&(friend, file));
+            .retain(|_, o| (o.friend, o.file) != key);
+        for offer in self.incoming.offers.values_mut() {
+            if offer.parked == Some(key) {
+                offer.parked = None;
+            }
+        }
     }
 
     pub(super) fn incoming_friend_gone(&mut self, from: PublicKey, friend: FriendNumber) {
