@@ -6,6 +6,7 @@ mod postfix_dsn;
 mod postfix_flow;
 mod postfix_harness;
 mod postfix_recovery;
+mod relay;
 mod tox_bad_input;
 mod tox_delivery;
 mod tox_identity;

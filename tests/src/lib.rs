@@ -8,6 +8,7 @@ pub mod inbox;
 pub mod peers;
 pub mod postfix;
 pub mod postgres;
+pub mod relay;
 pub mod site;
 pub mod smtp;
 

@@ -15,7 +15,10 @@ use toxmail_protocol::{
 
 use super::incoming::Incoming;
 use super::policy::Verdict;
-use super::{Command, DeliveryError, Destination, Inbox, Refusal, TransferConfig, TransferStats};
+use super::{
+    Command, DeliveryError, DepositRefusal, Destination, Inbox, PeerEvent, Refusal, TransferConfig,
+    TransferStats,
+};
 use crate::event::{Event, FileControl, FileNumber, FriendNumber};
 use crate::node::{Handle, Node};
 
@@ -42,6 +45,8 @@ enum OutState {
 struct Outbound {
     to: PublicKey,
     envelope: Arc<[u8]>,
+    /// `Some(expires)`: a deposit with the relay `to`.
+    deposit_until: Option<u64>,
     reply: oneshot::Sender<Result<(), DeliveryError>>,
     state: OutState,
 }
@@ -55,8 +60,20 @@ pub(super) enum Internal {
     },
     Stored {
         from: PublicKey,
+        /// Who sealed the envelope: `from` itself, or someone else when `from` is a relay.
+        origin: PublicKey,
         id: MessageId,
         result: Result<(), Refusal>,
+    },
+    DepositChecked {
+        from: PublicKey,
+        id: MessageId,
+        result: Result<Option<u64>, DepositRefusal>,
+    },
+    Deposited {
+        from: PublicKey,
+        id: MessageId,
+        result: Result<u64, DepositRefusal>,
     },
 }
 
@@ -70,6 +87,9 @@ pub(crate) struct Engine<I> {
     outbound: HashMap<MessageId, Outbound>,
     pub(super) incoming: Incoming,
     pub(super) internal: mpsc::UnboundedSender<Internal>,
+    /// Our own public key, for envelopes that reach us through a relay.
+    pub(super) self_key: Option<PublicKey>,
+    subscribers: Vec<mpsc::UnboundedSender<PeerEvent>>,
 }
 
 impl<I: Inbox> Engine<I> {
@@ -91,6 +111,8 @@ impl<I: Inbox> Engine<I> {
             outbound: HashMap::new(),
             incoming: Incoming::default(),
             internal,
+            self_key: None,
+            subscribers: Vec::new(),
         }
     }
 
@@ -103,6 +125,10 @@ impl<I: Inbox> Engine<I> {
         self.internal = internal_tx;
         if let Err(e) = std::fs::create_dir_all(&self.config.spool_dir) {
             tracing::error!(dir = %self.config.spool_dir.display(), error = %e, "cannot create spool directory");
+        }
+        match self.handle.info().await {
+            Ok(info) => self.self_key = Some(info.public_key),
+            Err(e) => tracing::error!(error = %e, "cannot read our own key; relayed mail refused"),
         }
         self.load_friends().await;
         let (_, dummy) = mpsc::unbounded_channel();
@@ -149,10 +175,28 @@ impl<I: Inbox> Engine<I> {
                 to,
                 id,
                 envelope,
+                deposit_until,
                 reply,
-            } => self.deliver(to, id, envelope, reply).await,
+            } => self.deliver(to, id, envelope, deposit_until, reply).await,
             Command::AllowContact(pk) => self.config.friend_policy.allow(pk),
+            Command::Subscribe(tx) => self.subscribers.push(tx),
+            Command::SendRelayFrame { to, frame, reply } => {
+                let sent = self.send_frame(to, &Frame::Relay(frame)).await;
+                let _ = reply.send(sent);
+            }
+            Command::AddRelay { relay, reply } => {
+                let result = self.befriend(relay).await;
+                if result.is_ok() {
+                    self.config.trusted_relays.insert(relay.public_key());
+                }
+                let _ = reply.send(result);
+            }
         }
+    }
+
+    /// Tells every subscriber; forgets those that went away.
+    pub(super) fn emit(&mut self, event: PeerEvent) {
+        self.subscribers.retain(|s| s.send(event.clone()).is_ok());
     }
 
     async fn on_event(&mut self, event: Event) {
@@ -257,6 +301,10 @@ impl<I: Inbox> Engine<I> {
 
     fn peer_offline(&mut self, pk: PublicKey, friend: FriendNumber) {
         if let Some(peer) = self.peers.get_mut(&pk) {
+            if peer.hello.is_some() {
+                self.subscribers
+                    .retain(|s| s.send(PeerEvent::Offline(pk)).is_ok());
+            }
             peer.online = false;
             peer.hello_sent = false;
             peer.hello = None;
@@ -300,11 +348,7 @@ impl<I: Inbox> Engine<I> {
                 let id = nack.message_id;
                 self.verdict(from, id, Err(DeliveryError::Refused(nack)))
             }
-            // Store-and-forward frames belong to the relay roles, which this engine does not
-            // play yet: dropped like any frame this node does not act on (docs/protocol.md §7).
-            Frame::Relay(relay) => {
-                tracing::debug!(peer = %from, frame = ?relay, "relay frame ignored");
-            }
+            Frame::Relay(relay) => self.on_relay_frame(friend, from, relay).await,
         }
     }
 
@@ -312,9 +356,12 @@ impl<I: Inbox> Engine<I> {
         let Some(peer) = self.peers.get_mut(&from) else {
             return;
         };
-        peer.hello = Some(hello.clone());
+        let first = peer.hello.replace(hello.clone()).is_none();
         if !peer.hello_sent {
             self.peer_online(from).await;
+        }
+        if first {
+            self.emit(PeerEvent::Online(from));
         }
         let compatible =
             hello.version_min <= PROTOCOL_VERSION && hello.version_max >= PROTOCOL_VERSION;
@@ -343,9 +390,17 @@ impl<I: Inbox> Engine<I> {
     }
 
     /// Ack or nack from `from` for `id`: completes the delivery if it is ours to that peer.
-    fn verdict(&mut self, from: PublicKey, id: MessageId, result: Result<(), DeliveryError>) {
+    pub(super) fn verdict(
+        &mut self,
+        from: PublicKey,
+        id: MessageId,
+        result: Result<(), DeliveryError>,
+    ) {
         if self.outbound.get(&id).is_none_or(|o| o.to != from) {
-            tracing::debug!(peer = %from, %id, "verdict for no delivery of ours; ignored");
+            tracing::debug!(peer = %from, %id, "verdict for no delivery of ours");
+            if result.is_ok() {
+                self.emit(PeerEvent::Receipt { from, id });
+            }
             return;
         }
         let out = self.outbound.remove(&id).expect("checked above");
@@ -358,44 +413,49 @@ impl<I: Inbox> Engine<I> {
         let _ = out.reply.send(result);
     }
 
+    /// Makes `to` a friend unless it is one: first contact sends a friend request.
+    async fn befriend(&mut self, to: Destination) -> Result<(), DeliveryError> {
+        let pk = to.public_key();
+        if self.peers.contains_key(&pk) {
+            return Ok(());
+        }
+        let Destination::Address(address) = to else {
+            return Err(DeliveryError::UnknownFriend(pk));
+        };
+        let hello = friend_request_message(&self.config.request_note);
+        let friend = self.handle.friend_add(address, hello).await?;
+        tracing::info!(peer = %pk, "friend request sent");
+        self.peers.insert(
+            pk,
+            Peer {
+                friend,
+                online: false,
+                hello_sent: false,
+                hello: None,
+            },
+        );
+        Ok(())
+    }
+
     async fn deliver(
         &mut self,
         to: Destination,
         id: MessageId,
         envelope: Arc<[u8]>,
+        deposit_until: Option<u64>,
         reply: oneshot::Sender<Result<(), DeliveryError>>,
     ) {
         let pk = to.public_key();
-        if !self.peers.contains_key(&pk) {
-            let Destination::Address(address) = to else {
-                let _ = reply.send(Err(DeliveryError::UnknownFriend(pk)));
-                return;
-            };
-            let hello = friend_request_message(&self.config.request_note);
-            match self.handle.friend_add(address, hello).await {
-                Ok(friend) => {
-                    tracing::info!(peer = %pk, "friend request sent");
-                    self.peers.insert(
-                        pk,
-                        Peer {
-                            friend,
-                            online: false,
-                            hello_sent: false,
-                            hello: None,
-                        },
-                    );
-                }
-                Err(e) => {
-                    let _ = reply.send(Err(e.into()));
-                    return;
-                }
-            }
+        if let Err(e) = self.befriend(to).await {
+            let _ = reply.send(Err(e));
+            return;
         }
         self.outbound.insert(
             id,
             Outbound {
                 to: pk,
                 envelope,
+                deposit_until,
                 reply,
                 state: OutState::Waiting,
             },
@@ -410,7 +470,7 @@ impl<I: Inbox> Engine<I> {
         let Some(out) = self.outbound.get(&id) else {
             return;
         };
-        let (to, envelope) = (out.to, out.envelope.clone());
+        let (to, envelope, deposit_until) = (out.to, out.envelope.clone(), out.deposit_until);
         let size = envelope.len() as u64;
         let Some(peer) = self.peers.get(&to).filter(|p| p.online) else {
             return;
@@ -419,10 +479,16 @@ impl<I: Inbox> Engine<I> {
         if let Some(limit) = limit.filter(|l| size > *l) {
             return self.verdict(to, id, Err(DeliveryError::TooLarge { size, limit }));
         }
-        let offer = Frame::Offer(Offer {
-            message_id: id,
-            size,
-        });
+        let offer = match deposit_until {
+            None => Frame::Offer(Offer {
+                message_id: id,
+                size,
+            }),
+            Some(expires) => match super::relay::deposit_frame(id, &envelope, expires) {
+                Ok(frame) => frame,
+                Err(e) => return self.verdict(to, id, Err(e)),
+            },
+        };
         if !self.send_frame(to, &offer).await {
             return;
         }
@@ -497,7 +563,16 @@ impl<I: Inbox> Engine<I> {
                 id,
                 already_stored,
             } => self.offer_checked(from, id, already_stored).await,
-            Internal::Stored { from, id, result } => self.stored(from, id, result).await,
+            Internal::Stored {
+                from,
+                origin,
+                id,
+                result,
+            } => self.stored(from, origin, id, result).await,
+            Internal::DepositChecked { from, id, result } => {
+                self.deposit_checked(from, id, result).await
+            }
+            Internal::Deposited { from, id, result } => self.deposited(from, id, result).await,
         }
     }
 }

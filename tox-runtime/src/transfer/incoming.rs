@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use toxmail_protocol::{Frame, MessageId, NackCode, Offer, PublicKey, peek_header};
+use toxmail_protocol::{Deposit, Frame, MessageId, NackCode, Offer, PublicKey, peek_header};
 
 use super::engine::{Engine, Internal};
-use super::{Inbox, Refusal};
+use super::{Inbox, PeerEvent, Refusal};
 use crate::event::{FileNumber, FriendNumber};
 
 /// Tox's file kind for data (as opposed to avatars).
@@ -21,7 +21,7 @@ const FILE_KIND_DATA: u32 = 0;
 /// it waits this long, paused, for the Offer before it is cancelled.
 const ORPHAN_WAIT: Duration = Duration::from_secs(3);
 
-struct Orphan {
+pub(super) struct Orphan {
     friend: FriendNumber,
     file: FileNumber,
     kind: u32,
@@ -29,34 +29,37 @@ struct Orphan {
     since: Instant,
 }
 
-struct OfferState {
-    size: u64,
+pub(super) struct OfferState {
+    pub(super) size: u64,
+    /// `Some`: a deposit for us as a relay rather than mail for us.
+    pub(super) deposit: Option<Deposit>,
     /// The inbox said it does not have this message yet.
-    checked: bool,
+    pub(super) checked: bool,
     /// A file that arrived before the check finished.
-    parked: Option<(FriendNumber, FileNumber)>,
+    pub(super) parked: Option<(FriendNumber, FileNumber)>,
 }
 
 struct Receiving {
     from: PublicKey,
     id: MessageId,
     size: u64,
+    deposit: Option<Deposit>,
     spool: File,
     received: u64,
 }
 
 #[derive(Default)]
 pub(super) struct Incoming {
-    offers: HashMap<(PublicKey, MessageId), OfferState>,
+    pub(super) offers: HashMap<(PublicKey, MessageId), OfferState>,
     files: HashMap<(FriendNumber, FileNumber), Receiving>,
     /// Envelopes handed to the inbox and not yet answered: a repeated offer waits for that answer.
-    storing: HashSet<(PublicKey, MessageId)>,
+    pub(super) storing: HashSet<(PublicKey, MessageId)>,
     /// Files that arrived before their Offer.
-    orphans: HashMap<(PublicKey, MessageId), Orphan>,
+    pub(super) orphans: HashMap<(PublicKey, MessageId), Orphan>,
 }
 
 impl<I: Inbox> Engine<I> {
-    fn spool_path(&self, from: &PublicKey, id: &MessageId) -> PathBuf {
+    pub(super) fn spool_path(&self, from: &PublicKey, id: &MessageId) -> PathBuf {
         self.config.spool_dir.join(format!("{from}-{id}.part"))
     }
 
@@ -67,7 +70,7 @@ impl<I: Inbox> Engine<I> {
             .await;
     }
 
-    async fn cancel_file(&self, friend: FriendNumber, file: FileNumber) {
+    pub(super) async fn cancel_file(&self, friend: FriendNumber, file: FileNumber) {
         self.stats.files_cancelled.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.handle.file_cancel(friend, file).await {
             tracing::debug!(friend, file, error = %e, "cancel failed");
@@ -97,21 +100,8 @@ impl<I: Inbox> Engine<I> {
                 )
                 .await;
         }
-        if self.incoming.storing.contains(&(from, id)) {
-            return; // the verdict of the store in progress will answer this offer too
-        }
-        self.incoming.offers.insert(
-            (from, id),
-            OfferState {
-                size,
-                checked: false,
-                parked: None,
-            },
-        );
-        if let Some(o) = self.incoming.orphans.remove(&(from, id)) {
-            // The file came first; judge it now that its offer is here.
-            self.on_file_recv(o.friend, from, o.file, o.kind, o.size, id)
-                .await;
+        if !self.expect_file(from, id, size, None).await {
+            return;
         }
         let (inbox, internal) = (self.inbox.clone(), self.internal.clone());
         tokio::spawn(async move {
@@ -122,6 +112,33 @@ impl<I: Inbox> Engine<I> {
                 already_stored,
             });
         });
+    }
+
+    /// Records an offer (or deposit) whose file may follow; false when a store of the same
+    /// envelope is in progress, whose verdict will answer this offer too.
+    pub(super) async fn expect_file(
+        &mut self,
+        from: PublicKey,
+        id: MessageId,
+        size: u64,
+        deposit: Option<Deposit>,
+    ) -> bool {
+        if self.incoming.storing.contains(&(from, id)) {
+            return false;
+        }
+        let state = OfferState {
+            size,
+            deposit,
+            checked: false,
+            parked: None,
+        };
+        self.incoming.offers.insert((from, id), state);
+        if let Some(o) = self.incoming.orphans.remove(&(from, id)) {
+            // The file came first; judge it now that its offer is here.
+            self.on_file_recv(o.friend, from, o.file, o.kind, o.size, id)
+                .await;
+        }
+        true
     }
 
     pub(super) async fn offer_checked(&mut self, from: PublicKey, id: MessageId, already: bool) {
@@ -180,7 +197,7 @@ impl<I: Inbox> Engine<I> {
         }
     }
 
-    async fn accept_file(
+    pub(super) async fn accept_file(
         &mut self,
         friend: FriendNumber,
         file: FileNumber,
@@ -188,7 +205,11 @@ impl<I: Inbox> Engine<I> {
         id: MessageId,
         size: u64,
     ) {
-        self.incoming.offers.remove(&(from, id));
+        let deposit = self
+            .incoming
+            .offers
+            .remove(&(from, id))
+            .and_then(|o| o.deposit);
         let path = self.spool_path(&from, &id);
         let opened = OpenOptions::new()
             .read(true)
@@ -221,6 +242,7 @@ impl<I: Inbox> Engine<I> {
             from,
             id,
             size,
+            deposit,
             spool,
             received: offset,
         };
@@ -269,25 +291,42 @@ impl<I: Inbox> Engine<I> {
         let (from, id) = (r.from, r.id);
         drop(r.spool);
         self.incoming.storing.insert((from, id));
+        if let Some(deposit) = r.deposit {
+            return self.store_deposit(from, deposit, path);
+        }
+        // Through a relay we trust, an envelope may be sealed by anyone, but only to us.
+        let relayed_to = self
+            .config
+            .trusted_relays
+            .contains(&from)
+            .then_some(self.self_key)
+            .flatten();
         let (inbox, internal) = (self.inbox.clone(), self.internal.clone());
         tokio::spawn(async move {
-            let result = match tokio::fs::read(&path).await {
-                Ok(bytes) => match check_header(&bytes, from, id) {
-                    Ok(()) => inbox.store(from, id, bytes).await,
-                    Err(refusal) => Err(refusal),
+            let (origin, result) = match tokio::fs::read(&path).await {
+                Ok(bytes) => match check_header(&bytes, from, id, relayed_to) {
+                    Ok(origin) => (origin, inbox.store(origin, id, bytes).await),
+                    Err(refusal) => (from, Err(refusal)),
                 },
-                Err(e) => Err(Refusal::new(
-                    NackCode::StorageFailure,
-                    format!("spool read: {e}"),
-                )),
+                Err(e) => {
+                    let detail = format!("spool read: {e}");
+                    (from, Err(Refusal::new(NackCode::StorageFailure, detail)))
+                }
             };
-            let _ = internal.send(Internal::Stored { from, id, result });
+            let stored = Internal::Stored {
+                from,
+                origin,
+                id,
+                result,
+            };
+            let _ = internal.send(stored);
         });
     }
 
     pub(super) async fn stored(
         &mut self,
         from: PublicKey,
+        origin: PublicKey,
         id: MessageId,
         result: Result<(), Refusal>,
     ) {
@@ -299,6 +338,10 @@ impl<I: Inbox> Engine<I> {
                 self.stats.envelopes_stored.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(peer = %from, %id, "envelope stored; acknowledging");
                 self.send_frame(from, &Frame::Ack(id)).await;
+                if origin != from {
+                    let via = from;
+                    self.emit(PeerEvent::Relayed { origin, via, id });
+                }
             }
             Err(refusal) => {
                 if refusal.class == toxmail_protocol::NackClass::Permanent {
@@ -351,8 +394,14 @@ impl<I: Inbox> Engine<I> {
     }
 }
 
-/// The envelope must be the one offered (same id) and sealed by the friend who sent it.
-fn check_header(bytes: &[u8], from: PublicKey, id: MessageId) -> Result<(), Refusal> {
+/// The envelope must be the one offered (same id) and sealed by the friend who sent it, or, when
+/// that friend is a relay we trust (`relayed_to` = our key), sealed to us. Returns the sealer.
+pub(super) fn check_header(
+    bytes: &[u8],
+    from: PublicKey,
+    id: MessageId,
+    relayed_to: Option<PublicKey>,
+) -> Result<PublicKey, Refusal> {
     let header = peek_header(bytes)
         .map_err(|e| Refusal::new(NackCode::Malformed, format!("envelope header: {e}")))?;
     if header.message_id != id {
@@ -361,11 +410,16 @@ fn check_header(bytes: &[u8], from: PublicKey, id: MessageId) -> Result<(), Refu
             "envelope id differs from the offered id",
         ));
     }
-    if header.sender != from {
-        return Err(Refusal::new(
+    match relayed_to {
+        _ if header.sender == from => Ok(from),
+        Some(us) if header.recipient == us => Ok(header.sender),
+        Some(_) => Err(Refusal::new(
+            NackCode::WrongRecipient,
+            "relayed envelope not sealed to us",
+        )),
+        None => Err(Refusal::new(
             NackCode::Forged,
             "envelope not sealed by the sending friend",
-        ));
+        )),
     }
-    Ok(())
 }

@@ -7,10 +7,14 @@
 //! Receiver: checks the offer, writes chunks to `<spool>/<sender>-<id>.part`, checks the envelope
 //! header against the offer and the friend's key, hands the envelope to the [`Inbox`], and acks only
 //! after the inbox returned success. Message ids already stored are acked again, never stored twice.
+//! Relay roles (`relay.rs`): a sender deposits an envelope with a relay (`Deposit` instead of
+//! `Offer`, `Custody`/`Refuse` instead of `Ack`/`Nack`); a relay hands it on with an ordinary
+//! offer; a recipient accepts envelopes sealed by others only from relays it trusts.
 
 mod engine;
 mod incoming;
 mod policy;
+mod relay;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -20,7 +24,10 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use toxmail_protocol::{MessageId, Nack, NackClass, NackCode, PublicKey, ToxId};
+use toxmail_protocol::{
+    Deposit, MessageId, Nack, NackClass, NackCode, PublicKey, Refuse, RelayFrame, RelayRefusal,
+    ToxId,
+};
 
 use crate::error::RuntimeError;
 use crate::node::{Handle, Node};
@@ -40,6 +47,87 @@ pub trait Inbox: Send + Sync + 'static {
         id: MessageId,
         envelope: Vec<u8>,
     ) -> impl Future<Output = Result<(), Refusal>> + Send;
+
+    /// Relay role: may `from` deposit this envelope? `Ok(Some(expires))` when it is already held
+    /// (custody is confirmed again), `Ok(None)` to take the transfer. A node that is no relay
+    /// refuses, which is the default.
+    fn check_deposit(
+        &self,
+        from: PublicKey,
+        deposit: Deposit,
+    ) -> impl Future<Output = Result<Option<u64>, DepositRefusal>> + Send {
+        let _ = (from, deposit);
+        async { Err(DepositRefusal::not_a_relay()) }
+    }
+
+    /// Relay role: stores a deposited envelope (header checked by the engine) durably and returns
+    /// until when it is held; custody is confirmed to the depositor right after.
+    fn store_deposit(
+        &self,
+        from: PublicKey,
+        deposit: Deposit,
+        envelope: Vec<u8>,
+    ) -> impl Future<Output = Result<u64, DepositRefusal>> + Send {
+        let _ = (from, deposit, envelope);
+        async { Err(DepositRefusal::not_a_relay()) }
+    }
+}
+
+/// Why a relay will not hold a deposit; sent to the depositor as a `Refuse` frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DepositRefusal {
+    pub class: NackClass,
+    pub code: RelayRefusal,
+    pub detail: String,
+}
+
+impl DepositRefusal {
+    pub fn new(code: RelayRefusal, detail: impl Into<String>) -> Self {
+        DepositRefusal {
+            class: code.default_class(),
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    fn not_a_relay() -> Self {
+        DepositRefusal::new(RelayRefusal::NotAllowed, "this node is not a relay")
+    }
+
+    pub(crate) fn into_frame(self, message_id: MessageId) -> toxmail_protocol::Frame {
+        toxmail_protocol::Frame::Relay(RelayFrame::Refuse(Refuse {
+            message_id,
+            class: self.class,
+            code: self.code,
+            detail: self.detail,
+        }))
+    }
+}
+
+/// What the engine tells its subscribers (see [`Courier::subscribe`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// A friend is online and has said hello.
+    Online(PublicKey),
+    Offline(PublicKey),
+    /// A relay frame the engine does not answer itself (`Register`, `Holding`, `Released`,
+    /// `RelayList`, and a `Refuse` of a registration).
+    Relay {
+        from: PublicKey,
+        frame: RelayFrame,
+    },
+    /// An envelope sealed by `origin` arrived through the relay `via` and was stored.
+    Relayed {
+        origin: PublicKey,
+        via: PublicKey,
+        id: MessageId,
+    },
+    /// `from` acknowledged a message this engine is not delivering to it: the recipient's
+    /// end-to-end receipt for a message handed to a relay.
+    Receipt {
+        from: PublicKey,
+        id: MessageId,
+    },
 }
 
 /// Why an inbox refused an envelope; sent to the sender as a `Nack`.
@@ -80,6 +168,8 @@ pub struct TransferConfig {
     pub request_note: String,
     /// Re-offer when neither ack nor nack arrived this long after the last byte was sent.
     pub ack_timeout: Duration,
+    /// Relays whose envelopes may be sealed by someone else (then they must be sealed to us).
+    pub trusted_relays: std::collections::HashSet<PublicKey>,
 }
 
 impl TransferConfig {
@@ -91,6 +181,7 @@ impl TransferConfig {
             request_note: String::new(),
             // Storing takes a database commit at the receiver: far less than this.
             ack_timeout: Duration::from_secs(30),
+            trusted_relays: Default::default(),
         }
     }
 }
@@ -127,6 +218,8 @@ impl From<PublicKey> for Destination {
 pub enum DeliveryError {
     #[error("the peer refused the envelope ({class:?} {code:?}): {detail}", class = .0.class, code = .0.code, detail = .0.detail)]
     Refused(Nack),
+    #[error("the relay refused the deposit ({class:?} {code:?}): {detail}", class = .0.class, code = .0.code, detail = .0.detail)]
+    RelayRefused(Refuse),
     #[error("envelope of {size} bytes exceeds the peer's limit of {limit}")]
     TooLarge { size: u64, limit: u64 },
     #[error("{0} is not a friend and no full Tox ID was given")]
@@ -142,6 +235,7 @@ impl DeliveryError {
     pub fn is_temporary(&self) -> bool {
         match self {
             DeliveryError::Refused(n) => n.class == NackClass::Temporary,
+            DeliveryError::RelayRefused(r) => r.class == NackClass::Temporary,
             DeliveryError::TooLarge { .. } | DeliveryError::UnknownFriend(_) => false,
             DeliveryError::Runtime(_) | DeliveryError::Stopped => true,
         }
@@ -170,9 +264,21 @@ pub(crate) enum Command {
         to: Destination,
         id: MessageId,
         envelope: Arc<[u8]>,
+        /// `Some(expires)`: deposit with the relay `to` instead of delivering to it.
+        deposit_until: Option<u64>,
         reply: oneshot::Sender<Result<(), DeliveryError>>,
     },
     AllowContact(PublicKey),
+    Subscribe(mpsc::UnboundedSender<PeerEvent>),
+    SendRelayFrame {
+        to: PublicKey,
+        frame: RelayFrame,
+        reply: oneshot::Sender<bool>,
+    },
+    AddRelay {
+        relay: Destination,
+        reply: oneshot::Sender<Result<(), DeliveryError>>,
+    },
 }
 
 /// A running transfer engine over one node. Cloneable; stops with [`Courier::shutdown`].
@@ -234,8 +340,62 @@ impl Courier {
                 to: to.into(),
                 id,
                 envelope,
+                deposit_until: None,
                 reply,
             })
+            .map_err(|_| DeliveryError::Stopped)?;
+        rx.await.map_err(|_| DeliveryError::Stopped)?
+    }
+
+    /// Deposits one sealed envelope with the relay `relay`, to be held until `expires` (Unix
+    /// seconds) for the key it is sealed to; returns once the relay confirmed custody, or refused.
+    pub async fn deposit(
+        &self,
+        relay: impl Into<Destination>,
+        id: MessageId,
+        envelope: Arc<[u8]>,
+        expires: u64,
+    ) -> Result<(), DeliveryError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Deliver {
+                to: relay.into(),
+                id,
+                envelope,
+                deposit_until: Some(expires),
+                reply,
+            })
+            .map_err(|_| DeliveryError::Stopped)?;
+        rx.await.map_err(|_| DeliveryError::Stopped)?
+    }
+
+    /// Events about peers from now on; the stream ends when the engine stops.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<PeerEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = self.commands.send(Command::Subscribe(tx));
+        rx
+    }
+
+    /// Sends one relay frame to an online friend; false if it could not be sent now.
+    pub async fn send_relay_frame(&self, to: PublicKey, frame: RelayFrame) -> bool {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::SendRelayFrame { to, frame, reply };
+        if self.commands.send(cmd).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// Trusts `relay` to hand on envelopes sealed by others to us, befriending it first when a
+    /// full address is given and it is not a friend yet.
+    pub async fn add_relay(&self, relay: impl Into<Destination>) -> Result<(), DeliveryError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::AddRelay {
+            relay: relay.into(),
+            reply,
+        };
+        self.commands
+            .send(cmd)
             .map_err(|_| DeliveryError::Stopped)?;
         rx.await.map_err(|_| DeliveryError::Stopped)?
     }

@@ -1,0 +1,410 @@
+//! The running relay: a Tox node whose transfer engine takes deposits through [`RelayInbox`]
+//! (policy, quota, durable store, then custody), and a loop that hands held envelopes to their
+//! registered recipients when they are online, deletes each after the recipient's ack, and
+//! purges what expired.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tox_runtime::transfer::{
+    Courier, DepositRefusal, FriendPolicy, Inbox, PeerEvent, Refusal, TransferConfig,
+};
+use tox_runtime::{BootstrapNode, Node, Options};
+use toxmail_protocol::{
+    Deposit, Holding, MessageId, NackCode, PublicKey, RelayFrame, RelayRefusal,
+};
+
+use crate::config::Config;
+use crate::store::{DepositLimits, Held, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("tox: {0}")]
+    Tox(#[from] tox_runtime::RuntimeError),
+    #[error("{path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What the relay accepts: who may deposit, how large, how long, how much.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// `None`: open to anyone who knows the relay's Tox ID.
+    pub depositors: Option<HashSet<PublicKey>>,
+    pub max_envelope: u64,
+    pub max_hold_secs: u64,
+    pub limits: DepositLimits,
+}
+
+impl Policy {
+    pub fn from_config(config: &Config) -> Policy {
+        let p = &config.policy;
+        Policy {
+            depositors: config
+                .allowed_depositors()
+                .map(|keys| keys.into_iter().collect()),
+            max_envelope: p.max_envelope_bytes,
+            max_hold_secs: p.max_hold_secs,
+            limits: DepositLimits {
+                daily_count: p.daily_count,
+                daily_bytes: p.daily_bytes,
+                recipient_bytes: p.recipient_bytes,
+            },
+        }
+    }
+
+    /// The refusal a deposit gets before any store lookup, if any.
+    fn judge(&self, from: &PublicKey, d: &Deposit) -> Option<DepositRefusal> {
+        if self.depositors.as_ref().is_some_and(|k| !k.contains(from)) {
+            let detail = "this relay takes deposits only from its allow-list";
+            return Some(DepositRefusal::new(RelayRefusal::NotAllowed, detail));
+        }
+        if d.size > self.max_envelope {
+            let detail = format!(
+                "{} bytes exceed this relay's limit of {}",
+                d.size, self.max_envelope
+            );
+            return Some(DepositRefusal::new(RelayRefusal::TooLarge, detail));
+        }
+        if d.expires <= now() {
+            return Some(DepositRefusal::new(
+                RelayRefusal::Malformed,
+                "deposit already expired",
+            ));
+        }
+        None
+    }
+
+    /// The deposit's own expiry, shortened to the relay's longest holding time.
+    fn hold_until(&self, d: &Deposit) -> u64 {
+        d.expires.min(now().saturating_add(self.max_hold_secs))
+    }
+}
+
+fn store_failure(e: &StoreError) -> DepositRefusal {
+    tracing::warn!(error = %e, "store unavailable for a deposit");
+    DepositRefusal::new(RelayRefusal::StorageFailure, "relay storage unavailable")
+}
+
+fn quota_refusal(code: RelayRefusal) -> DepositRefusal {
+    let detail = match code {
+        RelayRefusal::QuotaCount => "daily deposit count reached; try later or another relay",
+        RelayRefusal::QuotaBytes => "daily deposit volume reached; try later or another relay",
+        _ => "the recipient's mailbox at this relay is full",
+    };
+    DepositRefusal::new(code, detail)
+}
+
+/// The transfer engine's view of the relay's mailbox.
+#[derive(Clone, Debug)]
+pub struct RelayInbox {
+    store: Store,
+    policy: Arc<Policy>,
+    /// Recipients that just got an envelope, so the loop can hand it on if they are online.
+    deposited: mpsc::UnboundedSender<PublicKey>,
+}
+
+impl Inbox for RelayInbox {
+    async fn contains(&self, _from: PublicKey, _id: MessageId) -> bool {
+        false
+    }
+
+    async fn store(&self, _from: PublicKey, _id: MessageId, _env: Vec<u8>) -> Result<(), Refusal> {
+        Err(Refusal::new(
+            NackCode::WrongRecipient,
+            "this is a relay node: it holds mail only as deposits",
+        ))
+    }
+
+    async fn check_deposit(
+        &self,
+        from: PublicKey,
+        d: Deposit,
+    ) -> Result<Option<u64>, DepositRefusal> {
+        if let Some(refusal) = self.policy.judge(&from, &d) {
+            return Err(refusal);
+        }
+        match self.store.held_until(&d.message_id).await {
+            Ok(Some(expires)) => return Ok(Some(expires)),
+            Ok(None) => {}
+            Err(e) => return Err(store_failure(&e)),
+        }
+        let limits = self.policy.limits;
+        match self
+            .store
+            .quota_refusal(&from, &d.recipient, d.size, limits)
+            .await
+        {
+            Ok(None) => Ok(None),
+            Ok(Some(code)) => Err(quota_refusal(code)),
+            Err(e) => Err(store_failure(&e)),
+        }
+    }
+
+    async fn store_deposit(
+        &self,
+        from: PublicKey,
+        d: Deposit,
+        envelope: Vec<u8>,
+    ) -> Result<u64, DepositRefusal> {
+        if let Some(refusal) = self.policy.judge(&from, &d) {
+            return Err(refusal);
+        }
+        let held = Held {
+            message_id: d.message_id,
+            recipient: d.recipient,
+            envelope,
+            expires: self.policy.hold_until(&d),
+        };
+        match self.store.hold(&held, &from, self.policy.limits).await {
+            Ok(Ok(expires)) => {
+                let _ = self.deposited.send(d.recipient);
+                Ok(expires)
+            }
+            Ok(Err(code)) => Err(quota_refusal(code)),
+            Err(e) => Err(store_failure(&e)),
+        }
+    }
+}
+
+/// Node settings from the [tox] and [relay] sections.
+pub fn node_options(config: &Config) -> Result<Options, RelayError> {
+    let mut o = Options::new();
+    o.ipv6 = config.tox.ipv6;
+    o.local_discovery = config.tox.local_discovery;
+    o.start_port = config.tox.port_range[0];
+    o.end_port = config.tox.port_range[1];
+    o.bootstrap = config
+        .tox
+        .bootstrap
+        .iter()
+        .map(|b| BootstrapNode {
+            addr: b.address,
+            dht_key: b.key.parse().expect("validated at load"),
+        })
+        .collect();
+    let mut o = o
+        .savedata(config.relay.state_dir.join("relay.tox"))
+        .name("toxmail relay");
+    if let Some(path) = &config.relay.key_file {
+        let pass = std::fs::read(path).map_err(|source| RelayError::File {
+            path: path.clone(),
+            source,
+        })?;
+        o = o.passphrase(pass);
+    }
+    Ok(o)
+}
+
+/// Where `run` writes the relay's Tox ID and DHT contact for `status` and operators.
+pub fn id_file(config: &Config) -> PathBuf {
+    config.relay.state_dir.join("relay.id")
+}
+
+/// Runs the relay until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RelayError> {
+    let store = Store::connect(&config.database.url, config.database.max_connections)?;
+    store.migrate().await?;
+    let state_dir = &config.relay.state_dir;
+    std::fs::create_dir_all(state_dir).map_err(|source| RelayError::File {
+        path: state_dir.clone(),
+        source,
+    })?;
+    let node = Node::start(node_options(&config)?).await?;
+    let info = node.info;
+    let contact = format!(
+        "tox_id {}\ndht_key {}\nudp_port {}\n",
+        info.address,
+        info.dht_key,
+        info.udp_port.unwrap_or(0)
+    );
+    tox_runtime::write_atomically(&id_file(&config), contact.as_bytes()).map_err(|source| {
+        RelayError::File {
+            path: id_file(&config),
+            source,
+        }
+    })?;
+    tracing::info!(tox_id = %info.address, dht_key = %info.dht_key, udp_port = ?info.udp_port,
+        "relay running; depositors befriend the Tox ID, DHT nodes may bootstrap from the key and port");
+
+    let policy = Arc::new(Policy::from_config(&config));
+    let (deposited_tx, deposited_rx) = mpsc::unbounded_channel();
+    let inbox = RelayInbox {
+        store: store.clone(),
+        policy: policy.clone(),
+        deposited: deposited_tx,
+    };
+    let mut transfer = TransferConfig::new(state_dir.join("spool"));
+    transfer.max_envelope = policy.max_envelope;
+    transfer.friend_policy = FriendPolicy::AnyoneWithAddress;
+    transfer.request_note = "relay".into();
+    let (courier, task) = Courier::start(node, inbox, transfer);
+    let events = courier.subscribe();
+    let mut mailroom = Mailroom {
+        store,
+        courier,
+        policy,
+        online: HashSet::new(),
+        in_flight: Arc::new(Mutex::new(HashSet::new())),
+    };
+    let purge = Duration::from_secs(config.policy.purge_interval_secs);
+    mailroom.serve(events, deposited_rx, purge, shutdown).await;
+    task.shutdown().await;
+    Ok(())
+}
+
+/// The release side: who is online, what is on its way, and the handing on itself.
+struct Mailroom {
+    store: Store,
+    courier: Courier,
+    policy: Arc<Policy>,
+    online: HashSet<PublicKey>,
+    /// Envelopes being handed on now, so none is offered twice at once.
+    in_flight: Arc<Mutex<HashSet<MessageId>>>,
+}
+
+impl Mailroom {
+    async fn serve(
+        &mut self,
+        mut events: mpsc::UnboundedReceiver<PeerEvent>,
+        mut deposited: mpsc::UnboundedReceiver<PublicKey>,
+        purge_every: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut purge = tokio::time::interval(purge_every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(event) = events.recv() => self.on_event(event).await,
+                Some(recipient) = deposited.recv() => {
+                    if self.online.contains(&recipient) && self.is_registered(&recipient).await {
+                        self.release(recipient).await;
+                    }
+                }
+                _ = purge.tick() => match self.store.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "expired envelopes deleted"),
+                    Err(e) => tracing::warn!(error = %e, "purge failed; will retry"),
+                },
+            }
+        }
+    }
+
+    async fn is_registered(&self, pk: &PublicKey) -> bool {
+        match self.store.registered().await {
+            Ok(keys) => keys.contains(pk),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read registrations");
+                false
+            }
+        }
+    }
+
+    async fn on_event(&mut self, event: PeerEvent) {
+        match event {
+            PeerEvent::Online(pk) => {
+                self.online.insert(pk);
+                if self.is_registered(&pk).await {
+                    self.release(pk).await;
+                }
+            }
+            PeerEvent::Offline(pk) => {
+                self.online.remove(&pk);
+            }
+            PeerEvent::Relay {
+                from,
+                frame: RelayFrame::Register(reg),
+            } => self.register(from, reg.expires).await,
+            PeerEvent::Relay { from, frame } => {
+                tracing::debug!(peer = %from, ?frame, "relay frame not acted on")
+            }
+            PeerEvent::Relayed { .. } | PeerEvent::Receipt { .. } => {}
+        }
+    }
+
+    async fn register(&mut self, from: PublicKey, asked: u64) {
+        let expires = asked.min(now().saturating_add(self.policy.max_hold_secs));
+        if let Err(e) = self.store.register(&from, expires).await {
+            tracing::warn!(peer = %from, error = %e, "registration not recorded");
+            return;
+        }
+        let (count, bytes) = self.store.holdings(&from).await.unwrap_or((0, 0));
+        tracing::info!(peer = %from, expires, count, bytes, "recipient registered");
+        let holding = RelayFrame::Holding(Holding {
+            expires: if expires > now() { expires } else { 0 },
+            count,
+            bytes,
+        });
+        self.courier.send_relay_frame(from, holding).await;
+        if expires > now() {
+            self.online.insert(from);
+            self.release(from).await;
+        }
+    }
+
+    /// Hands every envelope held for `recipient` to it; each is deleted after its ack.
+    async fn release(&self, recipient: PublicKey) {
+        let held = match self.store.held_for(&recipient).await {
+            Ok(h) => h,
+            Err(e) => return tracing::warn!(peer = %recipient, error = %e, "cannot read held mail"),
+        };
+        for h in held {
+            if !self.in_flight.lock().unwrap().insert(h.message_id) {
+                continue;
+            }
+            let (courier, store) = (self.courier.clone(), self.store.clone());
+            let in_flight = self.in_flight.clone();
+            tokio::spawn(async move {
+                let id = h.message_id;
+                hand_on(&courier, &store, h).await;
+                // Only now, with the row gone or kept on purpose, may a later release retry it.
+                in_flight.lock().unwrap().remove(&id);
+            });
+        }
+    }
+}
+
+/// Delivers one held envelope to its recipient (the key it is sealed to) and deletes it once
+/// acknowledged, or once the recipient refused it for good.
+async fn hand_on(courier: &Courier, store: &Store, h: Held) {
+    let id = h.message_id;
+    let result = courier
+        .deliver(h.recipient, id, Arc::from(h.envelope))
+        .await;
+    let delete = match &result {
+        Ok(()) => {
+            tracing::info!(peer = %h.recipient, %id, "held envelope delivered; deleting it");
+            true
+        }
+        Err(e) if e.is_temporary() => {
+            tracing::info!(peer = %h.recipient, %id, error = %e, "hand-on failed; kept");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(peer = %h.recipient, %id, error = %e, "recipient refused for good; deleting");
+            true
+        }
+    };
+    if delete {
+        let mut wait = Duration::from_millis(200);
+        while let Err(e) = store.release(&id).await {
+            tracing::warn!(%id, error = %e, "cannot delete a delivered envelope; retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    }
+}

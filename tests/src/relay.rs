@@ -1,0 +1,158 @@
+//! A `toxmail-relay` process for tests: its own config, state dir and private PostgreSQL, on
+//! the loopback Tox network of the test. Killed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tox_runtime::BootstrapNode;
+use toxmail_protocol::ToxId;
+
+use crate::postgres::PgServer;
+
+/// The toxmail-relay binary built next to the running test binary.
+pub fn relay_binary() -> PathBuf {
+    let bridge = crate::site::bridge_binary();
+    let bin = bridge.with_file_name("toxmail-relay");
+    assert!(
+        bin.exists(),
+        "{} missing: build the workspace first",
+        bin.display()
+    );
+    bin
+}
+
+#[derive(Debug)]
+pub struct RelayProcess {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub pg: PgServer,
+    /// Known once the relay has run (its `relay.id` file).
+    pub address: Option<ToxId>,
+    child: Option<Child>,
+}
+
+impl RelayProcess {
+    /// Writes the config (`policy` lines go into `[policy]`), migrates, and starts the relay.
+    pub fn start(dir: &Path, bootstrap: &BootstrapNode, policy: &str) -> RelayProcess {
+        std::fs::create_dir_all(dir).unwrap();
+        let pg = PgServer::start().expect("PostgreSQL for the relay");
+        let config = dir.join("relay.toml");
+        let port = crate::bootstrapd::free_udp_port();
+        let text = format!(
+            "[relay]\nstate_dir = \"{state}\"\n\n[database]\nurl = \"{url}\"\nmax_connections = 4\n\n\
+             [tox]\nport_range = [{lo}, {hi}]\nbootstrap = [{{ address = \"{addr}\", key = \"{key}\" }}]\n\n\
+             [policy]\n{policy}\n",
+            state = dir.join("state").display(),
+            url = pg.url(),
+            // Ports of its own, kept across restarts (see tests/e2e/relay.rs, `opts`).
+            lo = port,
+            hi = port.saturating_add(9),
+            addr = bootstrap.addr,
+            key = bootstrap.dht_key,
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut relay = RelayProcess {
+            dir: dir.to_path_buf(),
+            config,
+            pg,
+            address: None,
+            child: None,
+        };
+        relay.admin(&["migrate"]).expect("relay migrate");
+        relay.run();
+        relay
+    }
+
+    /// Runs an admin subcommand; its stdout, or its stderr as the error.
+    pub fn admin(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(relay_binary())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run toxmail-relay");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        if out.status.success() {
+            Ok(text(&out.stdout))
+        } else {
+            Err(text(&out.stderr))
+        }
+    }
+
+    /// Starts `toxmail-relay run` and waits until it has written its Tox ID.
+    pub fn run(&mut self) {
+        assert!(self.child.is_none(), "relay already running");
+        let id_file = self.dir.join("state").join("relay.id");
+        let _ = std::fs::remove_file(&id_file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("relay.log"))
+            .unwrap();
+        let child = Command::new(relay_binary())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .env("TOXMAIL_LOG", "info,toxcore=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn relay");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&id_file)
+                && let Some(id) = text.lines().find_map(|l| l.strip_prefix("tox_id "))
+            {
+                self.address = Some(id.parse().expect("relay.id holds a Tox ID"));
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("relay exited: {status}\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "relay did not start\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn address(&self) -> ToxId {
+        self.address.expect("the relay has run")
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("relay.log")).unwrap_or_default()
+    }
+
+    /// How many envelopes the relay's database holds.
+    pub async fn held(&self) -> i64 {
+        let (client, conn) = tokio_postgres::connect(&self.pg.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the relay's database");
+        tokio::spawn(conn);
+        client
+            .query_one("SELECT count(*) FROM held", &[])
+            .await
+            .expect("count held")
+            .get(0)
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
