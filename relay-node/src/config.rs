@@ -305,3 +305,16 @@ mod tests {
         assert_eq!(c.allowed_depositors().unwrap(), vec![PublicKey([0xaa; 32])]);
     }
 }
+
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    #[test]
+    fn deploy_example_parses() {
+        let text = include_str!("../../deploy/relay.example.toml");
+        let c = Config::parse(Path::new("deploy/relay.example.toml"), text).unwrap();
+        assert!(c.policy.open);
+        assert!(c.tox.bootstrap.is_empty());
+    }
+}

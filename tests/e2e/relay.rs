@@ -210,7 +210,8 @@ async fn relay_holds_mail_for_an_offline_recipient_and_deletes_it_after_the_ack(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_refuses_over_quota_and_oversized_keeps_mail_across_sigkill_and_purges_expired() {
+async fn relay_refuses_forged_over_quota_and_oversized_keeps_mail_across_sigkill_and_purges_expired()
+ {
     toxmail_tests::init_logging();
     let dir = tempfile::tempdir().unwrap();
     let boot = BootstrapDaemon::start(dir.path()).unwrap();
@@ -237,6 +238,22 @@ async fn relay_refuses_over_quota_and_oversized_keeps_mail_across_sigkill_and_pu
             .await
             .expect("answered in time")
     };
+    // An envelope sealed by someone else than the depositor is refused for good, and not counted.
+    let mallory = SecretKey::from([0x66; 32]);
+    let (forged, envelope) = letter(&mallory, &b_key, "bob@b.test", "forged");
+    let d = a
+        .courier
+        .deposit(relay.address(), forged.message_id, envelope, now() + 3600);
+    match tokio::time::timeout(CONNECT, d).await.expect("answered") {
+        Err(DeliveryError::RelayRefused(r)) => {
+            assert_eq!(
+                (r.code, r.class),
+                (RelayRefusal::Malformed, NackClass::Permanent)
+            );
+        }
+        other => panic!("forged deposit: {other:?}"),
+    }
+    assert_eq!(relay.held().await, 0, "nothing stored");
     deposit("one", 10_000).await.expect("first deposit held");
     deposit("two", 10_000).await.expect("second deposit held");
     match deposit("three", 10_000).await {
