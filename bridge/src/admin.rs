@@ -52,7 +52,7 @@ pub async fn identity_add(config: &Config, address: &str) -> Result {
         .map_err(|e| e.to_string())?;
     println!("identity {address}");
     println!("Tox ID: {id}");
-    if let Some(record) = identity::dns_record(&address, &id) {
+    if let Some(record) = identity::dns_record(&address, &id, &config.own_relays()) {
         println!("publish in DNS: {record}");
     }
     println!("or give out the address {id}@tox");

@@ -14,6 +14,7 @@ use crate::config::{Config, FriendPolicySetting, ListenAddr, parse_listen};
 use crate::delivery::inbound::{BridgeInbox, InboundContext, run_injector};
 use crate::delivery::notify::Notifier;
 use crate::delivery::outbound::Dispatcher;
+use crate::delivery::via_relay::{self, RelaySettings};
 use crate::identity::{self, DEFAULT_IDENTITY};
 use crate::intake::BridgeIntake;
 use crate::postfix::{lmtp, milter, socketmap};
@@ -211,11 +212,13 @@ pub async fn run(
     }
 
     let resolver = Arc::new(Resolver::new(resolver_config(&config)));
+    let relay_settings = Arc::new(RelaySettings::from_config(&config));
     let dispatcher = Arc::new(Dispatcher::new(
         store.clone(),
         couriers.clone(),
         Duration::from_secs(config.queue.retry_min_secs),
         Duration::from_secs(config.queue.retry_max_secs),
+        relay_settings.clone(),
     ));
     let intake = Arc::new(BridgeIntake {
         resolver: resolver.clone(),
@@ -244,6 +247,15 @@ pub async fn run(
         shutdown.clone(),
     ));
     set.spawn(dispatcher.run(shutdown.clone()));
+    for courier in couriers.values() {
+        let (courier, store) = (courier.clone(), store.clone());
+        set.spawn(via_relay::agent(
+            courier,
+            store,
+            relay_settings.clone(),
+            shutdown.clone(),
+        ));
+    }
     let notifier = Notifier {
         store: store.clone(),
         hop: config.next_hop(),

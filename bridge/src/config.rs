@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use toxmail_protocol::PublicKey;
+use toxmail_protocol::{PublicKey, ToxId};
 
 pub const DEFAULT_PATH: &str = "/etc/toxmail/bridge.toml";
 
@@ -45,6 +45,52 @@ pub struct Config {
     #[serde(default)]
     pub queue: QueueSection,
     pub inbound: InboundSection,
+    #[serde(default)]
+    pub relays: RelaysSection,
+}
+
+/// Relay nodes (docs/relay.md): the ones that hold our mail while we are offline, and when to
+/// deposit a queued copy at the relays of a peer that stays offline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaysSection {
+    /// Tox IDs of relays every identity here registers with; told to contacts (`RelayList`) and
+    /// printed in the DNS record (`relay=`) by `identity add`.
+    #[serde(default)]
+    pub register_with: Vec<String>,
+    /// A copy still queued this long after it was accepted is deposited at the peer's relays
+    /// (learned from its DNS record or its `RelayList`); 0 = never deposit.
+    #[serde(default = "default_deposit_after")]
+    pub deposit_after_secs: u64,
+    /// At most this many of the peer's relays get a copy.
+    #[serde(default = "default_max_deposits")]
+    pub max_deposits: usize,
+    /// How long each registration asks the relay to hold our mail (renewed at every connection).
+    #[serde(default = "default_register_secs")]
+    pub register_secs: u64,
+}
+
+impl Default for RelaysSection {
+    fn default() -> Self {
+        RelaysSection {
+            register_with: Vec::new(),
+            deposit_after_secs: default_deposit_after(),
+            max_deposits: default_max_deposits(),
+            register_secs: default_register_secs(),
+        }
+    }
+}
+
+fn default_deposit_after() -> u64 {
+    3600
+}
+
+fn default_max_deposits() -> usize {
+    2
+}
+
+fn default_register_secs() -> u64 {
+    30 * 24 * 3600
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -371,6 +417,10 @@ impl Config {
                 ));
             }
         }
+        for r in &self.relays.register_with {
+            r.parse::<ToxId>()
+                .map_err(|e| invalid("relays.register_with", format!("{r}: {e}")))?;
+        }
         if self.queue.retry_min_secs == 0 || self.queue.retry_min_secs > self.queue.retry_max_secs {
             return Err(invalid(
                 "queue.retry_min_secs",
@@ -378,6 +428,15 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The relays our identities register with (validated at load).
+    pub fn own_relays(&self) -> Vec<ToxId> {
+        self.relays
+            .register_with
+            .iter()
+            .map(|r| r.parse().expect("validated at load"))
+            .collect()
     }
 
     pub fn lifetime(&self) -> Duration {
@@ -491,12 +550,15 @@ local_domains = ["a.test"]
     }
 
     #[test]
-    fn every_example_config_in_deploy_parses() {
+    fn every_bridge_example_config_in_deploy_parses() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
         let mut seen = 0;
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "toml") {
+            let bridge = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("bridge"));
+            if bridge && path.extension().is_some_and(|e| e == "toml") {
                 Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
                 seen += 1;
             }

@@ -112,12 +112,23 @@ pub async fn create(config: &Config, address: &str) -> Result<ToxId, IdentityErr
 }
 
 /// The DNS TXT record that publishes `address`'s Tox ID (`user._tox.domain`).
-pub fn dns_record(address: &str, id: &ToxId) -> Option<String> {
+pub fn dns_record(address: &str, id: &ToxId, relays: &[ToxId]) -> Option<String> {
     let (local, domain) = address.rsplit_once('@')?;
+    let mut value = format!("v=tox1;id={id}");
+    for relay in relays {
+        value.push_str(&format!(";relay={relay}"));
+    }
+    // A TXT character-string holds at most 255 bytes; resolvers join the strings again.
+    let strings: Vec<String> = value
+        .as_bytes()
+        .chunks(255)
+        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+        .collect();
     Some(format!(
-        "{}._tox.{}. IN TXT \"v=tox1;id={id}\"",
+        "{}._tox.{}. IN TXT {}",
         local.to_ascii_lowercase(),
-        domain.to_ascii_lowercase()
+        domain.to_ascii_lowercase(),
+        strings.join(" ")
     ))
 }
 
@@ -134,7 +145,14 @@ mod tests {
     #[test]
     fn dns_record_names_the_tox_label() {
         let id = ToxId::new(PublicKey([0x11; 32]), 0x1234_5678);
-        let rec = dns_record("Bob@B.test", &id).unwrap();
+        let rec = dns_record("Bob@B.test", &id, &[]).unwrap();
         assert_eq!(rec, format!("bob._tox.b.test. IN TXT \"v=tox1;id={id}\""));
+        let relays = [ToxId::new(PublicKey([0x22; 32]), 1); 3];
+        let rec = dns_record("bob@b.test", &id, &relays).unwrap();
+        let strings: Vec<&str> = rec.split('"').skip(1).step_by(2).collect();
+        assert_eq!(strings.len(), 2, "{rec}");
+        assert!(strings.iter().all(|s| s.len() <= 255));
+        let joined = strings.concat();
+        assert_eq!(joined.matches(";relay=").count(), 3);
     }
 }

@@ -44,9 +44,10 @@ impl BridgeIntake {
         }
     }
 
-    async fn route(&self, rcpt: &str) -> Result<ToxId, Failure> {
+    /// The peer's Tox ID and the relays it published.
+    async fn route(&self, rcpt: &str) -> Result<(ToxId, Vec<ToxId>), Failure> {
         match self.resolver.resolve(rcpt).await {
-            Route::Tox { peer, .. } => Ok(peer),
+            Route::Tox { peer, relays, .. } => Ok((peer, relays)),
             Route::Local | Route::NotTox => Err(Failure::RecipientUnknown),
             Route::Invalid(why) => Err(Failure::BadDestination(why)),
             Route::TempFail(why) => Err(Failure::RoutingTemporary(why)),
@@ -78,7 +79,7 @@ impl Intake for BridgeIntake {
         let mut copies = Vec::new();
         let mut slots = Vec::new();
         for (i, rcpt) in tx.recipients.iter().enumerate() {
-            let peer = match self.route(rcpt).await {
+            let (peer, relays) = match self.route(rcpt).await {
                 Ok(p) => p,
                 Err(f) => {
                     replies[i] = Some(f.reply());
@@ -121,6 +122,7 @@ impl Intake for BridgeIntake {
                 peer,
                 envelope,
                 expires: expires_at,
+                relays,
             });
             slots.push(i);
         }

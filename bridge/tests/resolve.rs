@@ -14,7 +14,12 @@ fn id(n: u8) -> ToxId {
 }
 
 fn tox(peer: ToxId, source: RouteSource) -> Route {
-    Route::Tox { peer, source }
+    let relays = Vec::new();
+    Route::Tox {
+        peer,
+        source,
+        relays,
+    }
 }
 
 /// The zone every test serves under `b.test`.
@@ -29,6 +34,15 @@ fn records() -> Vec<(&'static str, Vec<String>)> {
         (
             "first.last._tox.b.test",
             vec![format!("v=tox1;id={}", id(6))],
+        ),
+        (
+            "erin._tox.b.test",
+            vec![format!(
+                "v=tox1;id={};relay={};relay={}",
+                id(7),
+                id(8),
+                id(9)
+            )],
         ),
     ]
 }
@@ -64,6 +78,20 @@ async fn dns_record_routes_to_tox() {
     // Dots in the local part are labels.
     let route = resolver.resolve("first.last@b.test").await;
     assert_eq!(route, tox(id(6), RouteSource::Dns));
+}
+
+#[tokio::test]
+async fn relays_in_the_record_come_with_the_route() {
+    let dns = start_dns();
+    let resolver = Resolver::new(config(&dns));
+    let route = resolver.resolve("erin@b.test").await;
+    let relays = vec![id(8), id(9)];
+    let expected = Route::Tox {
+        peer: id(7),
+        source: RouteSource::Dns,
+        relays,
+    };
+    assert_eq!(route, expected);
 }
 
 #[tokio::test]

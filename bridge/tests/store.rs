@@ -33,6 +33,7 @@ fn copy(idem_key: Option<&str>, recipient: &str, envelope: &[u8]) -> NewOutbound
         peer: tox_id(7),
         envelope: envelope.to_vec(),
         expires: SystemTime::now() + Duration::from_secs(5 * 86_400),
+        relays: vec![tox_id(8), tox_id(9)],
     }
 }
 
@@ -240,6 +241,34 @@ async fn claim_due_lease_hides_row_until_it_passes() {
     let listed = store.queue_list().await.unwrap();
     assert_eq!(listed[0].state, "queued");
     assert_eq!(listed[0].last_error.as_deref(), Some("peer offline"));
+}
+
+#[tokio::test]
+async fn relays_and_custody_are_kept_with_the_row_and_peer_relay_lists_replace() {
+    let (_server, store) = fresh().await;
+    let queued = store
+        .enqueue(&[copy(None, "a@b.example", b"sealed")])
+        .await
+        .unwrap();
+    let row = store.queued().await.unwrap().remove(0);
+    assert_eq!(row.relays, vec![tox_id(8), tox_id(9)]);
+    assert!(!row.relayed);
+    store.mark_relayed(queued[0].id, "R1").await.unwrap();
+    assert!(store.queued().await.unwrap()[0].relayed, "custody recorded");
+
+    let peer = PublicKey([7; 32]);
+    assert!(store.peer_relays(&peer).await.unwrap().is_empty());
+    store
+        .set_peer_relays(&peer, &[tox_id(1), tox_id(2)])
+        .await
+        .unwrap();
+    store.set_peer_relays(&peer, &[tox_id(3)]).await.unwrap();
+    assert_eq!(store.peer_relays(&peer).await.unwrap(), vec![tox_id(3)]);
+    store.set_peer_relays(&peer, &[]).await.unwrap();
+    assert!(
+        store.peer_relays(&peer).await.unwrap().is_empty(),
+        "an empty list withdraws"
+    );
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ mod postfix_flow;
 mod postfix_harness;
 mod postfix_recovery;
 mod relay;
+mod relay_sites;
 mod tox_bad_input;
 mod tox_delivery;
 mod tox_identity;

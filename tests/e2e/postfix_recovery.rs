@@ -16,7 +16,7 @@ async fn outbound_states(site: &Site) -> Vec<String> {
     query_strings(site, "SELECT state FROM outbound ORDER BY id").await
 }
 
-async fn query_strings(site: &Site, sql: &str) -> Vec<String> {
+pub(crate) async fn query_strings(site: &Site, sql: &str) -> Vec<String> {
     let Ok((client, conn)) = tokio_postgres::connect(&site.pg.url(), tokio_postgres::NoTls).await
     else {
         return Vec::new();
@@ -28,7 +28,7 @@ async fn query_strings(site: &Site, sql: &str) -> Vec<String> {
     }
 }
 
-async fn poll<F, Fut>(timeout: Duration, mut check: F) -> bool
+pub(crate) async fn poll<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -54,7 +54,7 @@ fn postfix_ctl(site: &Site, action: &str) {
 }
 
 /// Seconds of the day of a log line's RFC 3339 timestamp ("2026-11-25T17:10:00.123456Z ...").
-fn log_seconds(line: &str) -> Option<f64> {
+pub(crate) fn log_seconds(line: &str) -> Option<f64> {
     let time = line
         .split_whitespace()
         .next()?

@@ -32,6 +32,11 @@ pub struct SiteSpec {
     pub extra_queue: String,
     /// Run the bridge's milter and put it in Postfix's smtpd_milters (default action accept).
     pub milter: Option<String>,
+    /// Whole TOML sections appended to the bridge's config.
+    pub extra_sections: String,
+    /// UDP ports of this site's Tox nodes; default the shared loopback range. A scenario that
+    /// stops one site while others start gives each its own, so no node inherits another's port.
+    pub tox_ports: Option<(u16, u16)>,
 }
 
 /// The toxmail-bridge binary built next to the running test binary.
@@ -104,6 +109,7 @@ impl Site {
                 "\n[milter]\nlisten = \"{addr}\"\npolicy = \"{policy}\"\n"
             ));
         }
+        text.push_str(&spec.extra_sections);
         std::fs::write(&config, text).unwrap();
         let mut site = Site {
             spec,
@@ -253,7 +259,7 @@ nameservers = [{nameservers}]
 recipient_delimiter = "+"
 
 [tox]
-port_range = [34100, 34999]
+port_range = [{port_lo}, {port_hi}]
 bootstrap = [{{ address = "{boot}", key = "{bootkey}" }}]
 
 [queue]
@@ -274,5 +280,11 @@ local_domains = ["{domain}"]
         bootkey = bootstrap.dht_key,
         smtp = postfix.smtp_addr(),
         extra_queue = spec.extra_queue,
+        port_lo = spec
+            .tox_ports
+            .map_or(tox_runtime::LOOPBACK_PORTS.0, |p| p.0),
+        port_hi = spec
+            .tox_ports
+            .map_or(tox_runtime::LOOPBACK_PORTS.1, |p| p.1),
     )
 }

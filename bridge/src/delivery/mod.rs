@@ -1,6 +1,7 @@
 //! Outbound delivery over Tox (`outbound`: queue rows → courier → delivered/failed/rescheduled),
 //! inbound reception (`inbound`: the Inbox that verifies and commits received envelopes, and the
-//! injector that hands them to the local MTA), and their helpers.
+//! injector that hands them to the local MTA), relays (`via_relay`: registration, relay lists,
+//! deposits for peers that stay offline), and their helpers.
 
 pub mod dsn;
 pub mod inbound;
@@ -8,6 +9,7 @@ pub mod notify;
 pub mod outbound;
 pub mod smtp_client;
 pub mod trace;
+pub mod via_relay;
 
 use std::time::Duration;
 

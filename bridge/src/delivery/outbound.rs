@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tox_runtime::transfer::{Courier, DeliveryError};
 
 use super::backoff;
+use super::via_relay::{self, RelaySettings};
 use crate::store::{OutboundRow, Store};
 
 /// A claimed row stays invisible to other claims this long while its delivery task runs.
@@ -24,6 +25,7 @@ pub struct Dispatcher {
     pub couriers: HashMap<String, Courier>,
     pub retry_min: Duration,
     pub retry_max: Duration,
+    pub relays: Arc<RelaySettings>,
     /// Woken by the LMTP intake after each commit.
     pub wake: Notify,
     inflight: Mutex<HashSet<i64>>,
@@ -35,12 +37,14 @@ impl Dispatcher {
         couriers: HashMap<String, Courier>,
         retry_min: Duration,
         retry_max: Duration,
+        relays: Arc<RelaySettings>,
     ) -> Self {
         Dispatcher {
             store,
             couriers,
             retry_min,
             retry_max,
+            relays,
             wake: Notify::new(),
             inflight: Mutex::default(),
         }
@@ -85,7 +89,7 @@ impl Dispatcher {
         tokio::spawn(tracing::Instrument::instrument(task, span));
     }
 
-    async fn deliver(&self, row: OutboundRow) {
+    async fn deliver(&self, mut row: OutboundRow) {
         let Some(courier) = self.couriers.get(&row.sender_identity) else {
             let reason = format!("sending identity {} is not configured", row.sender_identity);
             return self
@@ -96,8 +100,14 @@ impl Dispatcher {
             .expires
             .duration_since(SystemTime::now())
             .unwrap_or_default();
-        let delivery = courier.deliver(row.peer, row.message_id, row.envelope.into());
-        let outcome = tokio::time::timeout(left, delivery).await;
+        let envelope: Arc<[u8]> = std::mem::take(&mut row.envelope).into();
+        let delivery = courier.deliver(row.peer, row.message_id, envelope.clone());
+        let fallback =
+            via_relay::deposit_when_due(&self.store, courier, &self.relays, &row, envelope);
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(left, delivery) => outcome,
+            never = fallback => match never {},
+        };
         match outcome {
             Ok(Ok(())) => {
                 tracing::info!("delivered: the peer stored it");

@@ -302,7 +302,14 @@ mod tests {
         let peer = ToxId::new(PublicKey([1; 32]), 1);
         let source = crate::resolve::RouteSource::Dns;
         let table = [
-            (Route::Tox { peer, source }, "OK lmtp:inet:[127.0.0.1]:2424"),
+            (
+                Route::Tox {
+                    peer,
+                    source,
+                    relays: Vec::new(),
+                },
+                "OK lmtp:inet:[127.0.0.1]:2424",
+            ),
             (Route::Local, "NOTFOUND "),
             (Route::NotTox, "NOTFOUND "),
             (Route::Invalid("bad".into()), "OK error:5.1.3 bad"),

@@ -45,7 +45,12 @@ pub enum RouteSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// Deliver over Tox.
-    Tox { peer: ToxId, source: RouteSource },
+    Tox {
+        peer: ToxId,
+        source: RouteSource,
+        /// Relays the peer receives through while offline (DNS `relay=`).
+        relays: Vec<ToxId>,
+    },
     /// One of our own identities: never routed to Tox, so that mail cannot loop.
     Local,
     /// Ordinary mail.
@@ -69,7 +74,17 @@ impl fmt::Display for RouteSource {
 impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Route::Tox { peer, source } => write!(f, "tox via {source}: {peer}"),
+            Route::Tox {
+                peer,
+                source,
+                relays,
+            } => {
+                write!(f, "tox via {source}: {peer}")?;
+                for r in relays {
+                    write!(f, " (relay {r})")?;
+                }
+                Ok(())
+            }
             Route::Local => f.write_str("local identity: never routed over Tox"),
             Route::NotTox => f.write_str("not a Tox recipient: ordinary mail"),
             Route::Invalid(reason) => write!(f, "invalid: {reason}"),
@@ -227,14 +242,24 @@ impl Resolver {
         match address::parse_tox_address(key) {
             ToxAddress::Id(peer) => {
                 let source = RouteSource::ToxAddress;
-                return Some(Route::Tox { peer, source });
+                let relays = Vec::new();
+                return Some(Route::Tox {
+                    peer,
+                    source,
+                    relays,
+                });
             }
             ToxAddress::Malformed(reason) => return Some(Route::Invalid(reason)),
             ToxAddress::NotTox => {}
         }
         let peer = *directory.contacts.get(key)?;
         let source = RouteSource::Contact;
-        Some(Route::Tox { peer, source })
+        let relays = Vec::new();
+        Some(Route::Tox {
+            peer,
+            source,
+            relays,
+        })
     }
 
     fn normalise(&self, address: &str) -> Option<String> {
@@ -362,6 +387,7 @@ impl Discovery {
                     Selection::Found(found) => Route::Tox {
                         peer: found.id,
                         source: RouteSource::Dns,
+                        relays: found.relays,
                     },
                     Selection::Unusable(why) => Route::Invalid(format!("{why} at {name}")),
                 };

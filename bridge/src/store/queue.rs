@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use tokio_postgres::Row;
-use toxmail_protocol::{MessageId, ToxId};
+use toxmail_protocol::{MessageId, PublicKey, ToxId};
 
 use super::{Store, StoreError, message_id_from, tox_id_from};
 
@@ -24,6 +24,8 @@ pub struct NewOutbound {
     /// The sealed envelope, never plaintext.
     pub envelope: Vec<u8>,
     pub expires: SystemTime,
+    /// Relays the peer published (DNS `relay=`), for a deposit if it stays offline.
+    pub relays: Vec<ToxId>,
 }
 
 /// What `enqueue` did with one copy, in input order.
@@ -48,6 +50,10 @@ pub struct OutboundRow {
     pub attempts: i32,
     pub expires: SystemTime,
     pub created: SystemTime,
+    /// Relays the peer published when the copy was queued.
+    pub relays: Vec<ToxId>,
+    /// A relay confirmed custody of this copy.
+    pub relayed: bool,
 }
 
 /// A row as the admin CLI lists it: metadata only.
@@ -66,11 +72,11 @@ pub struct QueueEntry {
 }
 
 const ROW_COLUMNS: &str = "id, message_id, recipient, envelope_sender, sender_identity, peer, \
-                           envelope, attempts, expires, created";
+                           envelope, attempts, expires, created, relays, relayed_at";
 
 const INSERT: &str = "INSERT INTO outbound (message_id, idem_key, recipient, envelope_sender, \
-                      sender_identity, peer, envelope, expires) \
-                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                      sender_identity, peer, envelope, expires, relays) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                       ON CONFLICT (idem_key, recipient) WHERE idem_key IS NOT NULL DO NOTHING \
                       RETURNING id";
 
@@ -86,6 +92,7 @@ impl Store {
         let existing = tx.prepare_cached(EXISTING).await?;
         let mut queued = Vec::with_capacity(copies.len());
         for copy in copies {
+            let relays: Vec<u8> = copy.relays.iter().flat_map(|r| *r.as_bytes()).collect();
             let inserted = tx
                 .query_opt(
                     &insert,
@@ -98,6 +105,7 @@ impl Store {
                         &&copy.peer.as_bytes()[..],
                         &copy.envelope,
                         &copy.expires,
+                        &relays,
                     ],
                 )
                 .await?;
@@ -213,6 +221,56 @@ impl Store {
         .await
     }
 
+    /// A relay confirmed custody of a queued copy: recorded, so it is not deposited again.
+    pub async fn mark_relayed(&self, id: i64, relays: &str) -> Result<(), StoreError> {
+        self.update_queued(
+            "UPDATE outbound SET relayed_at = now(), relayed_to = $2 \
+             WHERE id = $1 AND state = 'queued'",
+            id,
+            relays,
+            None,
+        )
+        .await
+    }
+
+    /// Replaces the relays `peer` told us (its `RelayList`).
+    pub async fn set_peer_relays(
+        &self,
+        peer: &PublicKey,
+        relays: &[ToxId],
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "DELETE FROM peer_relays WHERE peer_key = $1",
+            &[&&peer.0[..]],
+        )
+        .await?;
+        for r in relays {
+            tx.execute(
+                "INSERT INTO peer_relays (peer_key, relay) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&&peer.0[..], &&r.as_bytes()[..]],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The relays `peer` told us, oldest first.
+    pub async fn peer_relays(&self, peer: &PublicKey) -> Result<Vec<ToxId>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT relay FROM peer_relays WHERE peer_key = $1 ORDER BY learned, relay",
+                &[&&peer.0[..]],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| tox_id_from(r.get(0), "peer_relays.relay"))
+            .collect()
+    }
+
     /// Rows still in the queue (queued or failed, not delivered), without envelopes, by id.
     pub async fn queue_list(&self) -> Result<Vec<QueueEntry>, StoreError> {
         let client = self.client().await?;
@@ -280,5 +338,13 @@ fn outbound_row(row: &Row) -> Result<OutboundRow, StoreError> {
         attempts: row.try_get("attempts")?,
         expires: row.try_get("expires")?,
         created: row.try_get("created")?,
+        relays: row
+            .try_get::<_, &[u8]>("relays")?
+            .chunks(toxmail_protocol::TOX_ID_SIZE)
+            .map(|c| tox_id_from(c, "outbound.relays"))
+            .collect::<Result<_, _>>()?,
+        relayed: row
+            .try_get::<_, Option<SystemTime>>("relayed_at")?
+            .is_some(),
     })
 }

@@ -42,6 +42,8 @@ enum OutState {
     AwaitingVerdict { since: Instant, aborted: bool },
 }
 
+type OutKey = (PublicKey, MessageId);
+
 struct Outbound {
     to: PublicKey,
     envelope: Arc<[u8]>,
@@ -84,7 +86,8 @@ pub(crate) struct Engine<I> {
     pub(super) config: TransferConfig,
     pub(super) stats: Arc<TransferStats>,
     pub(super) peers: HashMap<PublicKey, Peer>,
-    outbound: HashMap<MessageId, Outbound>,
+    /// Keyed by peer and message id: one message may go to a peer and to its relays at once.
+    outbound: HashMap<OutKey, Outbound>,
     pub(super) incoming: Incoming,
     pub(super) internal: mpsc::UnboundedSender<Internal>,
     /// Our own public key, for envelopes that reach us through a relay.
@@ -365,15 +368,16 @@ impl<I: Inbox> Engine<I> {
         }
         let compatible =
             hello.version_min <= PROTOCOL_VERSION && hello.version_max >= PROTOCOL_VERSION;
-        let waiting: Vec<MessageId> = self
+        let waiting: Vec<OutKey> = self
             .outbound
             .iter()
             .filter(|(_, o)| o.to == from && matches!(o.state, OutState::Waiting))
-            .map(|(id, _)| *id)
+            .map(|(key, _)| *key)
             .collect();
-        for id in waiting {
+        for key in waiting {
+            let id = key.1;
             if compatible {
-                self.offer(id).await;
+                self.offer(key).await;
             } else {
                 let nack = toxmail_protocol::Nack {
                     message_id: id,
@@ -396,14 +400,14 @@ impl<I: Inbox> Engine<I> {
         id: MessageId,
         result: Result<(), DeliveryError>,
     ) {
-        if self.outbound.get(&id).is_none_or(|o| o.to != from) {
+        if !self.outbound.contains_key(&(from, id)) {
             tracing::debug!(peer = %from, %id, "verdict for no delivery of ours");
             if result.is_ok() {
                 self.emit(PeerEvent::Receipt { from, id });
             }
             return;
         }
-        let out = self.outbound.remove(&id).expect("checked above");
+        let out = self.outbound.remove(&(from, id)).expect("checked above");
         if let OutState::Sending(file) = out.state
             && let Some(peer) = self.peers.get(&from)
         {
@@ -451,7 +455,7 @@ impl<I: Inbox> Engine<I> {
             return;
         }
         self.outbound.insert(
-            id,
+            (pk, id),
             Outbound {
                 to: pk,
                 envelope,
@@ -461,13 +465,14 @@ impl<I: Inbox> Engine<I> {
             },
         );
         if self.peers[&pk].hello.is_some() {
-            self.offer(id).await;
+            self.offer((pk, id)).await;
         }
     }
 
     /// Sends the offer and starts the file; on any failure the delivery waits for the next chance.
-    async fn offer(&mut self, id: MessageId) {
-        let Some(out) = self.outbound.get(&id) else {
+    async fn offer(&mut self, key: OutKey) {
+        let id = key.1;
+        let Some(out) = self.outbound.get(&key) else {
             return;
         };
         let (to, envelope, deposit_until) = (out.to, out.envelope.clone(), out.deposit_until);
@@ -506,7 +511,7 @@ impl<I: Inbox> Engine<I> {
                 }
             }
         };
-        if let Some(out) = self.outbound.get_mut(&id) {
+        if let Some(out) = self.outbound.get_mut(&key) {
             out.state = state;
         }
     }
@@ -534,7 +539,7 @@ impl<I: Inbox> Engine<I> {
         self.expire_orphans().await;
         self.outbound.retain(|_, o| !o.reply.is_closed());
         let now = Instant::now();
-        let due: Vec<MessageId> = self
+        let due: Vec<OutKey> = self
             .outbound
             .iter()
             .filter(|(_, o)| match o.state {
@@ -548,11 +553,11 @@ impl<I: Inbox> Engine<I> {
                 }
                 _ => false,
             })
-            .map(|(id, _)| *id)
+            .map(|(key, _)| *key)
             .collect();
-        for id in due {
-            tracing::debug!(%id, "no verdict; offering again");
-            self.offer(id).await;
+        for key in due {
+            tracing::debug!(id = %key.1, "no verdict; offering again");
+            self.offer(key).await;
         }
     }
 

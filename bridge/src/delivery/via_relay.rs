@@ -1,0 +1,172 @@
+//! Relay nodes, bridge side (docs/relay.md). Each identity befriends and registers with the
+//! relays of `[relays].register_with` (renewed at every connection), tells every other peer that
+//! comes online which relays hold its mail (`RelayList`), learns its peers' relays from theirs,
+//! and deposits a queued copy at the peer's relays once it has waited `deposit_after_secs`.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+use tox_runtime::transfer::{Courier, PeerEvent};
+use toxmail_protocol::{PublicKey, Register, RelayFrame, RelayList, ToxId};
+
+use crate::config::Config;
+use crate::store::{OutboundRow, Store};
+
+/// A deposit that no relay took is tried again after at least this long.
+const MIN_DEPOSIT_RETRY: Duration = Duration::from_secs(30);
+/// One relay gets this long to confirm custody (it may first need a friend connection).
+const DEPOSIT_TIMEOUT: Duration = Duration::from_secs(180);
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// Relays that hold our identities' mail.
+    pub own: Vec<ToxId>,
+    /// `None`: never deposit.
+    pub deposit_after: Option<Duration>,
+    pub max_deposits: usize,
+    pub register_for: Duration,
+}
+
+impl RelaySettings {
+    pub fn from_config(config: &Config) -> RelaySettings {
+        let r = &config.relays;
+        RelaySettings {
+            own: config.own_relays(),
+            deposit_after: (r.deposit_after_secs > 0)
+                .then(|| Duration::from_secs(r.deposit_after_secs)),
+            max_deposits: r.max_deposits,
+            register_for: Duration::from_secs(r.register_secs),
+        }
+    }
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Runs one identity's relay duties until `shutdown`.
+pub async fn agent(
+    courier: Courier,
+    store: Store,
+    settings: Arc<RelaySettings>,
+    shutdown: CancellationToken,
+) {
+    let mut events = courier.subscribe();
+    let own: HashSet<PublicKey> = settings.own.iter().map(|r| r.public_key()).collect();
+    for relay in &settings.own {
+        if let Err(e) = courier.add_relay(*relay).await {
+            tracing::warn!(relay = %relay, error = %e, "cannot befriend relay");
+        }
+    }
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            e = events.recv() => match e {
+                Some(e) => e,
+                None => return,
+            },
+        };
+        match event {
+            PeerEvent::Online(pk) if own.contains(&pk) => {
+                let expires = unix(SystemTime::now() + settings.register_for);
+                let frame = RelayFrame::Register(Register { expires });
+                if !courier.send_relay_frame(pk, frame).await {
+                    tracing::warn!(relay = %pk, "registration not sent");
+                }
+            }
+            PeerEvent::Online(pk) if !settings.own.is_empty() => {
+                let list = RelayFrame::RelayList(RelayList {
+                    relays: settings.own.clone(),
+                });
+                courier.send_relay_frame(pk, list).await;
+            }
+            PeerEvent::Relay { from, frame } => on_relay_frame(&store, &own, from, frame).await,
+            PeerEvent::Relayed { origin, via, id } => {
+                tracing::info!(peer = %origin, relay = %via, %id, "received through a relay")
+            }
+            PeerEvent::Online(_) | PeerEvent::Offline(_) | PeerEvent::Receipt { .. } => {}
+        }
+    }
+}
+
+async fn on_relay_frame(store: &Store, own: &HashSet<PublicKey>, from: PublicKey, f: RelayFrame) {
+    match f {
+        RelayFrame::RelayList(list) => {
+            tracing::info!(peer = %from, relays = list.relays.len(), "peer told us its relays");
+            if let Err(e) = store.set_peer_relays(&from, &list.relays).await {
+                tracing::warn!(peer = %from, error = %e, "peer's relays not recorded");
+            }
+        }
+        RelayFrame::Holding(h) if own.contains(&from) => {
+            tracing::info!(relay = %from, until = h.expires, held = h.count, "registered with relay")
+        }
+        RelayFrame::Refuse(r) if own.contains(&from) => {
+            tracing::warn!(relay = %from, code = ?r.code, detail = %r.detail, "relay refused our registration")
+        }
+        other => tracing::debug!(peer = %from, frame = ?other, "relay frame ignored"),
+    }
+}
+
+/// The relays to deposit `row` at: those the peer published in DNS, then those it told us.
+async fn candidates(store: &Store, row: &OutboundRow, max: usize) -> Vec<ToxId> {
+    let told = store
+        .peer_relays(&row.peer.public_key())
+        .await
+        .unwrap_or_default();
+    let mut seen = HashSet::new();
+    row.relays
+        .iter()
+        .chain(told.iter())
+        .filter(|r| seen.insert(r.public_key()))
+        .take(max)
+        .copied()
+        .collect()
+}
+
+/// Once `row` has waited `deposit_after`, deposits it at up to `max_deposits` of the peer's
+/// relays and records custody; retries while no relay took it. Never returns: the caller races
+/// it against the direct delivery, whose ack (or the recipient's, as a duplicate) ends both.
+pub async fn deposit_when_due(
+    store: &Store,
+    courier: &Courier,
+    settings: &RelaySettings,
+    row: &OutboundRow,
+    envelope: Arc<[u8]>,
+) -> Infallible {
+    let (Some(after), false) = (settings.deposit_after, row.relayed) else {
+        return std::future::pending().await;
+    };
+    if let Ok(wait) = (row.created + after).duration_since(SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
+    loop {
+        let relays = candidates(store, row, settings.max_deposits).await;
+        if relays.is_empty() {
+            tracing::info!("peer still offline and no relay of its known; waiting");
+        }
+        let mut held = Vec::new();
+        for relay in relays {
+            let deposit =
+                courier.deposit(relay, row.message_id, envelope.clone(), unix(row.expires));
+            match tokio::time::timeout(DEPOSIT_TIMEOUT, deposit).await {
+                Ok(Ok(())) => held.push(relay.to_string()),
+                Ok(Err(e)) => tracing::info!(relay = %relay, error = %e, "deposit refused"),
+                Err(_) => tracing::info!(relay = %relay, "relay did not answer the deposit"),
+            }
+        }
+        if !held.is_empty() {
+            tracing::info!(
+                relays = held.len(),
+                "peer offline: copy in a relay's custody"
+            );
+            if let Err(e) = store.mark_relayed(row.id, &held.join(",")).await {
+                tracing::warn!(error = %e, "custody not recorded; the copy may be deposited again");
+            }
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(after.max(MIN_DEPOSIT_RETRY)).await;
+    }
+}
