@@ -11,11 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tox_runtime::transfer::{
-    Courier, DepositRefusal, FriendPolicy, Inbox, PeerEvent, Refusal, TransferConfig,
+    Courier, DeliveryError, DepositRefusal, FriendPolicy, Inbox, PeerEvent, Refusal, TransferConfig,
 };
 use tox_runtime::{BootstrapNode, Node, Options};
 use toxmail_protocol::{
-    Deposit, Holding, MessageId, NackCode, PublicKey, RelayFrame, RelayRefusal,
+    Deposit, Holding, MessageId, NackClass, NackCode, PublicKey, RelayFrame, RelayRefusal,
 };
 
 use crate::config::Config;
@@ -379,24 +379,36 @@ impl Mailroom {
 }
 
 /// Delivers one held envelope to its recipient (the key it is sealed to) and deletes it once
-/// acknowledged, or once the recipient refused it for good.
+/// acknowledged, or once the recipient refused it for good. A temporary refusal is retried after
+/// a growing pause while the envelope is still held; other failures leave it for the next time
+/// the recipient comes online.
 async fn hand_on(courier: &Courier, store: &Store, h: Held) {
     let id = h.message_id;
-    let result = courier
-        .deliver(h.recipient, id, Arc::from(h.envelope))
-        .await;
-    let delete = match &result {
-        Ok(()) => {
-            tracing::info!(peer = %h.recipient, %id, "held envelope delivered; deleting it");
-            true
-        }
-        Err(e) if e.is_temporary() => {
-            tracing::info!(peer = %h.recipient, %id, error = %e, "hand-on failed; kept");
-            false
-        }
-        Err(e) => {
-            tracing::warn!(peer = %h.recipient, %id, error = %e, "recipient refused for good; deleting");
-            true
+    let envelope: Arc<[u8]> = Arc::from(h.envelope);
+    let mut pause = Duration::from_secs(2);
+    let delete = loop {
+        match courier.deliver(h.recipient, id, envelope.clone()).await {
+            Ok(()) => {
+                tracing::info!(peer = %h.recipient, %id, "held envelope delivered; deleting it");
+                break true;
+            }
+            Err(DeliveryError::Refused(n)) if n.class == NackClass::Temporary => {
+                tracing::info!(peer = %h.recipient, %id, detail = %n.detail, retry_in = ?pause,
+                    "recipient refused for now");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(300));
+                if !matches!(store.held_until(&id).await, Ok(Some(_))) {
+                    break false; // expired and purged meanwhile, or the store is down
+                }
+            }
+            Err(e) if e.is_temporary() => {
+                tracing::info!(peer = %h.recipient, %id, error = %e, "hand-on failed; kept");
+                break false;
+            }
+            Err(e) => {
+                tracing::warn!(peer = %h.recipient, %id, error = %e, "recipient refused for good; deleting");
+                break true;
+            }
         }
     };
     if delete {

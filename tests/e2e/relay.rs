@@ -5,11 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tox_runtime::transfer::{Courier, DeliveryError, PeerEvent};
+use tox_runtime::transfer::{DeliveryError, PeerEvent};
 use tox_runtime::{BootstrapNode, Options};
 use toxmail_protocol::{
-    Letter, MessageId, Metadata, NackClass, PublicKey, Register, RelayFrame, RelayRefusal,
-    SecretKey, seal,
+    Letter, MessageId, Metadata, NackClass, PublicKey, RelayRefusal, SecretKey, seal,
 };
 use toxmail_tests::bootstrapd::{BootstrapDaemon, free_udp_port};
 use toxmail_tests::peers::{Peer, now};
@@ -50,43 +49,6 @@ fn letter(from: &SecretKey, to: &PublicKey, recipient: &str, marker: &str) -> (L
     (letter, envelope.into())
 }
 
-/// Befriends and trusts the relay, then registers with it once it is online.
-async fn register(courier: &Courier, relay: &RelayProcess) {
-    let mut events = courier.subscribe();
-    let relay_key = relay.address().public_key();
-    courier.add_relay(relay.address()).await.unwrap();
-    let online = async {
-        while let Some(e) = events.recv().await {
-            if e == PeerEvent::Online(relay_key) {
-                return;
-            }
-        }
-    };
-    tokio::time::timeout(CONNECT, online)
-        .await
-        .expect("relay online");
-    let frame = RelayFrame::Register(Register {
-        expires: now() + 3600,
-    });
-    assert!(courier.send_relay_frame(relay_key, frame).await);
-    let holding = async {
-        while let Some(e) = events.recv().await {
-            if let PeerEvent::Relay {
-                frame: RelayFrame::Holding(h),
-                ..
-            } = e
-            {
-                return h;
-            }
-        }
-        panic!("event stream ended");
-    };
-    let h = tokio::time::timeout(Duration::from_secs(10), holding)
-        .await
-        .expect("registration answered with Holding");
-    assert!(h.expires > now(), "registration in force: {h:?}");
-}
-
 /// Starts the recipient again from its savedata, trusting its relays; returns it with the
 /// moment it saw each relay come online.
 async fn restart_recipient(
@@ -115,8 +77,8 @@ async fn relay_holds_mail_for_an_offline_recipient_and_deletes_it_after_the_ack(
     let b_dir = dir.path().join("b");
     let (a_port, b_port) = (free_udp_port(), free_udp_port());
     let b = Peer::start(&b_dir, opts(&boot.node, b_port), Duration::ZERO).await;
-    register(&b.courier, &r1).await;
-    register(&b.courier, &r2).await;
+    r1.register(&b.courier, CONNECT).await;
+    r2.register(&b.courier, CONNECT).await;
     let b_key = b.public_key();
     let b_address = b.info.address;
     b.task.shutdown().await;
@@ -188,7 +150,7 @@ async fn relay_holds_mail_for_an_offline_recipient_and_deletes_it_after_the_ack(
     };
     tokio::time::timeout(Duration::from_secs(60), deleted)
         .await
-        .expect("both relays deleted it after the ack");
+        .unwrap_or_else(|_| panic!("not deleted after the ack\n{}\n{}", r1.log(), r2.log()));
     let a = Peer::start(
         &dir.path().join("a"),
         opts(&boot.node, a_port),

@@ -23,6 +23,8 @@ pub struct OpeningInbox {
     dir: PathBuf,
     delay: Duration,
     pub delivered: Arc<Mutex<Vec<Delivered>>>,
+    /// One store at a time: the same message may arrive from two relays at once.
+    storing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for OpeningInbox {
@@ -42,6 +44,7 @@ impl OpeningInbox {
             dir,
             delay,
             delivered: Arc::default(),
+            storing: Arc::default(),
         }
     }
 
@@ -73,6 +76,7 @@ impl Inbox for OpeningInbox {
         if opened.sender != from {
             return Err(Refusal::new(NackCode::Forged, "sealed by another key"));
         }
+        let _one_at_a_time = self.storing.lock().await;
         if self.path(&id).exists() {
             return Ok(()); // a duplicate is success, stored once
         }

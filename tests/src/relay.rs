@@ -6,7 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tox_runtime::BootstrapNode;
-use toxmail_protocol::ToxId;
+use tox_runtime::transfer::{Courier, PeerEvent};
+use toxmail_protocol::{Register, RelayFrame, ToxId};
 
 use crate::postgres::PgServer;
 
@@ -123,6 +124,46 @@ impl RelayProcess {
 
     pub fn address(&self) -> ToxId {
         self.address.expect("the relay has run")
+    }
+
+    /// Makes `courier` befriend and trust this relay, then registers with it for an hour once
+    /// it is online; panics unless the relay answers `Holding` in time.
+    pub async fn register(&self, courier: &Courier, connect: Duration) {
+        let mut events = courier.subscribe();
+        let key = self.address().public_key();
+        courier.add_relay(self.address()).await.unwrap();
+        let online = async {
+            while let Some(e) = events.recv().await {
+                if e == PeerEvent::Online(key) {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(connect, online)
+            .await
+            .unwrap_or_else(|_| panic!("relay not online\n{}", self.log()));
+        let expires = crate::peers::now() + 3600;
+        let frame = RelayFrame::Register(Register { expires });
+        assert!(courier.send_relay_frame(key, frame).await, "Register sent");
+        let holding = async {
+            while let Some(e) = events.recv().await {
+                if let PeerEvent::Relay {
+                    frame: RelayFrame::Holding(h),
+                    ..
+                } = e
+                {
+                    return h;
+                }
+            }
+            panic!("event stream ended");
+        };
+        let h = tokio::time::timeout(Duration::from_secs(10), holding)
+            .await
+            .expect("registration answered with Holding");
+        assert!(
+            h.expires > crate::peers::now(),
+            "registration in force: {h:?}"
+        );
     }
 
     /// SIGKILL, as a crash.

@@ -1,0 +1,125 @@
+//! Relay benchmark (prints figures; not a test). On loopback, with a real `toxmail-relay` and its
+//! own PostgreSQL: a recipient registers and goes offline; a depositor deposits N envelopes at
+//! once (deposit rate: first Deposit to last Custody); the recipient comes back and the relay
+//! hands them all on (drain rate: the recipient's connection to the relay to the last envelope
+//! stored, each deleted at the relay after its ack).
+//! Usage: toxmail-relay-bench   (builds nothing: run scripts/bench.sh relay, or build release bins)
+
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tox_runtime::Options;
+use tox_runtime::transfer::PeerEvent;
+use toxmail_tests::bootstrapd::{BootstrapDaemon, free_udp_port};
+use toxmail_tests::peers::{Peer, now, sealed_mail};
+use toxmail_tests::relay::RelayProcess;
+
+const CONNECT: Duration = Duration::from_secs(90);
+const POLICY: &str =
+    "daily_count = 1000000\ndaily_bytes = 100000000000\nrecipient_bytes = 100000000000";
+
+fn opts(boot: &tox_runtime::BootstrapNode, port: u16) -> Options {
+    let mut o = Options::loopback().bootstrap_from(boot.clone());
+    o.start_port = port;
+    o.end_port = port.saturating_add(9);
+    o
+}
+
+struct Figures {
+    deposit: Duration,
+    drain: Duration,
+}
+
+async fn round(count: usize, size: usize) -> Figures {
+    let dir = tempfile::tempdir().unwrap();
+    let boot = BootstrapDaemon::start(dir.path()).unwrap();
+    let relay = RelayProcess::start(&dir.path().join("r"), &boot.node, POLICY);
+    let (a_port, b_port) = (free_udp_port(), free_udp_port());
+    let b_dir = dir.path().join("b");
+    let b = Peer::start(&b_dir, opts(&boot.node, b_port), Duration::ZERO).await;
+    relay.register(&b.courier, CONNECT).await;
+    let b_key = b.public_key();
+    b.task.shutdown().await;
+
+    let a = Peer::start(
+        &dir.path().join("a"),
+        opts(&boot.node, a_port),
+        Duration::ZERO,
+    )
+    .await;
+    // First contact (friend request and connection) is not part of the rate: one small deposit.
+    let (warm, env) = sealed_mail(&a.secret, &b_key, 1000);
+    let first = a
+        .courier
+        .deposit(relay.address(), warm.message_id, env, now() + 3600);
+    tokio::time::timeout(CONNECT, first).await.unwrap().unwrap();
+    let mails: Vec<_> = (0..count)
+        .map(|_| sealed_mail(&a.secret, &b_key, size))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for (letter, envelope) in mails {
+        let courier = a.courier.clone();
+        let r = relay.address();
+        set.spawn(async move {
+            courier
+                .deposit(r, letter.message_id, envelope, now() + 3600)
+                .await
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        done.unwrap().expect("custody");
+    }
+    let deposit = start.elapsed();
+    assert_eq!(relay.held().await, count as i64 + 1);
+    a.task.shutdown().await;
+
+    let b = Peer::start(&b_dir, opts(&boot.node, b_port), Duration::ZERO).await;
+    let mut events = b.courier.subscribe();
+    b.courier
+        .add_relay(relay.address().public_key())
+        .await
+        .unwrap();
+    let r_key = relay.address().public_key();
+    let online = async {
+        while let Some(e) = events.recv().await {
+            if e == PeerEvent::Online(r_key) {
+                return Instant::now();
+            }
+        }
+        panic!("events ended");
+    };
+    let online_at = tokio::time::timeout(CONNECT, online).await.unwrap();
+    while b.inbox.count() < count + 1 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain = online_at.elapsed();
+    while relay.held().await > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.task.shutdown().await;
+    Figures { deposit, drain }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    println!("relay benchmark: deposit N envelopes at once, then drain them to the recipient");
+    println!(
+        "| envelope | count | deposit envelopes/s | deposit MB/s | drain envelopes/s | drain MB/s |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (size, count) in [(10 * 1024, 200), (1024 * 1024, 10)] {
+        let f = round(count, size).await;
+        let mb = (size * count) as f64 / 1e6;
+        let (dep, dra) = (f.deposit.as_secs_f64(), f.drain.as_secs_f64());
+        println!(
+            "| {} KB | {count} | {:.1} | {:.2} | {:.1} | {:.2} |",
+            size / 1024,
+            count as f64 / dep,
+            mb / dep,
+            count as f64 / dra,
+            mb / dra
+        );
+    }
+}
