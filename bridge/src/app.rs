@@ -20,6 +20,8 @@ use crate::intake::BridgeIntake;
 use crate::postfix::{lmtp, milter, socketmap};
 use crate::resolve::{Directory, Resolver, ResolverConfig};
 use crate::store::{ContactRow, IdentityRow, Store, StoreError};
+use toxmail_relay::service::{Mailroom, Policy as RelayPolicy, RelayInbox};
+use toxmail_relay::store::Store as RelayStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -33,6 +35,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    #[error("relay service: {0}")]
+    RelayStore(#[from] toxmail_relay::store::StoreError),
 }
 
 /// The sockets Postfix talks to.
@@ -164,6 +168,34 @@ async fn refresh_directory(
     }
 }
 
+/// How often a site that relays for its friends purges what expired.
+const RELAY_PURGE: Duration = Duration::from_secs(60);
+
+/// `[relays].serve_friends`: the relay service's store (its own tables in this database, migrated
+/// here) and its policy: any friend may deposit, within the relay's default quotas.
+async fn serve_friends(
+    config: &Config,
+) -> Result<Option<(RelayStore, Arc<RelayPolicy>)>, AppError> {
+    if !config.relays.serve_friends {
+        return Ok(None);
+    }
+    let store = RelayStore::connect(&config.database.url, 4)?;
+    store.migrate().await?;
+    let defaults = toxmail_relay::config::PolicySection::default();
+    let policy = RelayPolicy {
+        depositors: None,
+        max_envelope: config.lmtp.max_message_size.saturating_mul(2).max(1 << 20),
+        max_hold_secs: config.relays.serve_hold_secs,
+        limits: toxmail_relay::store::DepositLimits {
+            daily_count: defaults.daily_count,
+            daily_bytes: defaults.daily_bytes,
+            recipient_bytes: defaults.recipient_bytes,
+        },
+    };
+    tracing::info!(hold_secs = policy.max_hold_secs, "relaying for friends");
+    Ok(Some((store, Arc::new(policy))))
+}
+
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -194,6 +226,8 @@ pub async fn run(
         keys: keys.clone(),
         injector: Notify::new(),
     });
+    let relay_service = serve_friends(&config).await?;
+    let mut mailrooms = Vec::new();
     let mut couriers = HashMap::new();
     let mut tasks: Vec<CourierTask> = Vec::new();
     for (address, node) in nodes {
@@ -202,11 +236,24 @@ pub async fn run(
         if config.tox.friend_policy == FriendPolicySetting::Contacts {
             tc.friend_policy = FriendPolicy::KnownContacts(HashSet::new());
         }
+        let (relay, deposited) = match &relay_service {
+            Some((store, policy)) => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let inbox = RelayInbox::new(store.clone(), policy.clone(), tx);
+                (Some(inbox), Some(rx))
+            }
+            None => (None, None),
+        };
         let inbox = BridgeInbox {
             identity: address.clone(),
             ctx: ctx.clone(),
+            relay,
         };
         let (courier, task) = Courier::start(node, inbox, tc);
+        if let (Some((store, policy)), Some(rx)) = (&relay_service, deposited) {
+            let mailroom = Mailroom::new(store.clone(), courier.clone(), policy.clone());
+            mailrooms.push((mailroom, rx));
+        }
         couriers.insert(address, courier);
         tasks.push(task);
     }
@@ -247,6 +294,9 @@ pub async fn run(
         shutdown.clone(),
     ));
     set.spawn(dispatcher.run(shutdown.clone()));
+    for (mailroom, deposited) in mailrooms {
+        set.spawn(mailroom.serve(deposited, RELAY_PURGE, shutdown.clone()));
+    }
     for courier in couriers.values() {
         let (courier, store) = (courier.clone(), store.clone());
         set.spawn(via_relay::agent(

@@ -68,6 +68,17 @@ pub struct RelaysSection {
     /// How long each registration asks the relay to hold our mail (renewed at every connection).
     #[serde(default = "default_register_secs")]
     pub register_secs: u64,
+    /// Opt-in: every identity also holds sealed mail for its Tox friends while they are offline
+    /// (the relay service of `toxmail-relay`, its tables in this site's database).
+    #[serde(default)]
+    pub serve_friends: bool,
+    /// Longest a friend's mail is held when `serve_friends` is on.
+    #[serde(default = "default_serve_hold")]
+    pub serve_hold_secs: u64,
+}
+
+fn default_serve_hold() -> u64 {
+    7 * 24 * 3600
 }
 
 impl Default for RelaysSection {
@@ -77,6 +88,8 @@ impl Default for RelaysSection {
             deposit_after_secs: default_deposit_after(),
             max_deposits: default_max_deposits(),
             register_secs: default_register_secs(),
+            serve_friends: false,
+            serve_hold_secs: default_serve_hold(),
         }
     }
 }

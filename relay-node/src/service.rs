@@ -118,6 +118,21 @@ pub struct RelayInbox {
     deposited: mpsc::UnboundedSender<PublicKey>,
 }
 
+impl RelayInbox {
+    /// `deposited` hears the recipient key of every envelope stored (see [`Mailroom::serve`]).
+    pub fn new(
+        store: Store,
+        policy: Arc<Policy>,
+        deposited: mpsc::UnboundedSender<PublicKey>,
+    ) -> RelayInbox {
+        RelayInbox {
+            store,
+            policy,
+            deposited,
+        }
+    }
+}
+
 impl Inbox for RelayInbox {
     async fn contains(&self, _from: PublicKey, _id: MessageId) -> bool {
         false
@@ -243,32 +258,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Rela
 
     let policy = Arc::new(Policy::from_config(&config));
     let (deposited_tx, deposited_rx) = mpsc::unbounded_channel();
-    let inbox = RelayInbox {
-        store: store.clone(),
-        policy: policy.clone(),
-        deposited: deposited_tx,
-    };
+    let inbox = RelayInbox::new(store.clone(), policy.clone(), deposited_tx);
     let mut transfer = TransferConfig::new(state_dir.join("spool"));
     transfer.max_envelope = policy.max_envelope;
     transfer.friend_policy = FriendPolicy::AnyoneWithAddress;
     transfer.request_note = "relay".into();
     let (courier, task) = Courier::start(node, inbox, transfer);
-    let events = courier.subscribe();
-    let mut mailroom = Mailroom {
-        store,
-        courier,
-        policy,
-        online: HashSet::new(),
-        in_flight: Arc::new(Mutex::new(HashSet::new())),
-    };
     let purge = Duration::from_secs(config.policy.purge_interval_secs);
-    mailroom.serve(events, deposited_rx, purge, shutdown).await;
+    Mailroom::new(store, courier, policy)
+        .serve(deposited_rx, purge, shutdown)
+        .await;
     task.shutdown().await;
     Ok(())
 }
 
-/// The release side: who is online, what is on its way, and the handing on itself.
-struct Mailroom {
+/// The release side: who is online, what is on its way, and the handing on itself. The relay
+/// runs one; a bridge that serves its friends as a relay runs one per identity.
+#[derive(Debug)]
+pub struct Mailroom {
     store: Store,
     courier: Courier,
     policy: Arc<Policy>,
@@ -278,13 +285,25 @@ struct Mailroom {
 }
 
 impl Mailroom {
-    async fn serve(
-        &mut self,
-        mut events: mpsc::UnboundedReceiver<PeerEvent>,
+    pub fn new(store: Store, courier: Courier, policy: Arc<Policy>) -> Mailroom {
+        Mailroom {
+            store,
+            courier,
+            policy,
+            online: HashSet::new(),
+            in_flight: Arc::new(Mutex::new(HashSet::new())),
+        }
+    }
+
+    /// Registrations, hand-on and purge until `shutdown`; `deposited` comes from the
+    /// [`RelayInbox`] of the same courier.
+    pub async fn serve(
+        mut self,
         mut deposited: mpsc::UnboundedReceiver<PublicKey>,
         purge_every: Duration,
         shutdown: CancellationToken,
     ) {
+        let mut events = self.courier.subscribe();
         let mut purge = tokio::time::interval(purge_every);
         loop {
             tokio::select! {

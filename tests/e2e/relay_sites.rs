@@ -133,3 +133,92 @@ async fn offline_site_gets_its_mail_from_the_relay_within_seconds_of_connecting(
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(b.postfix.maildir_messages("bob").len(), 1, "one copy");
 }
+
+/// Rows in a site's relay-service table `held` (a site that relays for its friends).
+async fn held_at(site: &toxmail_tests::site::Site) -> usize {
+    query_strings(site, "SELECT message_id::text FROM held")
+        .await
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_friends_site_holds_mail_for_an_offline_site() {
+    toxmail_tests::init_logging();
+    let root = tempfile::tempdir().unwrap();
+    let boot = BootstrapDaemon::start(root.path()).unwrap();
+
+    // Site C relays for its friends (opt-in).
+    let mut c_spec = spec("site-c", "c.test", &["carol"]);
+    c_spec.extra_sections = "\n[relays]\nserve_friends = true\n".into();
+    c_spec.tox_ports = own_ports();
+    let mut c = toxmail_tests::site::Site::prepare(root.path(), c_spec, &boot.node);
+    let carol = c.identities["carol@c.test"];
+    c.start_bridge();
+
+    // B registers with carol's identity, then goes offline.
+    let mut b_spec = spec("site-b", "b.test", &["bob"]);
+    b_spec.extra_sections = format!("\n[relays]\nregister_with = [\"{carol}\"]\n");
+    b_spec.tox_ports = own_ports();
+    let mut b = toxmail_tests::site::Site::prepare(root.path(), b_spec, &boot.node);
+    let bob = b.identities["bob@b.test"];
+    b.start_bridge();
+    let registered = wait_for(Duration::from_secs(90), || {
+        b.bridge_log().contains("registered with relay")
+    });
+    assert!(
+        registered.await,
+        "B:\n{}\nC:\n{}",
+        b.bridge_log(),
+        c.bridge_log()
+    );
+    b.stop_bridge();
+
+    // A deposits bob's mail at carol's site after 2 s, then goes offline.
+    let record = format!("v=tox1;id={bob};relay={carol}");
+    let dns = DnsServer::start(&[("bob._tox.b.test", vec![record])]).unwrap();
+    let mut a_spec = spec("site-a", "a.test", &["alice"]);
+    a_spec.dns_domains = vec!["b.test".into()];
+    a_spec.nameserver = Some(dns.addr());
+    a_spec.extra_sections = "\n[relays]\ndeposit_after_secs = 2\n".into();
+    a_spec.tox_ports = own_ports();
+    let mut a = toxmail_tests::site::Site::prepare(root.path(), a_spec, &boot.node);
+    a.start_bridge();
+    let to = ["bob@b.test"];
+    let m = smtp::message("alice@a.test", &to, "via carol", "Bob, via a friend.\r\n");
+    let out = smtp::send(a.postfix.smtp_addr(), "alice@a.test", &to, &m)
+        .await
+        .unwrap();
+    assert!(out.accepted(), "{out:?}");
+    let deposited = poll(Duration::from_secs(120), || async {
+        held_at(&c).await == 1
+    });
+    assert!(
+        deposited.await,
+        "A:\n{}\nC:\n{}",
+        a.bridge_log(),
+        c.bridge_log()
+    );
+    a.stop_bridge();
+
+    // B comes back and gets it from carol's site, which then deletes it.
+    b.start_bridge();
+    let arrived = wait_for(Duration::from_secs(120), || {
+        b.postfix.maildir_messages("bob").len() == 1
+    });
+    assert!(
+        arrived.await,
+        "B:\n{}\nC:\n{}",
+        b.bridge_log(),
+        c.bridge_log()
+    );
+    let deleted = poll(Duration::from_secs(30), || async { held_at(&c).await == 0 });
+    assert!(
+        deleted.await,
+        "C deletes it after B's ack\n{}",
+        c.bridge_log()
+    );
+    assert!(
+        c.postfix.maildir_messages("carol").is_empty(),
+        "nothing delivered to carol"
+    );
+}

@@ -9,8 +9,11 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tox_runtime::transfer::{Inbox, Refusal};
-use toxmail_protocol::{MessageId, NackClass, NackCode, PublicKey, SecretKey, open};
+use tox_runtime::transfer::{DepositRefusal, Inbox, Refusal};
+use toxmail_protocol::{
+    Deposit, MessageId, NackClass, NackCode, PublicKey, RelayRefusal, SecretKey, open,
+};
+use toxmail_relay::service::RelayInbox;
 
 use super::smtp_client::{self, SmtpError};
 use super::{backoff, trace};
@@ -52,9 +55,41 @@ pub fn local_recipient(
 pub struct BridgeInbox {
     pub identity: String,
     pub ctx: Arc<InboundContext>,
+    /// `[relays].serve_friends`: deposits from friends go to the relay service.
+    pub relay: Option<RelayInbox>,
+}
+
+fn not_serving() -> DepositRefusal {
+    DepositRefusal::new(
+        RelayRefusal::NotAllowed,
+        "this site does not relay for friends",
+    )
 }
 
 impl Inbox for BridgeInbox {
+    async fn check_deposit(
+        &self,
+        from: PublicKey,
+        deposit: Deposit,
+    ) -> Result<Option<u64>, DepositRefusal> {
+        match &self.relay {
+            Some(relay) => relay.check_deposit(from, deposit).await,
+            None => Err(not_serving()),
+        }
+    }
+
+    async fn store_deposit(
+        &self,
+        from: PublicKey,
+        deposit: Deposit,
+        envelope: Vec<u8>,
+    ) -> Result<u64, DepositRefusal> {
+        match &self.relay {
+            Some(relay) => relay.store_deposit(from, deposit, envelope).await,
+            None => Err(not_serving()),
+        }
+    }
+
     async fn contains(&self, _from: PublicKey, id: MessageId) -> bool {
         self.ctx.store.inbound_exists(&id).await.unwrap_or(false)
     }
