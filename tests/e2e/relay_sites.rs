@@ -57,6 +57,8 @@ async fn offline_site_gets_its_mail_from_the_relay_within_seconds_of_connecting(
     a_spec.dns_domains = vec!["b.test".into()];
     a_spec.nameserver = Some(dns.addr());
     a_spec.extra_sections = "\n[relays]\ndeposit_after_secs = 2\n".into();
+    // The one interim notice comes after the deposit: it says "relayed", not "delayed".
+    a_spec.extra_queue = "delay_notice_secs = 30".into();
     a_spec.tox_ports = own_ports();
     let mut a = toxmail_tests::site::Site::prepare(root.path(), a_spec, &boot.node);
     a.start_bridge();
@@ -87,6 +89,18 @@ async fn offline_site_gets_its_mail_from_the_relay_within_seconds_of_connecting(
             == 1
     });
     assert!(custody.await, "custody recorded at A\n{}", a.bridge_log());
+    let noticed = wait_for(Duration::from_secs(60), || {
+        a.postfix
+            .maildir_messages("alice")
+            .iter()
+            .any(|m| contains(m, "Action: relayed"))
+    });
+    assert!(noticed.await, "relayed DSN to alice\n{}", a.bridge_log());
+    let dsn = a.postfix.maildir_messages("alice").remove(0);
+    assert!(
+        contains(&dsn, "Status: 2.0.0") && contains(&dsn, "Final-Recipient: rfc822; bob@b.test")
+    );
+    assert!(!contains(&dsn, "Action: delayed"));
     a.stop_bridge();
     let dump = relay.pg.dump();
     assert!(

@@ -274,8 +274,8 @@ fn outcome(r: &RecipientStatus) -> String {
             "delivered: the recipient's bridge confirmed it has the message (status {status})."
         ),
         Action::Relayed => format!(
-            "handed over to the recipient over Tox, which does not confirm final delivery \
-             (status {status})."
+            "handed to a relay node that holds it, sealed, until the recipient's mail server \
+             comes online (status {status}); you will hear again only if it then fails."
         ),
     }
 }

@@ -109,7 +109,22 @@ impl Notifier {
     }
 }
 
+/// The one interim notice: "delayed", or "relayed" once a relay node holds the copy.
 fn delayed(copy: CopyInfo) -> Outcome {
+    if let Some(relays) = copy.relayed_to.clone() {
+        let diagnostic = format!(
+            "the recipient's mail server has not been reachable over Tox since the message was \
+             queued on {}; relay node(s) {relays} hold it, sealed, for the recipient until {}",
+            rfc5322_date(copy.created),
+            rfc5322_date(copy.expires),
+        );
+        return Outcome {
+            copy,
+            action: Action::Relayed,
+            status: (2, 0, 0),
+            diagnostic,
+        };
+    }
     let diagnostic = format!(
         "the recipient's mail server has not been reachable over Tox since the message was \
          queued on {}; {} attempt(s) so far{}; retrying until {}",

@@ -19,6 +19,8 @@ pub struct CopyInfo {
     pub expires: SystemTime,
     pub attempts: i32,
     pub last_error: Option<String>,
+    /// The relays that confirmed custody of the copy, if any did.
+    pub relayed_to: Option<String>,
 }
 
 impl Store {
@@ -40,7 +42,7 @@ impl Store {
         let client = self.client().await?;
         let sql = format!(
             "SELECT id, message_id, recipient, envelope_sender, idem_key, created, expires, \
-             attempts, last_error FROM outbound WHERE {filter} ORDER BY id"
+             attempts, last_error, relayed_to FROM outbound WHERE {filter} ORDER BY id"
         );
         let rows = match cutoff {
             Some(c) => client.query(&sql, &[&c]).await?,
@@ -58,6 +60,7 @@ impl Store {
                     expires: r.try_get(6)?,
                     attempts: r.try_get(7)?,
                     last_error: r.try_get(8)?,
+                    relayed_to: r.try_get(9)?,
                 })
             })
             .collect()
