@@ -439,3 +439,54 @@ async fn hand_on(courier: &Courier, store: &Store, h: Held) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deposit(size: u64, expires: u64) -> Deposit {
+        Deposit {
+            message_id: MessageId([1; 32]),
+            recipient: PublicKey([2; 32]),
+            size,
+            expires,
+        }
+    }
+
+    #[test]
+    fn policy_refuses_strangers_to_a_closed_relay_large_and_expired_deposits_and_caps_holding() {
+        let friend = PublicKey([3; 32]);
+        let policy = Policy {
+            depositors: Some(HashSet::from([friend])),
+            max_envelope: 1000,
+            max_hold_secs: 60,
+            limits: DepositLimits {
+                daily_count: 1,
+                daily_bytes: 1,
+                recipient_bytes: 1,
+            },
+        };
+        let later = now() + 3600;
+        let code = |from: PublicKey, d: Deposit| policy.judge(&from, &d).map(|r| (r.code, r.class));
+        assert_eq!(code(friend, deposit(1000, later)), None);
+        assert_eq!(
+            code(PublicKey([4; 32]), deposit(10, later)),
+            Some((RelayRefusal::NotAllowed, NackClass::Permanent))
+        );
+        assert_eq!(
+            code(friend, deposit(1001, later)),
+            Some((RelayRefusal::TooLarge, NackClass::Permanent))
+        );
+        assert_eq!(
+            code(friend, deposit(10, now().saturating_sub(1))),
+            Some((RelayRefusal::Malformed, NackClass::Permanent))
+        );
+        let held = policy.hold_until(&deposit(10, later));
+        assert!(held <= now() + 60, "holding time capped at max_hold_secs");
+        let open = Policy {
+            depositors: None,
+            ..policy.clone()
+        };
+        assert_eq!(open.judge(&PublicKey([4; 32]), &deposit(10, later)), None);
+    }
+}

@@ -180,9 +180,10 @@ async fn relay_refuses_forged_over_quota_and_oversized_keeps_mail_across_sigkill
     let policy =
         "daily_count = 2\nmax_envelope_bytes = 65536\nmax_hold_secs = 25\npurge_interval_secs = 1";
     let mut relay = RelayProcess::start(&dir.path().join("r"), &boot.node, policy);
+    // The relay is a DHT node too: this depositor bootstraps from it alone.
     let a = Peer::start(
         &dir.path().join("a"),
-        opts(&boot.node, free_udp_port()),
+        opts(&relay.dht_node(), free_udp_port()),
         Duration::ZERO,
     )
     .await;

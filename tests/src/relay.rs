@@ -126,6 +126,22 @@ impl RelayProcess {
         self.address.expect("the relay has run")
     }
 
+    /// The relay as a DHT bootstrap node (its `relay.id`: DHT key and UDP port on 127.0.0.1).
+    pub fn dht_node(&self) -> BootstrapNode {
+        let text = std::fs::read_to_string(self.dir.join("state").join("relay.id")).unwrap();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_else(|| panic!("{name} in relay.id"))
+                .to_string()
+        };
+        BootstrapNode {
+            addr: ([127, 0, 0, 1], field("udp_port").parse::<u16>().unwrap()).into(),
+            dht_key: field("dht_key").parse().unwrap(),
+        }
+    }
+
     /// Makes `courier` befriend and trust this relay, then registers with it for an hour once
     /// it is online; panics unless the relay answers `Holding` in time.
     pub async fn register(&self, courier: &Courier, connect: Duration) {
