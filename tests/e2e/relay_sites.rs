@@ -1,6 +1,7 @@
-//! Two mail sites and a relay: site B registers with relay R and goes offline; site A queues a
-//! mail for bob@b.test (whose DNS record names R), deposits it at R after the configured delay
-//! and shuts down; B comes back and gets it from R, which deletes it after B's ack.
+//! Mail sites and relays: site B registers with relays and goes offline; site A queues a mail
+//! for bob@b.test (whose DNS record names the relays), deposits it after the configured delay and
+//! shuts down; B comes back and gets it from a relay, which deletes it after B's ack; A's later
+//! direct delivery is acked as a duplicate. And a friend's site that relays for B.
 
 use std::time::Duration;
 
@@ -25,33 +26,30 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offline_site_gets_its_mail_from_the_relay_within_seconds_of_connecting() {
+async fn offline_site_gets_its_mail_from_two_relays_and_later_directly_exactly_once() {
     toxmail_tests::init_logging();
     let root = tempfile::tempdir().unwrap();
     let boot = BootstrapDaemon::start(root.path()).unwrap();
-    let relay = RelayProcess::start(&root.path().join("relay"), &boot.node, "");
-    let r_id = relay.address();
+    let r1 = RelayProcess::start(&root.path().join("relay1"), &boot.node, "");
+    let r2 = RelayProcess::start(&root.path().join("relay2"), &boot.node, "");
+    let (r1_id, r2_id) = (r1.address(), r2.address());
+    let relay_logs = || format!("R1:\n{}\nR2:\n{}", r1.log(), r2.log());
 
-    // Site B: bob registers with R, then B goes offline.
+    // Site B: bob registers with both relays, then B goes offline.
     let mut b_spec = spec("site-b", "b.test", &["bob"]);
-    b_spec.extra_sections = format!("\n[relays]\nregister_with = [\"{r_id}\"]\n");
+    b_spec.extra_sections = format!("\n[relays]\nregister_with = [\"{r1_id}\", \"{r2_id}\"]\n");
     b_spec.tox_ports = own_ports();
     let mut b = toxmail_tests::site::Site::prepare(root.path(), b_spec, &boot.node);
     let bob = b.identities["bob@b.test"];
     b.start_bridge();
     let registered = wait_for(Duration::from_secs(90), || {
-        b.bridge_log().contains("registered with relay")
+        b.bridge_log().matches("registered with relay").count() >= 2
     });
-    assert!(
-        registered.await,
-        "B:\n{}\nR:\n{}",
-        b.bridge_log(),
-        relay.log()
-    );
+    assert!(registered.await, "B:\n{}\n{}", b.bridge_log(), relay_logs());
     b.stop_bridge();
 
-    // Site A finds bob and his relay in DNS, and deposits after 2 s.
-    let record = format!("v=tox1;id={bob};relay={r_id}");
+    // Site A finds bob and his relays in DNS, and deposits at both after 2 s.
+    let record = format!("v=tox1;id={bob};relay={r1_id};relay={r2_id}");
     let dns = DnsServer::start(&[("bob._tox.b.test", vec![record])]).unwrap();
     let mut a_spec = spec("site-a", "a.test", &["alice"]);
     a_spec.dns_domains = vec!["b.test".into()];
@@ -70,15 +68,10 @@ async fn offline_site_gets_its_mail_from_the_relay_within_seconds_of_connecting(
         .await
         .unwrap();
     assert!(out.accepted(), "{out:?}");
-    let deposited = poll(Duration::from_secs(120), || async {
-        relay.held().await == 1
+    let deposited = poll(Duration::from_secs(150), || async {
+        r1.held().await == 1 && r2.held().await == 1
     });
-    assert!(
-        deposited.await,
-        "A:\n{}\nR:\n{}",
-        a.bridge_log(),
-        relay.log()
-    );
+    assert!(deposited.await, "A:\n{}\n{}", a.bridge_log(), relay_logs());
     let custody = poll(Duration::from_secs(10), || async {
         query_strings(
             &a,
@@ -97,55 +90,82 @@ async fn offline_site_gets_its_mail_from_the_relay_within_seconds_of_connecting(
     });
     assert!(noticed.await, "relayed DSN to alice\n{}", a.bridge_log());
     let dsn = a.postfix.maildir_messages("alice").remove(0);
-    assert!(
-        contains(&dsn, "Status: 2.0.0") && contains(&dsn, "Final-Recipient: rfc822; bob@b.test")
-    );
+    assert!(contains(&dsn, "Status: 2.0.0"));
+    assert!(contains(&dsn, "Final-Recipient: rfc822; bob@b.test"));
     assert!(!contains(&dsn, "Action: delayed"));
     a.stop_bridge();
-    let dump = relay.pg.dump();
-    assert!(
-        !contains(&dump, &marker),
-        "the body's marker is in the relay's database"
-    );
-    assert!(
-        !contains(&dump, "bob@b.test"),
-        "bob's address is in the relay's database"
-    );
+    for r in [&r1, &r2] {
+        let dump = r.pg.dump();
+        assert!(
+            !contains(&dump, &marker),
+            "the body's marker is in a relay's database"
+        );
+        assert!(
+            !contains(&dump, "bob@b.test"),
+            "bob's address is in a relay's database"
+        );
+    }
 
-    // B comes back: bob's mail arrives within 5 s of B's friend connection to R.
+    // B comes back: bob's mail arrives within 5 s of B's first friend connection to a relay.
+    let before = b.bridge_log().lines().count();
     b.start_bridge();
     let arrived = wait_for(Duration::from_secs(120), || {
-        b.postfix.maildir_messages("bob").len() == 1
+        !b.postfix.maildir_messages("bob").is_empty()
     });
-    assert!(arrived.await, "B:\n{}\nR:\n{}", b.bridge_log(), relay.log());
+    assert!(arrived.await, "B:\n{}\n{}", b.bridge_log(), relay_logs());
     let log = b.bridge_log();
-    let r_key = r_id.public_key().to_string();
-    let online = log
+    let relays = [
+        r1_id.public_key().to_string(),
+        r2_id.public_key().to_string(),
+    ];
+    let fresh: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("friend connection") && l.contains(&r_key) && !l.contains("None"))
-        .filter_map(log_seconds)
-        .next_back()
-        .expect("friend connection to R logged");
-    let stored = log
-        .lines()
-        .filter(|l| l.contains("envelope stored") && l.contains(&r_key))
-        .filter_map(log_seconds)
-        .next_back()
-        .expect("envelope from R stored");
+        .skip(before)
+        .filter(|l| relays.iter().any(|r| l.contains(r.as_str())))
+        .collect();
+    let online = fresh
+        .iter()
+        .filter(|l| l.contains("friend connection") && !l.contains("None"))
+        .find_map(|l| log_seconds(l))
+        .expect("friend connection to a relay logged");
+    let stored = fresh
+        .iter()
+        .filter(|l| l.contains("envelope stored"))
+        .find_map(|l| log_seconds(l))
+        .expect("envelope from a relay stored");
     println!(
-        "stored at B {:.2} s after its friend connection to the relay",
+        "stored at B {:.2} s after its first friend connection to a relay",
         stored - online
     );
     assert!(stored - online < 5.0, "B:\n{log}");
     let mail = b.postfix.maildir_messages("bob").remove(0);
     assert!(contains(&mail, &marker), "the body arrived intact");
-
-    let deleted = poll(Duration::from_secs(30), || async {
-        relay.held().await == 0
+    let deleted = poll(Duration::from_secs(60), || async {
+        r1.held().await + r2.held().await == 0
     });
-    assert!(deleted.await, "R deletes it after B's ack\n{}", relay.log());
+    assert!(
+        deleted.await,
+        "both relays delete it after B's ack\n{}",
+        relay_logs()
+    );
+
+    // A comes back and delivers directly: B acks the duplicate, A closes the copy.
+    a.start_bridge();
+    let closed = poll(Duration::from_secs(120), || async {
+        query_strings(&a, "SELECT state FROM outbound").await == ["delivered"]
+    });
+    assert!(
+        closed.await,
+        "A:\n{}\nB:\n{}",
+        a.bridge_log(),
+        b.bridge_log()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(b.postfix.maildir_messages("bob").len(), 1, "one copy");
+    assert_eq!(
+        b.postfix.maildir_messages("bob").len(),
+        1,
+        "one copy across two relays and a direct delivery"
+    );
 }
 
 /// Rows in a site's relay-service table `held` (a site that relays for its friends).
