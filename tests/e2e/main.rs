@@ -9,6 +9,7 @@ mod postfix_recovery;
 mod relay;
 mod relay_sites;
 mod tox_bad_input;
+mod tox_burst;
 mod tox_delivery;
 mod tox_identity;
 mod tox_resume;

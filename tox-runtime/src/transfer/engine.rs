@@ -347,6 +347,7 @@ impl<I: Inbox> Engine<I> {
             Frame::Hello(hello) => self.on_hello(from, hello).await,
             Frame::Offer(offer) => self.on_offer(friend, from, offer).await,
             Frame::Ack(id) => self.verdict(from, id, Ok(())),
+            Frame::Nack(nack) if is_mixed_up(&nack) => self.offer_again_soon(from, nack),
             Frame::Nack(nack) => {
                 let id = nack.message_id;
                 self.verdict(from, id, Err(DeliveryError::Refused(nack)))
@@ -390,6 +391,18 @@ impl<I: Inbox> Engine<I> {
                 };
                 self.verdict(from, id, Err(DeliveryError::Refused(nack)));
             }
+        }
+    }
+
+    /// The receiver got other bytes than the offered envelope (a transfer mixed up under load):
+    /// not a verdict on the mail. Offer it again after the abort grace.
+    fn offer_again_soon(&mut self, from: PublicKey, nack: toxmail_protocol::Nack) {
+        tracing::info!(peer = %from, id = %nack.message_id, detail = %nack.detail, "transfer mixed up; offering again");
+        if let Some(out) = self.outbound.get_mut(&(from, nack.message_id)) {
+            out.state = OutState::AwaitingVerdict {
+                since: Instant::now(),
+                aborted: true,
+            };
         }
     }
 
@@ -502,7 +515,24 @@ impl<I: Inbox> Engine<I> {
             .file_send(friend, id.0, envelope, b"toxmail".to_vec())
             .await
         {
-            Ok(file) => OutState::Sending(file),
+            Ok(file) => {
+                tracing::debug!(peer = %to, %id, file, "file started");
+                // c-toxcore hands out a file number only once its last transfer is over: a
+                // delivery still marked as sending under it missed that end (its events are
+                // still queued). Let it wait for its verdict, so it can never cancel this file.
+                for (k, o) in self.outbound.iter_mut() {
+                    if *k != key
+                        && o.to == to
+                        && matches!(o.state, OutState::Sending(f) if f == file)
+                    {
+                        o.state = OutState::AwaitingVerdict {
+                            since: Instant::now(),
+                            aborted: true,
+                        };
+                    }
+                }
+                OutState::Sending(file)
+            }
             Err(e) => {
                 tracing::debug!(peer = %to, %id, error = %e, "file not started; will retry");
                 OutState::AwaitingVerdict {
@@ -580,4 +610,9 @@ impl<I: Inbox> Engine<I> {
             Internal::Deposited { from, id, result } => self.deposited(from, id, result).await,
         }
     }
+}
+
+/// A temporary `Malformed` nack: the receiver's spool did not hold the offered envelope.
+fn is_mixed_up(nack: &toxmail_protocol::Nack) -> bool {
+    nack.class == NackClass::Temporary && nack.code == NackCode::Malformed
 }

@@ -172,6 +172,7 @@ impl<I: Inbox> Engine<I> {
         size: u64,
         id: MessageId,
     ) {
+        tracing::debug!(friend, file, %id, size, "incoming file");
         // A new transfer under this number means any earlier one with it is over.
         self.forget_file_number(friend, file);
         let Some(offer) = self.incoming.offers.get_mut(&(from, id)) else {
@@ -234,6 +235,7 @@ impl<I: Inbox> Engine<I> {
         if offset > 0 {
             tracing::info!(peer = %from, %id, offset, size, "resuming transfer");
         }
+        tracing::debug!(friend, file, %id, offset, "accepting file");
         if let Err(e) = self.handle.file_accept(friend, file, offset).await {
             tracing::debug!(peer = %from, %id, error = %e, "could not accept file");
             return;
@@ -344,7 +346,8 @@ impl<I: Inbox> Engine<I> {
                 }
             }
             Err(refusal) => {
-                if refusal.class == toxmail_protocol::NackClass::Permanent {
+                let mixed_up = refusal.code == NackCode::Malformed;
+                if refusal.class == toxmail_protocol::NackClass::Permanent || mixed_up {
                     let _ = fs::remove_file(&path);
                 }
                 self.refuse(from, id, refusal).await;
@@ -369,6 +372,7 @@ impl<I: Inbox> Engine<I> {
     }
 
     pub(super) fn incoming_cancelled(&mut self, friend: FriendNumber, file: FileNumber) {
+        tracing::debug!(friend, file, "incoming file cancelled by the sender");
         self.forget_file_number(friend, file);
         self.incoming.files.remove(&(friend, file));
     }
@@ -405,10 +409,15 @@ pub(super) fn check_header(
     let header = peek_header(bytes)
         .map_err(|e| Refusal::new(NackCode::Malformed, format!("envelope header: {e}")))?;
     if header.message_id != id {
-        return Err(Refusal::new(
-            NackCode::Forged,
-            "envelope id differs from the offered id",
-        ));
+        // Another envelope's bytes under this offer: a transfer mixed up on the way (file
+        // numbers reused under load), not a forgery, which `open` would catch. The sender
+        // offers it again; the spool is discarded.
+        tracing::info!(offered = %id, found = %header.message_id, "envelope id differs from the offer");
+        return Err(Refusal {
+            class: toxmail_protocol::NackClass::Temporary,
+            code: NackCode::Malformed,
+            detail: "the transfer carried another envelope; offer it again".into(),
+        });
     }
     match relayed_to {
         _ if header.sender == from => Ok(from),

@@ -176,7 +176,10 @@ impl<I: Inbox> Engine<I> {
 
 fn check_deposit_header(bytes: &[u8], from: PublicKey, d: &Deposit) -> Result<(), DepositRefusal> {
     let malformed = |detail: String| DepositRefusal::new(RelayRefusal::Malformed, detail);
-    check_header(bytes, from, d.message_id, None).map_err(|r| malformed(r.detail))?;
+    check_header(bytes, from, d.message_id, None).map_err(|r| DepositRefusal {
+        class: r.class, // temporary when the transfer was mixed up: deposit it again
+        ..malformed(r.detail)
+    })?;
     let header = peek_header(bytes).map_err(|e| malformed(e.to_string()))?;
     if header.recipient != d.recipient {
         return Err(malformed(
