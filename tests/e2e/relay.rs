@@ -5,27 +5,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tox_runtime::BootstrapNode;
 use tox_runtime::transfer::{DeliveryError, PeerEvent};
-use tox_runtime::{BootstrapNode, Options};
 use toxmail_protocol::{
     Letter, MessageId, Metadata, NackClass, PublicKey, RelayRefusal, SecretKey, seal,
 };
 use toxmail_tests::bootstrapd::{BootstrapDaemon, free_udp_port};
+use toxmail_tests::peers::loopback_own_ports as opts;
 use toxmail_tests::peers::{Peer, now};
 use toxmail_tests::relay::RelayProcess;
 use toxmail_tests::wait_for;
 
 use crate::CONNECT;
-
-/// Loopback options with ports of this node's own: a node that stops must not leave its UDP
-/// port to another node, or the DHT and the relays would take one for the other until their
-/// entries time out.
-fn opts(boot: &BootstrapNode, port: u16) -> Options {
-    let mut o = Options::loopback().bootstrap_from(boot.clone());
-    o.start_port = port;
-    o.end_port = port.saturating_add(9);
-    o
-}
 
 /// A letter for `recipient` whose body carries `marker`, sealed from `from` to `to`.
 fn letter(from: &SecretKey, to: &PublicKey, recipient: &str, marker: &str) -> (Letter, Arc<[u8]>) {

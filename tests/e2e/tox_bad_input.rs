@@ -60,6 +60,23 @@ async fn bad_envelopes_and_frames_are_refused_and_nothing_is_stored_twice() {
     assert_eq!(b.inbox.count(), 1, "stored once");
     assert!(TransferStats::get(&b.courier.stats().duplicates_acked) >= 2);
 
+    // An envelope offered under another id than its header's: refused for now (a transfer mix-up
+    // looks the same), never stored, and never a bounce: the sender keeps offering it.
+    let (_, envelope) = sealed_mail(&r.secret, &b.public_key(), 4096);
+    let refused_before = TransferStats::get(&b.courier.stats().offers_refused);
+    let under_other_id = r.courier.deliver(to, MessageId::random(), envelope);
+    let outcome = tokio::time::timeout(Duration::from_secs(4), under_other_id).await;
+    assert!(
+        outcome.is_err(),
+        "not a verdict for the caller: {outcome:?}"
+    );
+    let refusals = TransferStats::get(&b.courier.stats().offers_refused) - refused_before;
+    assert!(
+        refusals >= 2,
+        "refused, offered again, refused again ({refusals})"
+    );
+    assert_eq!(b.inbox.count(), 1, "nothing stored");
+
     // Tampered ciphertext.
     let (letter, envelope) = sealed_mail(&r.secret, &b.public_key(), 10 * 1024);
     let mut tampered = envelope.to_vec();

@@ -63,6 +63,16 @@ impl Peer {
     }
 }
 
+/// Loopback options bootstrapping from `boot`, with ports of this node's own (`port`..`port`+9):
+/// a node that stops must not leave its UDP port to another node, or the DHT and its friends
+/// take one for the other until their entries time out (seen as >90 s friend connections).
+pub fn loopback_own_ports(boot: &tox_runtime::BootstrapNode, port: u16) -> Options {
+    let mut o = Options::loopback().bootstrap_from(boot.clone());
+    o.start_port = port;
+    o.end_port = port.saturating_add(9);
+    o
+}
+
 pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

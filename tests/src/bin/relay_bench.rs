@@ -8,22 +8,15 @@
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
-use tox_runtime::Options;
 use tox_runtime::transfer::PeerEvent;
 use toxmail_tests::bootstrapd::{BootstrapDaemon, free_udp_port};
+use toxmail_tests::peers::loopback_own_ports as opts;
 use toxmail_tests::peers::{Peer, now, sealed_mail};
 use toxmail_tests::relay::RelayProcess;
 
 const CONNECT: Duration = Duration::from_secs(90);
 const POLICY: &str =
     "daily_count = 1000000\ndaily_bytes = 100000000000\nrecipient_bytes = 100000000000";
-
-fn opts(boot: &tox_runtime::BootstrapNode, port: u16) -> Options {
-    let mut o = Options::loopback().bootstrap_from(boot.clone());
-    o.start_port = port;
-    o.end_port = port.saturating_add(9);
-    o
-}
 
 struct Figures {
     deposit: Duration,
