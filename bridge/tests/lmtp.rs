@@ -199,7 +199,7 @@ async fn pipelined_transaction_with_xforward_and_dot_stuffing() {
     let (server, mut c) = Server::tcp(config()).await;
     let commands = [
         "LHLO c",
-        "XFORWARD NAME=spike.test ADDR=10.0.0.1",
+        "XFORWARD NAME=spike.test ADDR=127.0.0.9",
         "XFORWARD IDENT=4Zq9x+2B1",
         "MAIL FROM:<> SIZE=50",
         "RCPT TO:<b@y.test>",
