@@ -184,7 +184,7 @@ async fn serve_friends(
     let defaults = toxmail_relay::config::PolicySection::default();
     let policy = RelayPolicy {
         depositors: None,
-        max_envelope: config.lmtp.max_message_size.saturating_mul(2).max(1 << 20),
+        max_envelope: config.max_envelope(),
         max_hold_secs: config.relays.serve_hold_secs,
         limits: toxmail_relay::store::DepositLimits {
             daily_count: defaults.daily_count,
@@ -232,7 +232,7 @@ pub async fn run(
     let mut tasks: Vec<CourierTask> = Vec::new();
     for (address, node) in nodes {
         let mut tc = TransferConfig::new(config.bridge.state_dir.join("spool").join(&address));
-        tc.max_envelope = config.lmtp.max_message_size.saturating_mul(2).max(1 << 20);
+        tc.max_envelope = config.max_envelope();
         if config.tox.friend_policy == FriendPolicySetting::Contacts {
             tc.friend_policy = FriendPolicy::KnownContacts(HashSet::new());
         }

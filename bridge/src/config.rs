@@ -443,6 +443,12 @@ impl Config {
         Ok(())
     }
 
+    /// Largest envelope accepted over Tox (and held for friends): room for the largest message
+    /// LMTP takes plus its sealing and padding, at least 1 MiB.
+    pub fn max_envelope(&self) -> u64 {
+        self.lmtp.max_message_size.saturating_mul(2).max(1 << 20)
+    }
+
     /// The relays our identities register with (validated at load).
     pub fn own_relays(&self) -> Vec<ToxId> {
         self.relays

@@ -324,8 +324,8 @@ impl Mailroom {
     }
 
     async fn is_registered(&self, pk: &PublicKey) -> bool {
-        match self.store.registered().await {
-            Ok(keys) => keys.contains(pk),
+        match self.store.is_registered(pk).await {
+            Ok(registered) => registered,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read registrations");
                 false

@@ -2,7 +2,7 @@
 //! the loopback Tox network of the test. Killed on drop.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use tox_runtime::BootstrapNode;
@@ -67,18 +67,7 @@ impl RelayProcess {
 
     /// Runs an admin subcommand; its stdout, or its stderr as the error.
     pub fn admin(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(relay_binary())
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .expect("run toxmail-relay");
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        if out.status.success() {
-            Ok(text(&out.stdout))
-        } else {
-            Err(text(&out.stderr))
-        }
+        crate::site::run_admin(&relay_binary(), &self.config, args)
     }
 
     /// Starts `toxmail-relay run` and waits until it has written its Tox ID.
@@ -86,21 +75,8 @@ impl RelayProcess {
         assert!(self.child.is_none(), "relay already running");
         let id_file = self.dir.join("state").join("relay.id");
         let _ = std::fs::remove_file(&id_file);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("relay.log"))
-            .unwrap();
-        let child = Command::new(relay_binary())
-            .arg("--config")
-            .arg(&self.config)
-            .arg("run")
-            .env("TOXMAIL_LOG", "info,toxcore=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn relay");
+        let log = self.dir.join("relay.log");
+        let child = crate::site::spawn_daemon(&relay_binary(), &self.config, &log);
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -57,6 +57,41 @@ pub fn bridge_binary() -> PathBuf {
     bin
 }
 
+/// Runs `<binary> --config <config> <args>`; its stdout, or its stderr as the error.
+pub fn run_admin(binary: &Path, config: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(binary)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", binary.display()));
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+/// Starts `<binary> --config <config> run`, appending its output to `log`.
+pub fn spawn_daemon(binary: &Path, config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(binary)
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .env("TOXMAIL_LOG", "info,toxcore=warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", binary.display()))
+}
+
 #[derive(Debug)]
 pub struct Site {
     pub spec: SiteSpec,
@@ -140,38 +175,13 @@ impl Site {
 
     /// Runs an admin subcommand; its stdout, or its stderr as the error.
     pub fn admin(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new(bridge_binary())
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .expect("run toxmail-bridge");
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        if out.status.success() {
-            Ok(text(&out.stdout))
-        } else {
-            Err(text(&out.stderr))
-        }
+        run_admin(&bridge_binary(), &self.config, args)
     }
 
     /// Starts `toxmail-bridge run` and waits until its LMTP port answers.
     pub fn start_bridge(&mut self) {
         assert!(self.bridge.is_none(), "bridge already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("bridge.log"))
-            .unwrap();
-        let child = Command::new(bridge_binary())
-            .arg("--config")
-            .arg(&self.config)
-            .arg("run")
-            .env("TOXMAIL_LOG", "info,toxcore=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn bridge");
+        let child = spawn_daemon(&bridge_binary(), &self.config, &self.dir.join("bridge.log"));
         self.bridge = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(self.lmtp).is_err() {

@@ -35,10 +35,6 @@ fn i64_of(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn key_of(bytes: &[u8]) -> Result<PublicKey, StoreError> {
-    PublicKey::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("key: {e}")))
-}
-
 impl Store {
     /// Until when this message is held, if it is.
     pub async fn held_until(&self, id: &MessageId) -> Result<Option<u64>, StoreError> {
@@ -229,16 +225,16 @@ impl Store {
         Ok(())
     }
 
-    /// Recipients with a registration in force.
-    pub async fn registered(&self) -> Result<Vec<PublicKey>, StoreError> {
+    /// True if `recipient` has a registration in force.
+    pub async fn is_registered(&self, recipient: &PublicKey) -> Result<bool, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT recipient FROM registrations WHERE expires_at > now()",
-                &[],
+        let row = client
+            .query_opt(
+                "SELECT 1 FROM registrations WHERE recipient = $1 AND expires_at > now()",
+                &[&recipient.0.as_slice()],
             )
             .await?;
-        rows.iter().map(|r| key_of(r.get(0))).collect()
+        Ok(row.is_some())
     }
 
     pub async fn status(&self) -> Result<Status, StoreError> {

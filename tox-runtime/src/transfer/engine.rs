@@ -44,8 +44,8 @@ enum OutState {
 
 type OutKey = (PublicKey, MessageId);
 
+/// One delivery; its peer is the first half of its key.
 struct Outbound {
-    to: PublicKey,
     envelope: Arc<[u8]>,
     /// `Some(expires)`: a deposit with the relay `to`.
     deposit_until: Option<u64>,
@@ -303,16 +303,19 @@ impl<I: Inbox> Engine<I> {
     }
 
     fn peer_offline(&mut self, pk: PublicKey, friend: FriendNumber) {
-        if let Some(peer) = self.peers.get_mut(&pk) {
-            if peer.hello.is_some() {
-                self.subscribers
-                    .retain(|s| s.send(PeerEvent::Offline(pk)).is_ok());
-            }
-            peer.online = false;
-            peer.hello_sent = false;
-            peer.hello = None;
+        let said_hello = self
+            .peers
+            .get_mut(&pk)
+            .and_then(|peer| {
+                peer.online = false;
+                peer.hello_sent = false;
+                peer.hello.take()
+            })
+            .is_some();
+        if said_hello {
+            self.emit(PeerEvent::Offline(pk));
         }
-        for out in self.outbound.values_mut().filter(|o| o.to == pk) {
+        for (_, out) in self.outbound.iter_mut().filter(|(k, _)| k.0 == pk) {
             out.state = OutState::Waiting;
         }
         self.incoming_friend_gone(pk, friend);
@@ -372,7 +375,7 @@ impl<I: Inbox> Engine<I> {
         let waiting: Vec<OutKey> = self
             .outbound
             .iter()
-            .filter(|(_, o)| o.to == from && matches!(o.state, OutState::Waiting))
+            .filter(|(k, o)| k.0 == from && matches!(o.state, OutState::Waiting))
             .map(|(key, _)| *key)
             .collect();
         for key in waiting {
@@ -470,7 +473,6 @@ impl<I: Inbox> Engine<I> {
         self.outbound.insert(
             (pk, id),
             Outbound {
-                to: pk,
                 envelope,
                 deposit_until,
                 reply,
@@ -484,11 +486,11 @@ impl<I: Inbox> Engine<I> {
 
     /// Sends the offer and starts the file; on any failure the delivery waits for the next chance.
     async fn offer(&mut self, key: OutKey) {
-        let id = key.1;
+        let (to, id) = key;
         let Some(out) = self.outbound.get(&key) else {
             return;
         };
-        let (to, envelope, deposit_until) = (out.to, out.envelope.clone(), out.deposit_until);
+        let (envelope, deposit_until) = (out.envelope.clone(), out.deposit_until);
         let size = envelope.len() as u64;
         let Some(peer) = self.peers.get(&to).filter(|p| p.online) else {
             return;
@@ -522,7 +524,7 @@ impl<I: Inbox> Engine<I> {
                 // still queued). Let it wait for its verdict, so it can never cancel this file.
                 for (k, o) in self.outbound.iter_mut() {
                     if *k != key
-                        && o.to == to
+                        && k.0 == to
                         && matches!(o.state, OutState::Sending(f) if f == file)
                     {
                         o.state = OutState::AwaitingVerdict {
@@ -555,7 +557,7 @@ impl<I: Inbox> Engine<I> {
         else {
             return;
         };
-        for out in self.outbound.values_mut().filter(|o| o.to == pk) {
+        for (_, out) in self.outbound.iter_mut().filter(|(k, _)| k.0 == pk) {
             if matches!(out.state, OutState::Sending(f) if f == file) {
                 out.state = OutState::AwaitingVerdict {
                     since: Instant::now(),
