@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tox_runtime::transfer::{Courier, CourierTask, FriendPolicy, TransferConfig};
 
 use crate::config::{Config, FriendPolicySetting, ListenAddr, parse_listen};
+use crate::delivery::inbound::admission::SiteView;
 use crate::delivery::inbound::{BridgeInbox, InboundContext, run_injector};
 use crate::delivery::notify::Notifier;
 use crate::delivery::outbound::Dispatcher;
@@ -18,8 +19,9 @@ use crate::delivery::via_relay::{self, RelaySettings};
 use crate::identity::{self, DEFAULT_IDENTITY};
 use crate::intake::BridgeIntake;
 use crate::postfix::{lmtp, milter, socketmap};
-use crate::resolve::{Directory, Resolver, ResolverConfig};
+use crate::resolve::{Directory, Resolver, ResolverConfig, normalise};
 use crate::store::{ContactRow, IdentityRow, Store, StoreError};
+use toxmail_protocol::{SecretKey, public_key_of};
 use toxmail_relay::service::{Mailroom, Policy as RelayPolicy, RelayInbox};
 use toxmail_relay::store::Store as RelayStore;
 
@@ -168,6 +170,24 @@ async fn refresh_directory(
     }
 }
 
+/// What admission knows of the site: its domains, and each identity's public key by its
+/// normalised address.
+fn site_view(config: &Config, keys: &HashMap<String, SecretKey>) -> SiteView {
+    let delimiter = config.resolver.recipient_delimiter.clone();
+    let identities = keys
+        .iter()
+        .map(|(address, secret)| {
+            let key = normalise(address, delimiter.as_deref()).unwrap_or_else(|| address.clone());
+            (key, public_key_of(secret))
+        })
+        .collect();
+    SiteView {
+        local_domains: config.local_domains(),
+        delimiter,
+        identities,
+    }
+}
+
 /// How often a site that relays for its friends purges what expired.
 const RELAY_PURGE: Duration = Duration::from_secs(60);
 
@@ -218,12 +238,17 @@ pub async fn run(
         nodes.push((address.clone(), node));
     }
 
+    // Admission asks the resolver what the site knows of a sender: load it before any courier.
+    let resolver = Arc::new(Resolver::new(resolver_config(&config)));
+    load_directory(&store, &resolver, &[]).await;
     let ctx = Arc::new(InboundContext {
         store: store.clone(),
         hostname: config.bridge.hostname.clone(),
         next_hop: config.next_hop(),
-        local_domains: config.local_domains(),
+        site: site_view(&config, &keys),
         keys: keys.clone(),
+        resolver: resolver.clone(),
+        sender_mismatch: config.inbound.sender_mismatch,
         injector: Notify::new(),
     });
     let relay_service = serve_friends(&config).await?;
@@ -258,7 +283,6 @@ pub async fn run(
         tasks.push(task);
     }
 
-    let resolver = Arc::new(Resolver::new(resolver_config(&config)));
     let relay_settings = Arc::new(RelaySettings::from_config(&config));
     let dispatcher = Arc::new(Dispatcher::new(
         store.clone(),

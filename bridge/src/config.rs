@@ -353,6 +353,20 @@ pub struct InboundSection {
     pub next_hop: String,
     /// Mail domains this site receives for (recipients outside them get a permanent nack).
     pub local_domains: Vec<String>,
+    /// What to do with mail whose sealing key contradicts what this site knows of its envelope
+    /// sender (a contact's key, the sender domain's `_tox` record).
+    #[serde(default)]
+    pub sender_mismatch: SenderMismatch,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SenderMismatch {
+    /// Refuse it for good: the sending site bounces it to its sender.
+    #[default]
+    Reject,
+    /// Deliver it with `Authentication-Results: …; x-toxmail=fail`.
+    Tag,
 }
 
 /// A parsed `listen` value.

@@ -15,6 +15,7 @@
 //! [`identity`] the Tox identities and their savedata, [`admin`] the CLI subcommands.
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod admin;
 pub mod app;
 pub mod config;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use toxmail_bridge::store::{NewInbound, NewOutbound, Store, StoreError};
+use toxmail_bridge::store::{InboundKey, NewInbound, NewOutbound, Store, StoreError};
 use toxmail_protocol::{MessageId, PublicKey, ToxId};
 use toxmail_tests::postgres::PgServer;
 
@@ -15,7 +15,7 @@ async fn fresh() -> (PgServer, Store) {
         .expect("start private PostgreSQL");
     eprintln!("PgServer::start took {:?}", started.elapsed());
     let store = Store::connect(&server.url(), 4).unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 3, "every migration applied");
+    assert_eq!(store.migrate().await.unwrap(), 4, "every migration applied");
     (server, store)
 }
 
@@ -43,6 +43,14 @@ fn inbound(message_id: MessageId, envelope: &[u8]) -> NewInbound {
         sender_key: PublicKey([9; 32]),
         identity: "bob@b.example".to_owned(),
         envelope: envelope.to_vec(),
+        sender_verdict: "none".to_owned(),
+    }
+}
+
+fn key(message_id: MessageId) -> InboundKey {
+    InboundKey {
+        sender: PublicKey([9; 32]),
+        id: message_id,
     }
 }
 
@@ -309,19 +317,32 @@ async fn mark_delivered_empties_envelope_and_failed_keeps_it() {
 }
 
 #[tokio::test]
-async fn record_inbound_same_message_id_is_not_stored_twice() {
+async fn record_inbound_same_sealer_and_id_is_stored_once_another_sealer_is_not_a_duplicate() {
     let (_server, store) = fresh().await;
     let id = MessageId::random();
-    assert!(!store.inbound_exists(&id).await.unwrap());
+    let sealer = PublicKey([9; 32]);
+    assert!(!store.inbound_exists(&sealer, &id).await.unwrap());
     assert!(store.record_inbound(&inbound(id, b"sealed")).await.unwrap());
     assert!(!store.record_inbound(&inbound(id, b"other")).await.unwrap());
-    assert!(store.inbound_exists(&id).await.unwrap());
+    assert!(store.inbound_exists(&sealer, &id).await.unwrap());
+    // Issue 8: a stranger who stored its envelope under this id first does not make the real
+    // sender's copy a duplicate, and the real sender's id does not hide the stranger's.
+    let stranger = PublicKey([4; 32]);
+    assert!(!store.inbound_exists(&stranger, &id).await.unwrap());
+    let squat = NewInbound {
+        sender_key: stranger,
+        ..inbound(id, b"squat")
+    };
+    assert!(store.record_inbound(&squat).await.unwrap());
     let claimed = store
         .claim_inbound(10, Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(claimed.len(), 1);
-    assert_eq!(claimed[0].envelope, b"sealed");
+    assert_eq!(claimed.len(), 2);
+    let envelopes: Vec<&[u8]> = claimed.iter().map(|r| &r.envelope[..]).collect();
+    assert!(envelopes.contains(&&b"sealed"[..]) && envelopes.contains(&&b"squat"[..]));
+    store.mark_injected(&claimed[0].key()).await.unwrap();
+    store.mark_injected(&claimed[1].key()).await.unwrap();
 }
 
 #[tokio::test]
@@ -342,7 +363,7 @@ async fn claim_inbound_then_mark_injected_keeps_id_for_dedup() {
     assert_eq!(claimed.len(), 1);
     assert_eq!((claimed[0].message_id, claimed[0].attempts), (first, 1));
     assert_eq!(claimed[0].sender_key, PublicKey([9; 32]));
-    store.mark_injected(&first).await.unwrap();
+    store.mark_injected(&key(first)).await.unwrap();
     assert!(!contains(&server.dump(), marker));
     assert!(!store.record_inbound(&inbound(first, marker)).await.unwrap());
 
@@ -355,7 +376,7 @@ async fn claim_inbound_then_mark_injected_keeps_id_for_dedup() {
         vec![second]
     );
     store
-        .reschedule_inbound(&second, SystemTime::now(), "postfix busy")
+        .reschedule_inbound(&key(second), SystemTime::now(), "postfix busy")
         .await
         .unwrap();
     assert_eq!(
@@ -367,7 +388,7 @@ async fn claim_inbound_then_mark_injected_keeps_id_for_dedup() {
         1
     );
     store
-        .mark_inbound_failed(&second, "rejected")
+        .mark_inbound_failed(&key(second), "rejected")
         .await
         .unwrap();
     assert!(
@@ -377,7 +398,7 @@ async fn claim_inbound_then_mark_injected_keeps_id_for_dedup() {
             .unwrap()
             .is_empty()
     );
-    let unknown = store.mark_injected(&MessageId::random()).await;
+    let unknown = store.mark_injected(&key(MessageId::random())).await;
     assert!(
         matches!(unknown, Err(StoreError::NotFound(_))),
         "{unknown:?}"

@@ -9,6 +9,7 @@ use toxmail_protocol::MessageId;
 
 use super::smtp_client::{self, SmtpError};
 use super::trace::rfc5322_date;
+use crate::address::{MailAddress, ReversePath};
 use crate::config::NextHop;
 
 /// Names the bridge's queue entry, as a message header and as a per-message delivery-status
@@ -167,7 +168,11 @@ pub fn build(
 pub async fn send(hop: &NextHop, hostname: &str, report: &Report) -> Result<(), DsnError> {
     let message = build(report, SystemTime::now(), hostname)?;
     let to = bare(&report.original_sender);
-    smtp_client::send(hop, hostname, "", to, &message).await?;
+    let rcpt = MailAddress::parse(to).map_err(|_| DsnError::Address {
+        field: "original sender",
+        value: to.to_string(),
+    })?;
+    smtp_client::send(hop, hostname, &ReversePath::Null, &rcpt, &message).await?;
     tracing::info!(to, "delivery status notification sent");
     Ok(())
 }

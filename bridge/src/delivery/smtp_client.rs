@@ -1,6 +1,8 @@
 //! A minimal SMTP/LMTP client for handing received mail to the local MTA on loopback (and for
 //! asking it whether a mailbox exists). Hand-written: lettre could send, but it parses and
 //! rewrites the message, and we must pass the bytes through untouched with our own envelope.
+//! Commands are built only from [`ReversePath`] and [`MailAddress`], which cannot hold CR, LF,
+//! `<` or `>`: no address a peer sealed can add a command of its own (SMTP smuggling).
 
 use std::time::Duration;
 
@@ -8,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 
+use crate::address::{MailAddress, ReversePath};
 use crate::config::NextHop;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -98,12 +101,12 @@ impl Conn {
     }
 }
 
-/// Delivers `message` from `sender` ("" for <>) to one recipient; Ok once the next hop said 250.
+/// Delivers `message` from `sender` to one recipient; Ok once the next hop said 250.
 pub async fn send(
     hop: &NextHop,
     hostname: &str,
-    sender: &str,
-    recipient: &str,
+    sender: &ReversePath,
+    recipient: &MailAddress,
     message: &[u8],
 ) -> Result<(), SmtpError> {
     let mut conn = Conn::open(hop, hostname).await?;
@@ -117,7 +120,11 @@ pub async fn send(
 }
 
 /// Asks the next hop whether it takes mail for `recipient` (RCPT without DATA).
-pub async fn probe(hop: &NextHop, hostname: &str, recipient: &str) -> Result<(), SmtpError> {
+pub async fn probe(
+    hop: &NextHop,
+    hostname: &str,
+    recipient: &MailAddress,
+) -> Result<(), SmtpError> {
     let mut conn = Conn::open(hop, hostname).await?;
     conn.command("MAIL FROM:<>", 250).await?;
     let result = conn.command(&format!("RCPT TO:<{recipient}>"), 250).await;

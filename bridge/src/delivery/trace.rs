@@ -1,9 +1,18 @@
-//! Trace headers the receiving bridge prepends before injecting: a `Received:` line and the
-//! verified sender key. RFC 5322 dates are formatted by hand (no date crate in the tree).
+//! Trace headers the receiving bridge prepends before injecting: a `Received:` line (informational),
+//! the verified sender key, and an RFC 8601 `Authentication-Results:` header with this bridge's
+//! verdict; and the removal of such headers that arrive inside a message, where anyone could have
+//! written them. RFC 5322 dates are formatted by hand (no date crate in the tree); the header
+//! section is scanned by hand too (mail-parser decodes values, we must cut raw fields out).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use toxmail_protocol::{MessageId, PublicKey};
+
+use super::inbound::admission::Verdict;
+use crate::address::ReversePath;
+
+/// The RFC 8601 method name of toxmail's sender check (an unregistered, `x-` method).
+pub const AUTH_METHOD: &str = "x-toxmail";
 
 /// Header naming the sender's Tox public key, verified by the envelope's authentication.
 pub const SENDER_HEADER: &str = "X-Toxmail-Sender-Key";
@@ -19,6 +28,77 @@ pub fn trace_headers(
          {SENDER_HEADER}: {sender}\r\n",
         rfc5322_date(now)
     )
+}
+
+/// `Authentication-Results: <hostname>; x-toxmail=<result> (<basis>) smtp.mailfrom=<sender>`.
+/// The sender is a validated address (no CR/LF, no specials), so it cannot break the header.
+pub fn authentication_results(hostname: &str, verdict: Verdict, sender: &ReversePath) -> String {
+    let mut line = format!(
+        "Authentication-Results: {hostname}; {AUTH_METHOD}={}",
+        verdict.result()
+    );
+    if let Some(basis) = verdict.basis() {
+        line.push_str(&format!(" ({basis})"));
+    }
+    match sender.address() {
+        Some(a) => line.push_str(&format!(" smtp.mailfrom={a}")),
+        None => line.push_str(" smtp.mailfrom=<>"),
+    }
+    line.push_str("\r\n");
+    line
+}
+
+/// Removes from the message's header section every `X-Toxmail-*` field and every
+/// `Authentication-Results` field that names `hostname` as its authserv-id: only this bridge
+/// writes those, so a copy that came inside the message is forged. Other fields, the body and
+/// line ends are left byte for byte.
+pub fn strip_forged_headers(message: &[u8], hostname: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len());
+    let mut rest = message;
+    let mut dropping = false;
+    while !rest.is_empty() {
+        let end = rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        let (line, tail) = rest.split_at(end);
+        if line == b"\r\n" || line == b"\n" {
+            break; // end of the header section: the rest is copied as is
+        }
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if !continuation {
+            dropping = is_forged_field(line, hostname);
+        }
+        if !dropping {
+            out.extend_from_slice(line);
+        }
+        rest = tail;
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// The first line of a field: is it ours to have written?
+fn is_forged_field(line: &[u8], hostname: &str) -> bool {
+    let Some(colon) = line.iter().position(|b| *b == b':') else {
+        return false;
+    };
+    let name = String::from_utf8_lossy(&line[..colon]);
+    let name = name.trim_end();
+    if name.len() >= 10 && name[..10].eq_ignore_ascii_case("x-toxmail-") {
+        return true;
+    }
+    if !name.eq_ignore_ascii_case("authentication-results") {
+        return false;
+    }
+    // authserv-id: the first token of the value (RFC 8601 §2.2), before any ';'.
+    let value = String::from_utf8_lossy(&line[colon + 1..]);
+    let id = value
+        .trim_start()
+        .split(|c: char| c == ';' || c.is_whitespace())
+        .next()
+        .unwrap_or("");
+    id.eq_ignore_ascii_case(hostname)
 }
 
 /// "Wed, 25 Nov 2026 16:42:07 +0000".
@@ -72,6 +152,47 @@ mod tests {
             rfc5322_date(at(1_795_624_927)),
             "Wed, 25 Nov 2026 16:42:07 +0000"
         );
+    }
+
+    #[test]
+    fn forged_toxmail_and_own_authentication_results_are_removed() {
+        let message = b"Received: from x\r\n\
+            X-Toxmail-Sender-Key: ABAB\r\n\
+            x-toxmail-verdict:\r\n pass\r\n\tstill folded\r\n\
+            Authentication-Results: MX.B.test; x-toxmail=pass\r\n\
+            Authentication-Results:mx.b.test;\r\n  spf=pass\r\n\
+            Authentication-Results: other.test; x-toxmail=pass\r\n\
+            Subject: hi\r\n\
+            \r\n\
+            X-Toxmail-Sender-Key: in the body stays\r\n";
+        let kept = strip_forged_headers(message, "mx.b.test");
+        assert_eq!(
+            String::from_utf8(kept).unwrap(),
+            "Received: from x\r\n\
+             Authentication-Results: other.test; x-toxmail=pass\r\n\
+             Subject: hi\r\n\
+             \r\n\
+             X-Toxmail-Sender-Key: in the body stays\r\n"
+        );
+        let bare = b"X-Toxmail-A: 1\nSubject: s\n\nbody";
+        assert_eq!(strip_forged_headers(bare, "h"), b"Subject: s\n\nbody");
+        assert_eq!(
+            strip_forged_headers(b"no header end", "h"),
+            b"no header end"
+        );
+    }
+
+    #[test]
+    fn authentication_results_names_the_verdict_and_the_sender() {
+        use crate::delivery::inbound::admission::Basis;
+        let sender = ReversePath::parse("alice@a.test").unwrap();
+        let h = authentication_results("mx.b.test", Verdict::Pass(Basis::Contact), &sender);
+        assert_eq!(
+            h,
+            "Authentication-Results: mx.b.test; x-toxmail=pass (contact) smtp.mailfrom=alice@a.test\r\n"
+        );
+        let h = authentication_results("mx.b.test", Verdict::None, &ReversePath::Null);
+        assert!(h.ends_with("x-toxmail=none smtp.mailfrom=<>\r\n"), "{h}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Inbound messages: deduplication by message id and the queue of sealed envelopes waiting to
-//! be opened and injected into Postfix. The row outlives injection (envelope emptied) so a
-//! resent copy of the same message id is recognised and acknowledged without a second delivery.
+//! Inbound messages: deduplication by (sealing key, message id) and the queue of sealed envelopes
+//! waiting to be opened and injected into Postfix. The row outlives injection (envelope emptied)
+//! so a resent copy is recognised and acknowledged without a second delivery. A message id is
+//! chosen by whoever seals, so it only means something together with the key that sealed it.
 
 use std::time::{Duration, SystemTime};
 
@@ -19,6 +20,15 @@ pub struct NewInbound {
     pub identity: String,
     /// The sealed envelope, never plaintext.
     pub envelope: Vec<u8>,
+    /// The admission verdict on sealing key versus envelope sender (`Verdict::as_db`).
+    pub sender_verdict: String,
+}
+
+/// What names one inbound row: the key that sealed the envelope and the id it chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InboundKey {
+    pub sender: PublicKey,
+    pub id: MessageId,
 }
 
 /// A pending inbound envelope handed to the injector.
@@ -28,20 +38,30 @@ pub struct InboundRow {
     pub sender_key: PublicKey,
     pub identity: String,
     pub envelope: Vec<u8>,
+    pub sender_verdict: String,
     /// Attempts so far, counting the claim that returned this row.
     pub attempts: i32,
     pub received: SystemTime,
 }
 
+impl InboundRow {
+    pub fn key(&self) -> InboundKey {
+        InboundKey {
+            sender: self.sender_key,
+            id: self.message_id,
+        }
+    }
+}
+
 impl Store {
-    /// Stores a received envelope. True if inserted; false if that message id is already known
-    /// (pending, injected or failed). Committed when it returns, so the Ack may follow.
+    /// Stores a received envelope. True if inserted; false if this sealer's message id is already
+    /// known (pending, injected or failed). Committed when it returns, so the Ack may follow.
     pub async fn record_inbound(&self, rec: &NewInbound) -> Result<bool, StoreError> {
         let client = self.client().await?;
         let insert = client
             .prepare_cached(
-                "INSERT INTO inbound (message_id, sender_key, identity, envelope) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (message_id) DO NOTHING",
+                "INSERT INTO inbound (message_id, sender_key, identity, envelope, sender_verdict) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sender_key, message_id) DO NOTHING",
             )
             .await?;
         let inserted = client
@@ -52,13 +72,13 @@ impl Store {
                     &&rec.sender_key.0[..],
                     &rec.identity,
                     &rec.envelope,
+                    &rec.sender_verdict,
                 ],
             )
             .await?;
         Ok(inserted == 1)
     }
 
-    /// True if this message id was ever recorded, whatever its state.
     /// Makes every pending row due now. Called once at start-up: leases of a process that died
     /// mid-injection must not delay its mail (a single bridge owns its database).
     pub async fn release_inbound_leases(&self) -> Result<u64, StoreError> {
@@ -72,12 +92,17 @@ impl Store {
         Ok(n)
     }
 
-    pub async fn inbound_exists(&self, message_id: &MessageId) -> Result<bool, StoreError> {
+    /// True if this sealer's message id was ever recorded, whatever its state.
+    pub async fn inbound_exists(
+        &self,
+        sender_key: &PublicKey,
+        message_id: &MessageId,
+    ) -> Result<bool, StoreError> {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT 1 FROM inbound WHERE message_id = $1",
-                &[&&message_id.0[..]],
+                "SELECT 1 FROM inbound WHERE sender_key = $1 AND message_id = $2",
+                &[&&sender_key.0[..], &&message_id.0[..]],
             )
             .await?;
         Ok(row.is_some())
@@ -94,15 +119,15 @@ impl Store {
         let claim = client
             .prepare_cached(
                 "WITH due AS (
-                     SELECT message_id AS due_id FROM inbound
+                     SELECT sender_key AS due_key, message_id AS due_id FROM inbound
                      WHERE state = 'pending' AND next_attempt <= now()
                      ORDER BY next_attempt, received
                      LIMIT $1
                      FOR UPDATE SKIP LOCKED)
                  UPDATE inbound
                  SET next_attempt = now() + make_interval(secs => $2), attempts = attempts + 1
-                 FROM due WHERE message_id = due_id
-                 RETURNING message_id, sender_key, identity, envelope, attempts, received",
+                 FROM due WHERE sender_key = due_key AND message_id = due_id
+                 RETURNING message_id, sender_key, identity, envelope, sender_verdict, attempts, received",
             )
             .await?;
         let rows = client
@@ -117,19 +142,18 @@ impl Store {
     }
 
     /// Postfix accepted the message: drop the envelope, keep the id for deduplication.
-    pub async fn mark_injected(&self, message_id: &MessageId) -> Result<(), StoreError> {
+    pub async fn mark_injected(&self, key: &InboundKey) -> Result<(), StoreError> {
         let client = self.client().await?;
         let updated = client
             .execute(
                 "UPDATE inbound SET state = 'injected', envelope = ''::bytea, \
-                 injected_at = COALESCE(injected_at, now()) WHERE message_id = $1",
-                &[&&message_id.0[..]],
+                 injected_at = COALESCE(injected_at, now()) \
+                 WHERE sender_key = $1 AND message_id = $2",
+                &[&&key.sender.0[..], &&key.id.0[..]],
             )
             .await?;
         if updated == 0 {
-            return Err(StoreError::NotFound(format!(
-                "inbound message {message_id}"
-            )));
+            return Err(StoreError::NotFound(format!("inbound message {}", key.id)));
         }
         Ok(())
     }
@@ -137,13 +161,13 @@ impl Store {
     /// Gives up on a pending envelope (kept for the operator). No-op if no longer pending.
     pub async fn mark_inbound_failed(
         &self,
-        message_id: &MessageId,
+        key: &InboundKey,
         reason: &str,
     ) -> Result<(), StoreError> {
         self.update_pending(
-            "UPDATE inbound SET state = 'failed', last_error = $2 \
-             WHERE message_id = $1 AND state = 'pending'",
-            message_id,
+            "UPDATE inbound SET state = 'failed', last_error = $3 \
+             WHERE sender_key = $1 AND message_id = $2 AND state = 'pending'",
+            key,
             reason,
             None,
         )
@@ -153,14 +177,14 @@ impl Store {
     /// Keeps an envelope pending, due again at `next`. No-op if no longer pending.
     pub async fn reschedule_inbound(
         &self,
-        message_id: &MessageId,
+        key: &InboundKey,
         next: SystemTime,
         reason: &str,
     ) -> Result<(), StoreError> {
         self.update_pending(
-            "UPDATE inbound SET next_attempt = $3, last_error = $2 \
-             WHERE message_id = $1 AND state = 'pending'",
-            message_id,
+            "UPDATE inbound SET next_attempt = $4, last_error = $3 \
+             WHERE sender_key = $1 AND message_id = $2 AND state = 'pending'",
+            key,
             reason,
             Some(next),
         )
@@ -171,27 +195,21 @@ impl Store {
     async fn update_pending(
         &self,
         sql: &str,
-        message_id: &MessageId,
+        key: &InboundKey,
         reason: &str,
         next: Option<SystemTime>,
     ) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let id = &message_id.0[..];
+        let (sender, id) = (&key.sender.0[..], &key.id.0[..]);
         let updated = match next {
-            Some(next) => client.execute(sql, &[&id, &reason, &next]).await?,
-            None => client.execute(sql, &[&id, &reason]).await?,
+            Some(next) => client.execute(sql, &[&sender, &id, &reason, &next]).await?,
+            None => client.execute(sql, &[&sender, &id, &reason]).await?,
         };
         if updated == 0 {
-            let exists = client
-                .query_opt("SELECT 1 FROM inbound WHERE message_id = $1", &[&id])
-                .await?
-                .is_some();
-            if !exists {
-                return Err(StoreError::NotFound(format!(
-                    "inbound message {message_id}"
-                )));
+            if !self.inbound_exists(&key.sender, &key.id).await? {
+                return Err(StoreError::NotFound(format!("inbound message {}", key.id)));
             }
-            tracing::debug!(%message_id, "inbound row no longer pending; update skipped");
+            tracing::debug!(message_id = %key.id, "inbound row no longer pending; update skipped");
         }
         Ok(())
     }
@@ -203,6 +221,7 @@ fn inbound_row(row: &Row) -> Result<InboundRow, StoreError> {
         sender_key: public_key_from(row.try_get("sender_key")?, "inbound.sender_key")?,
         identity: row.try_get("identity")?,
         envelope: row.try_get("envelope")?,
+        sender_verdict: row.try_get("sender_verdict")?,
         attempts: row.try_get("attempts")?,
         received: row.try_get("received")?,
     })

@@ -24,6 +24,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 3,
         sql: include_str!("migrations/0003_relays.sql"),
     },
+    Migration {
+        version: 4,
+        sql: include_str!("migrations/0004_inbound_by_sealer.sql"),
+    },
 ];
 
 /// Serialises bridges migrating the same database at once ("toxmigr" in ASCII).

@@ -17,7 +17,7 @@ use tokio_postgres::error::SqlState;
 use toxmail_protocol::{MessageId, PublicKey, ToxId};
 
 pub use directory::{ContactRow, IdentityRow};
-pub use inbound::{InboundRow, NewInbound};
+pub use inbound::{InboundKey, InboundRow, NewInbound};
 pub use notices::CopyInfo;
 pub use queue::{Enqueued, NewOutbound, OutboundRow, QueueEntry};
 

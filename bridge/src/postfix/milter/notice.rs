@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::MilterConfig;
 use super::recipients::Recipients;
+use crate::address::{MailAddress, ReversePath};
 use crate::delivery::{smtp_client, trace};
 
 pub const SUBJECT: &str = "Not all recipients got your message end-to-end encrypted";
@@ -119,16 +120,18 @@ pub fn reject_text(recipients: &Recipients) -> String {
 /// Injects the notice into `notice_hop` from `<>`; failures are logged, never retried (the
 /// original message is unaffected, and a late notice is worth less than none).
 pub async fn send(config: &MilterConfig, notice: Notice) {
-    let message = notice.to_message(&config.hostname, SystemTime::now());
-    let result = smtp_client::send(
-        &config.notice_hop,
-        &config.hostname,
-        "",
-        &notice.sender,
-        &message,
-    )
-    .await;
     let queue_id = notice.queue_id.as_deref().unwrap_or("-");
+    let Ok(sender) = MailAddress::parse(&notice.sender) else {
+        tracing::warn!(
+            queue_id,
+            "mixed-recipient notice not sent: sender is not a plain address"
+        );
+        return;
+    };
+    let message = notice.to_message(&config.hostname, SystemTime::now());
+    let hop = &config.notice_hop;
+    let result =
+        smtp_client::send(hop, &config.hostname, &ReversePath::Null, &sender, &message).await;
     match result {
         Ok(()) => tracing::info!(queue_id, sender = %notice.sender, "mixed-recipient notice sent"),
         Err(e) => tracing::warn!(queue_id, error = %e, "mixed-recipient notice not sent"),

@@ -1,0 +1,255 @@
+//! Issue 8: the receiving bridge as a trust boundary. The attacker is a Tox node of its own whose
+//! envelopes are built by hand (`Letter` fields as an attacker chooses them, sealed with its own
+//! key) and handed to a courier, against a real site B (PostgreSQL, Postfix, toxmail-bridge) with
+//! default settings. Every scenario starts with a control delivery from the same attacker, so a
+//! refusal proves the bridge refused, not that the attacker could not talk.
+
+use std::time::Duration;
+
+use tox_runtime::transfer::{Courier, DeliveryError};
+use toxmail_protocol::{Letter, MessageId, Metadata, NackClass, NackCode, ToxId, seal};
+use toxmail_tests::bootstrapd::{BootstrapDaemon, free_udp_port};
+use toxmail_tests::peers::{Peer, loopback_own_ports, now};
+use toxmail_tests::site::{Site, SiteSpec};
+use toxmail_tests::wait_for;
+
+use crate::CONNECT;
+use crate::postfix_flow::spec;
+
+const INJECTED: Duration = Duration::from_secs(30);
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// Site B: bob and alice have mailboxes, bob a Tox identity; plain mail would go to an smtp-sink,
+/// so anything the bridge lets Postfix relay is caught there.
+fn site_b(root: &std::path::Path, boot: &BootstrapDaemon) -> Site {
+    let mut b_spec: SiteSpec = spec("site-b", "b.test", &["bob", "alice"]);
+    b_spec.identities = vec!["bob@b.test".into()];
+    b_spec.relay_sink = true;
+    let mut b = Site::prepare(root, b_spec, &boot.node);
+    b.start_bridge();
+    b
+}
+
+/// A Tox node toxmail has never heard of, with a courier to carry the envelopes it builds.
+async fn attacker(root: &std::path::Path, name: &str, boot: &BootstrapDaemon) -> Peer {
+    let options = loopback_own_ports(&boot.node, free_udp_port());
+    Peer::start(&root.join(name), options, Duration::ZERO).await
+}
+
+/// A letter as the attacker writes it: every field its own choice.
+fn letter(sender: &str, recipient: &str, message: &str) -> Letter {
+    Letter {
+        message_id: MessageId::random(),
+        metadata: Metadata {
+            envelope_sender: sender.into(),
+            recipient: recipient.into(),
+            queue_id: "EVIL1".into(),
+            created: now(),
+            expires: now() + 86_400,
+        },
+        message: message.as_bytes().to_vec(),
+    }
+}
+
+/// Seals `letter` with the attacker's key to `to` and delivers it under the letter's id.
+async fn send(from: &Peer, to: ToxId, letter: &Letter) -> Result<(), DeliveryError> {
+    let envelope = seal(letter, &from.secret, &to.public_key()).expect("seal");
+    let courier: &Courier = &from.courier;
+    tokio::time::timeout(
+        CONNECT,
+        courier.deliver(to, letter.message_id, envelope.into()),
+    )
+    .await
+    .expect("a verdict in time")
+}
+
+fn refused_for_good(result: Result<(), DeliveryError>, what: &str) -> NackCode {
+    match result {
+        Err(DeliveryError::Refused(n)) if n.class == NackClass::Permanent => n.code,
+        other => panic!("{what}: expected a permanent refusal, got {other:?}"),
+    }
+}
+
+/// Waits until bob's Maildir holds a message containing `marker`.
+async fn in_bobs_maildir(b: &Site, marker: &str) -> bool {
+    wait_for(INJECTED, || {
+        b.postfix
+            .maildir_messages("bob")
+            .iter()
+            .any(|m| contains(m, marker))
+    })
+    .await
+}
+
+fn body(marker: &str) -> String {
+    format!("From: <m@m.test>\r\nTo: <bob@b.test>\r\nSubject: hello\r\n\r\n{marker}\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_addresses_in_a_sealed_envelope_are_refused_and_nothing_is_relayed() {
+    toxmail_tests::init_logging();
+    let root = tempfile::tempdir().unwrap();
+    let boot = BootstrapDaemon::start(root.path()).unwrap();
+    let b = site_b(root.path(), &boot);
+    let bob = b.identities["bob@b.test"];
+    let m = attacker(root.path(), "mallory", &boot).await;
+
+    let control = letter("m@m.test", "bob@b.test", &body("CONTROL-1"));
+    send(&m, bob, &control).await.expect("control delivery");
+    assert!(in_bobs_maildir(&b, "CONTROL-1").await, "{}", b.bridge_log());
+
+    let smuggle = "carol@plain.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nSMUGGLED\r\n.\r\n\
+                   MAIL FROM:<>\r\nRCPT TO:<bob@b.test";
+    let attacks = [
+        (
+            "CR/LF in the recipient",
+            letter("m@m.test", smuggle, &body("X1")),
+        ),
+        (
+            "CR/LF in the sender",
+            letter(
+                "m@m.test>\r\nRCPT TO:<carol@plain.test",
+                "bob@b.test",
+                &body("X2"),
+            ),
+        ),
+        (
+            "percent hack",
+            letter("m@m.test", "carol%plain.test@b.test", &body("X3")),
+        ),
+        (
+            "bang path",
+            letter("m@m.test", "plain.test!carol@b.test", &body("X4")),
+        ),
+        (
+            "source route",
+            letter("m@m.test", "@b.test:carol@plain.test", &body("X5")),
+        ),
+        (
+            "another mailbox under bob's key",
+            letter("m@m.test", "alice@b.test", &body("X6")),
+        ),
+    ];
+    for (what, attack) in &attacks {
+        refused_for_good(send(&m, bob, attack).await, what);
+    }
+
+    // Everything refused was refused before any byte reached Postfix: a control delivery sent
+    // after the attacks arrives, and nothing else did, at bob's, at alice's, or in the sink.
+    let control = letter("m@m.test", "bob@b.test", &body("CONTROL-2"));
+    send(&m, bob, &control).await.expect("second control");
+    assert!(in_bobs_maildir(&b, "CONTROL-2").await, "{}", b.bridge_log());
+    b.postfix.flush();
+    tokio::time::sleep(Duration::from_secs(1)).await; // let a queued relay attempt show
+    let log = b.postfix.maillog();
+    assert!(b.postfix.sink_messages().is_empty(), "relayed:\n{log}");
+    assert!(
+        !log.contains("plain.test"),
+        "an outside recipient reached Postfix:\n{log}"
+    );
+    assert_eq!(b.postfix.maildir_messages("bob").len(), 2, "{log}");
+    assert!(b.postfix.maildir_messages("alice").is_empty(), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_squatting_a_message_id_does_not_suppress_the_real_mail() {
+    toxmail_tests::init_logging();
+    let root = tempfile::tempdir().unwrap();
+    let boot = BootstrapDaemon::start(root.path()).unwrap();
+    let b = site_b(root.path(), &boot);
+    let bob = b.identities["bob@b.test"];
+    let (s, a) = tokio::join!(
+        attacker(root.path(), "squatter", &boot),
+        attacker(root.path(), "alice", &boot)
+    );
+
+    // The real sender's mail, id X, not yet delivered; the squatter learned X (a relay saw it).
+    let real = letter("alice@a.test", "bob@b.test", &body("REAL-MAIL"));
+    let mut squat = letter("alice@a.test", "bob@b.test", &body("SQUATTED"));
+    squat.message_id = real.message_id;
+    send(&s, bob, &squat)
+        .await
+        .expect("the squatter's own envelope is stored");
+    assert!(in_bobs_maildir(&b, "SQUATTED").await, "{}", b.bridge_log());
+
+    send(&a, bob, &real).await.expect("the real mail is acked");
+    assert!(
+        in_bobs_maildir(&b, "REAL-MAIL").await,
+        "the real mail was acked as a duplicate of the squatter's\n{}",
+        b.bridge_log()
+    );
+    // A resend of the real mail is still a duplicate: one copy.
+    send(&a, bob, &real).await.expect("resend acked");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let copies = b
+        .postfix
+        .maildir_messages("bob")
+        .iter()
+        .filter(|m| contains(m, "REAL-MAIL"))
+        .count();
+    assert_eq!(copies, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_trace_headers_are_stripped_and_a_local_sender_from_a_stranger_is_refused() {
+    toxmail_tests::init_logging();
+    let root = tempfile::tempdir().unwrap();
+    let boot = BootstrapDaemon::start(root.path()).unwrap();
+    let b = site_b(root.path(), &boot);
+    let bob = b.identities["bob@b.test"];
+    let m = attacker(root.path(), "mallory", &boot).await;
+
+    let forged_key = "AB".repeat(32);
+    let message = format!(
+        "X-Toxmail-Sender-Key: {forged_key}\r\n\
+         Authentication-Results: mx.b.test; x-toxmail=pass smtp.mailfrom=ceo@bank.test\r\n\
+         X-Toxmail-Verdict:\r\n pass\r\n\
+         Authentication-Results: other.example; spf=pass smtp.mailfrom=bank.test\r\n\
+         From: <ceo@bank.test>\r\nSubject: wire the money\r\n\r\nFORGED-HEADERS\r\n"
+    );
+    let forged = letter("ceo@bank.test", "bob@b.test", &message);
+    send(&m, bob, &forged).await.expect("delivered, tagged");
+    assert!(
+        in_bobs_maildir(&b, "FORGED-HEADERS").await,
+        "{}",
+        b.bridge_log()
+    );
+    let stored = b.postfix.maildir_messages("bob").remove(0);
+    let text = String::from_utf8_lossy(&stored);
+    assert!(
+        !text.contains(&forged_key),
+        "forged key header kept:\n{text}"
+    );
+    assert!(!text.contains("X-Toxmail-Verdict"), "{text}");
+    assert!(
+        !text.contains("x-toxmail=pass"),
+        "forged verdict kept:\n{text}"
+    );
+    assert!(
+        text.contains("other.example; spf=pass"),
+        "another host's results are not ours to remove:\n{text}"
+    );
+    let ours: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("Authentication-Results: mx.b.test;"))
+        .collect();
+    assert_eq!(ours.len(), 1, "{text}");
+    assert!(ours[0].contains("x-toxmail=none"), "{text}");
+    let key = m.public_key().to_string();
+    assert!(
+        text.contains(&format!("X-Toxmail-Sender-Key: {key}")),
+        "{text}"
+    );
+
+    // A stranger claiming one of B's own users.
+    let local = letter("alice@b.test", "bob@b.test", &body("FAKE-LOCAL"));
+    let code = refused_for_good(send(&m, bob, &local).await, "a local sender");
+    assert_eq!(code, NackCode::Forged);
+    let local = letter("Alice@B.TEST", "bob@b.test", &body("FAKE-LOCAL"));
+    refused_for_good(send(&m, bob, &local).await, "a local sender, other case");
+}
