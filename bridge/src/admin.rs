@@ -34,9 +34,24 @@ pub async fn migrate(config: &Config) -> Result {
 }
 
 pub async fn check_config(config: &Config) -> Result {
-    identity::read_key_file(&config.bridge.key_file).map_err(|e| e.to_string())?;
-    store(config)?.ping().await.map_err(|e| e.to_string())?;
-    println!("configuration OK; key file readable; database reachable");
+    let pass = identity::read_key_file(&config.bridge.key_file).map_err(|e| e.to_string())?;
+    let store = store(config)?;
+    store.ping().await.map_err(|e| e.to_string())?;
+    let rows = store.identities().await.map_err(|e| e.to_string())?;
+    let mut problems = Vec::new();
+    for row in &rows {
+        if let Err(e) = identity::verify(config, &row.address, &row.tox_id, &pass).await {
+            problems.push(e.to_string());
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
+    }
+    println!(
+        "configuration OK; key file readable; database reachable; {} identit{} with their savedata",
+        rows.len(),
+        if rows.len() == 1 { "y" } else { "ies" }
+    );
     Ok(())
 }
 
@@ -59,15 +74,31 @@ pub async fn identity_add(config: &Config, address: &str) -> Result {
     Ok(())
 }
 
+/// Each identity with the Tox ID its savedata actually holds; a listed identity whose savedata
+/// is missing, unreadable or holds another key is shown as such, and the command fails.
 pub async fn identity_list(config: &Config) -> Result {
-    for row in store(config)?
+    let pass = identity::read_key_file(&config.bridge.key_file).map_err(|e| e.to_string())?;
+    let rows = store(config)?
         .identities()
         .await
-        .map_err(|e| e.to_string())?
-    {
-        println!("{}\t{}", row.address, row.tox_id);
+        .map_err(|e| e.to_string())?;
+    let mut broken = 0;
+    for row in rows {
+        match identity::verify(config, &row.address, &row.tox_id, &pass).await {
+            Ok(loaded) => println!("{}\t{loaded}", row.address),
+            Err(e) => {
+                broken += 1;
+                println!("{}\t{}\tNOT LOADABLE: {e}", row.address, row.tox_id);
+            }
+        }
     }
-    Ok(())
+    match broken {
+        0 => Ok(()),
+        n => Err(format!(
+            "{n} identit{} cannot be loaded",
+            if n == 1 { "y" } else { "ies" }
+        )),
+    }
 }
 
 pub async fn contact_add(config: &Config, address: &str, tox_id: &str) -> Result {

@@ -112,15 +112,25 @@ pub fn resolver_config(config: &Config) -> ResolverConfig {
     }
 }
 
-/// Makes sure the default identity exists; returns every identity address.
-async fn identities(config: &Config, store: &Store) -> Result<Vec<String>, AppError> {
+/// Every identity the database lists. The site's default identity is made on the first run,
+/// when the database has none: the one time `run` creates keys. Any other identity comes from
+/// `identity add`, and a listed identity without its savedata stops the bridge.
+async fn identities(config: &Config, store: &Store) -> Result<Vec<IdentityRow>, AppError> {
     let mut rows = store.identities().await?;
+    // Before making any key: a state_dir that lost listed identities is the wrong one.
+    for row in &rows {
+        let path = identity::savedata_path(&config.bridge.state_dir, &row.address);
+        if !path.is_file() {
+            let address = row.address.clone();
+            return Err(identity::IdentityError::Missing { address, path }.into());
+        }
+    }
     if !rows.iter().any(|r| r.address == DEFAULT_IDENTITY) {
         let id = identity::create(config, DEFAULT_IDENTITY).await?;
         store.add_identity(DEFAULT_IDENTITY, &id).await?;
         rows = store.identities().await?;
     }
-    Ok(rows.into_iter().map(|r| r.address).collect())
+    Ok(rows)
 }
 
 /// Our own identities, by address and as `<ToxID>@tox`, are local: mail to them never loops
@@ -222,12 +232,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let store = Store::connect(&config.database.url, config.database.max_connections)?;
-    let addresses = identities(&config, &store).await?;
+    let rows = identities(&config, &store).await?;
     let pass = identity::read_key_file(&config.bridge.key_file)?;
     let mut nodes = Vec::new();
     let mut keys = HashMap::new();
-    for address in &addresses {
-        let node = identity::start_node(&config, address, &pass).await?;
+    for row in &rows {
+        let address = &row.address;
+        let node = identity::start_node(&config, address, &row.tox_id, &pass).await?;
         let secret = node
             .handle
             .secret_key()

@@ -23,6 +23,33 @@ pub enum IdentityError {
     KeyFileShort(PathBuf),
     #[error("identity {0}: {1}")]
     Tox(String, tox_runtime::RuntimeError),
+    /// The database lists an identity whose savedata is not there: a wrong `state_dir`, or a
+    /// lost file. New keys would silently cut off every peer that knows the old Tox ID.
+    #[error(
+        "identity {address}: its savedata {} is missing; refusing to make new keys for it \
+         (is bridge.state_dir right? restore the file; only `identity add` creates identities)",
+        path.display()
+    )]
+    Missing { address: String, path: PathBuf },
+    #[error(
+        "identity {address}: savedata {} cannot be opened with the key file (wrong key_file?): {source}",
+        path.display()
+    )]
+    Unreadable {
+        address: String,
+        path: PathBuf,
+        source: tox_runtime::RuntimeError,
+    },
+    #[error(
+        "identity {address}: savedata {} holds Tox key {found}, the database lists {expected}",
+        path.display()
+    )]
+    Mismatch {
+        address: String,
+        path: PathBuf,
+        expected: PublicKey,
+        found: PublicKey,
+    },
 }
 
 /// Reads the operator's key file; its bytes are the toxencryptsave passphrase.
@@ -74,22 +101,56 @@ pub fn node_options(config: &Config, address: &str, passphrase: &[u8]) -> Option
         .name("toxmail")
 }
 
-/// Starts an identity's node (creating the identity if it has no savedata yet).
+/// Starts the node of an identity the database lists as `expected`. Never creates keys: a
+/// missing savedata, one the key file cannot open, or one holding another key is an error that
+/// names the file.
 pub async fn start_node(
     config: &Config,
     address: &str,
+    expected: &ToxId,
     passphrase: &[u8],
 ) -> Result<Node, IdentityError> {
     let path = savedata_path(&config.bridge.state_dir, address);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| IdentityError::KeyFile {
-            path: dir.to_path_buf(),
+    if !path.is_file() {
+        return Err(IdentityError::Missing {
+            address: address.to_string(),
+            path,
+        });
+    }
+    let node = Node::start(node_options(config, address, passphrase))
+        .await
+        .map_err(|source| IdentityError::Unreadable {
+            address: address.to_string(),
+            path: path.clone(),
             source,
         })?;
+    let found = node.info.address.public_key();
+    if found != expected.public_key() {
+        node.shutdown().await;
+        return Err(IdentityError::Mismatch {
+            address: address.to_string(),
+            path,
+            expected: expected.public_key(),
+            found,
+        });
     }
-    Node::start(node_options(config, address, passphrase))
-        .await
-        .map_err(|e| IdentityError::Tox(address.to_string(), e))
+    Ok(node)
+}
+
+/// Checks, without joining the network, that an identity's savedata is there, opens with the
+/// key file and holds the listed key; returns the Tox ID actually loaded.
+pub async fn verify(
+    config: &Config,
+    address: &str,
+    expected: &ToxId,
+    passphrase: &[u8],
+) -> Result<ToxId, IdentityError> {
+    let mut offline = config.clone();
+    offline.tox.bootstrap.clear();
+    let node = start_node(&offline, address, expected, passphrase).await?;
+    let id = node.info.address;
+    node.shutdown().await;
+    Ok(id)
 }
 
 /// Creates (or re-reads) an identity and returns its Tox ID, without keeping the node running.

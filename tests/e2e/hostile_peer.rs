@@ -253,3 +253,109 @@ async fn forged_trace_headers_are_stripped_and_a_local_sender_from_a_stranger_is
     let local = letter("Alice@B.TEST", "bob@b.test", &body("FAKE-LOCAL"));
     refused_for_good(send(&m, bob, &local).await, "a local sender, other case");
 }
+
+/// Runs `toxmail-bridge run` on `config` and returns its exit status and output once it exits;
+/// panics if it is still running after 60 s (it would have started with new keys).
+fn run_until_exit(config: &std::path::Path) -> (std::process::ExitStatus, String) {
+    let log = config.with_extension("run.log");
+    let mut child =
+        toxmail_tests::site::spawn_daemon(&toxmail_tests::site::bridge_binary(), config, &log);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status, std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the bridge started without its identities' savedata:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_whose_state_dir_lost_its_identities_refuses_to_start() {
+    toxmail_tests::init_logging();
+    let root = tempfile::tempdir().unwrap();
+    let boot = BootstrapDaemon::start(root.path()).unwrap();
+    let mut b_spec: SiteSpec = spec("site-b", "b.test", &["bob"]);
+    b_spec.identities = vec!["bob@b.test".into()];
+    let b = Site::prepare(root.path(), b_spec, &boot.node);
+    let bob = b.identities["bob@b.test"];
+    let listed = b.admin(&["identity", "list"]).expect("identity list");
+    assert!(listed.contains(&format!("bob@b.test\t{bob}")), "{listed}");
+    b.admin(&["check-config"])
+        .expect("check-config with the real state_dir");
+
+    // The operator points state_dir at an empty directory (a typo, a lost volume).
+    let config = std::fs::read_to_string(&b.config).unwrap();
+    let real = b.dir.join("state");
+    let empty = b.dir.join("state-empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let wrong = config.replace(
+        &format!("state_dir = \"{}\"", real.display()),
+        &format!("state_dir = \"{}\"", empty.display()),
+    );
+    assert_ne!(wrong, config);
+    let wrong_config = b.dir.join("wrong-state.toml");
+    std::fs::write(&wrong_config, wrong).unwrap();
+
+    let (status, out) = run_until_exit(&wrong_config);
+    assert!(!status.success(), "{out}");
+    let missing = toxmail_tests::site::run_admin(
+        &toxmail_tests::site::bridge_binary(),
+        &wrong_config,
+        &["check-config"],
+    )
+    .expect_err("check-config reports the missing savedata");
+    for text in [&out, &missing] {
+        assert!(
+            text.contains("savedata") && text.contains("missing"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&empty.display().to_string()),
+            "names the file: {text}"
+        );
+    }
+    let listed = toxmail_tests::site::run_admin(
+        &toxmail_tests::site::bridge_binary(),
+        &wrong_config,
+        &["identity", "list"],
+    )
+    .expect_err("identity list fails");
+    assert!(listed.contains("cannot be loaded"), "{listed}");
+    let made: Vec<_> = walk(&empty);
+    assert!(made.is_empty(), "no keys minted: {made:?}");
+
+    // The right state_dir with the wrong key file: refused too, naming the file.
+    std::fs::write(b.dir.join("other.key"), b"another key file, 32 bytes long!").unwrap();
+    let other_key = config.replace(
+        &format!("key_file = \"{}\"", b.dir.join("bridge.key").display()),
+        &format!("key_file = \"{}\"", b.dir.join("other.key").display()),
+    );
+    assert_ne!(other_key, config);
+    let other_config = b.dir.join("other-key.toml");
+    std::fs::write(&other_config, other_key).unwrap();
+    let (status, out) = run_until_exit(&other_config);
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("cannot be opened with the key file"), "{out}");
+    assert!(out.contains(&real.display().to_string()), "{out}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
