@@ -260,6 +260,7 @@ pub async fn run(
         keys: keys.clone(),
         resolver: resolver.clone(),
         sender_mismatch: config.inbound.sender_mismatch,
+        lifetime: config.lifetime(),
         injector: Notify::new(),
     });
     let relay_service = serve_friends(&config).await?;

@@ -359,3 +359,67 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_local_mta_refuses_after_the_ack_bounces_to_its_sender() {
+    toxmail_tests::init_logging();
+    let root = tempfile::tempdir().unwrap();
+    let boot = BootstrapDaemon::start(root.path()).unwrap();
+    let mut a = Site::prepare(
+        root.path(),
+        spec("site-a", "a.test", &["alice"]),
+        &boot.node,
+    );
+    let mut b = Site::prepare(root.path(), spec("site-b", "b.test", &["bob"]), &boot.node);
+    let (alice, bob) = (a.identities["alice@a.test"], b.identities["bob@b.test"]);
+    a.admin(&["contact", "add", "bob@b.test", &bob.to_string()])
+        .expect("contact at A");
+    b.admin(&["contact", "add", "alice@a.test", &alice.to_string()])
+        .expect("contact at B");
+    // B's content filter refuses the message at DATA; the mailbox probe (RCPT) still passes, so
+    // B acks first and learns of the refusal only when it injects.
+    let checks = b.dir.join("header_checks");
+    std::fs::write(
+        &checks,
+        "/^Subject: .*REFUSE-AFTER-ACK/ REJECT 5.7.1 content refused by site policy\n",
+    )
+    .unwrap();
+    b.postfix
+        .postconf(&format!("header_checks = regexp:{}", checks.display()));
+    a.start_bridge();
+    b.start_bridge();
+
+    let to = ["bob@b.test"];
+    let m = toxmail_tests::smtp::message("alice@a.test", &to, "REFUSE-AFTER-ACK", "Hi Bob\r\n");
+    let out = toxmail_tests::smtp::send(a.postfix.smtp_addr(), "alice@a.test", &to, &m)
+        .await
+        .unwrap();
+    assert!(out.accepted(), "{out:?}");
+    let bounced = wait_for(CONNECT * 2, || {
+        a.postfix
+            .maildir_messages("alice")
+            .iter()
+            .any(|m| contains(m, "Action: failed"))
+    });
+    assert!(
+        bounced.await,
+        "no DSN reached alice\nA:\n{}\nB:\n{}\n{}",
+        a.bridge_log(),
+        b.bridge_log(),
+        b.postfix.maillog()
+    );
+    let dsn = a.postfix.maildir_messages("alice").remove(0);
+    let text = String::from_utf8_lossy(&dsn);
+    for expected in [
+        "Reporting-MTA: dns; mx.b.test",
+        "Final-Recipient: rfc822; bob@b.test",
+        "Status: 5.7.1",
+        "content refused by site policy",
+        "text/rfc822-headers",
+        "Subject: REFUSE-AFTER-ACK",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing:\n{text}");
+    }
+    assert!(b.postfix.maildir_messages("bob").is_empty());
+    assert!(b.bridge_log().contains("bounced to the envelope sender"));
+}

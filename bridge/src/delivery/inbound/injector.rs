@@ -1,6 +1,7 @@
 //! The injector: hands committed inbound mail to the local MTA, retrying with backoff. Each
-//! envelope is opened again and admitted again (the directory or local domains may have changed
-//! since the ack); forged trace headers are stripped and this bridge's own prepended.
+//! envelope is opened again and its recipient bound again (local domains or identities may have
+//! changed since the ack); forged trace headers are stripped and this bridge's own prepended. A
+//! permanent refusal, or temporary ones past the queue lifetime, bounce to the sender (`bounce`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -8,10 +9,13 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use toxmail_protocol::{open, public_key_of};
 
+use toxmail_protocol::Letter;
+
 use super::InboundContext;
 use super::admission::{self, Verdict};
-use crate::delivery::smtp_client::{self, SmtpError};
-use crate::delivery::{backoff, trace};
+use super::bounce::{self, AfterFailure, after_failure};
+use crate::address::ReversePath;
+use crate::delivery::{smtp_client, trace};
 use crate::store::InboundRow;
 
 /// Hands committed inbound mail to the local MTA, retrying with backoff until it succeeds.
@@ -45,6 +49,8 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
     let opened = match open(&row.envelope, secret) {
         Ok(o) => o,
         Err(e) => {
+            // Opened at admission with this key: the row or the key changed under us.
+            tracing::error!(%id, error = %e, "stored inbound envelope cannot be opened");
             let reason = format!("cannot open: {e}");
             let _ = ctx.store.mark_inbound_failed(&key, &reason).await;
             return;
@@ -52,20 +58,28 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
     };
     let letter = opened.letter;
     let meta = &letter.metadata;
-    let bound = admission::bind_recipient(
-        &meta.recipient,
-        &row.identity,
-        &public_key_of(secret),
-        &ctx.site,
-    );
-    let sender = admission::parse_sender(&meta.envelope_sender);
-    let (rcpt, sender) = match (bound, sender) {
-        (Ok(rcpt), Ok(sender)) => (rcpt, sender),
-        (Err(refusal), _) | (_, Err(refusal)) => {
-            let _ = ctx.store.mark_inbound_failed(&key, &refusal.detail).await;
-            return;
-        }
+    let Ok(sender) = admission::parse_sender(&meta.envelope_sender) else {
+        // Admission refuses such senders; a row from before it cannot be bounced.
+        let _ = ctx
+            .store
+            .mark_inbound_failed(&key, "sender is not an address")
+            .await;
+        return;
     };
+    let secret_key = public_key_of(secret);
+    let rcpt =
+        match admission::bind_recipient(&meta.recipient, &row.identity, &secret_key, &ctx.site) {
+            Ok(rcpt) => rcpt,
+            Err(refusal) => {
+                // The site changed since the ack (a domain or identity removed): bounce.
+                let diagnostic = format!("no longer a mailbox of this site: {}", refusal.detail);
+                let outcome = AfterFailure::Bounce {
+                    status: (5, 1, 1),
+                    diagnostic,
+                };
+                return give_up_or_retry(ctx, &row, &letter, &sender, outcome).await;
+            }
+        };
     let verdict = Verdict::from_db(&row.sender_verdict);
     let now = SystemTime::now();
     let mut message = trace::trace_headers(&ctx.hostname, &row.sender_key, &id, now);
@@ -83,22 +97,60 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
                 tracing::error!(%id, error = %e, "injected but not marked; it may be injected again");
             }
         }
-        Err(e @ SmtpError::Rejected { .. }) if e.is_permanent() => {
-            tracing::warn!(%id, error = %e, "local MTA refused the message");
-            let _ = ctx.store.mark_inbound_failed(&key, &e.to_string()).await;
+        Err(e) => {
+            let outcome = after_failure(&e, row.attempts, row.received, ctx.lifetime, now);
+            match &outcome {
+                AfterFailure::Retry(at) => {
+                    let retry_in = at.duration_since(now).unwrap_or_default();
+                    tracing::info!(%id, error = %e, ?retry_in, "injection deferred");
+                }
+                AfterFailure::Bounce { .. } => {
+                    tracing::warn!(%id, error = %e, "local MTA refused the message; bouncing");
+                }
+            }
+            give_up_or_retry(ctx, &row, &letter, &sender, outcome).await;
+        }
+    }
+}
+
+/// Reschedules the row, or bounces it to its sender and then marks it failed. A bounce that
+/// cannot be sent leaves the row pending: it is tried again, so no path ends in silence.
+async fn give_up_or_retry(
+    ctx: &InboundContext,
+    row: &InboundRow,
+    letter: &Letter,
+    sender: &ReversePath,
+    outcome: AfterFailure,
+) {
+    let (id, key) = (row.message_id, row.key());
+    let (status, diagnostic) = match outcome {
+        AfterFailure::Retry(at) => {
+            let _ = ctx.store.reschedule_inbound(&key, at, "deferred").await;
+            return;
+        }
+        AfterFailure::Bounce { status, diagnostic } => (status, diagnostic),
+    };
+    let recipient = &letter.metadata.recipient;
+    match bounce::bounce(
+        ctx,
+        row,
+        letter,
+        sender,
+        recipient,
+        status,
+        diagnostic.clone(),
+    )
+    .await
+    {
+        Ok(()) => {
+            tracing::info!(%id, "bounced to the envelope sender");
+            let reason = format!("bounced: {diagnostic}");
+            let _ = ctx.store.mark_inbound_failed(&key, &reason).await;
         }
         Err(e) => {
-            let wait = backoff(
-                row.attempts,
-                Duration::from_secs(5),
-                Duration::from_secs(600),
-            );
-            tracing::info!(%id, error = %e, retry_in = ?wait, "injection deferred");
-            let next = SystemTime::now() + wait;
-            let _ = ctx
-                .store
-                .reschedule_inbound(&key, next, &e.to_string())
-                .await;
+            tracing::warn!(%id, error = %e, "bounce not sent; retrying the row later");
+            let at = SystemTime::now() + Duration::from_secs(60);
+            let _ = ctx.store.reschedule_inbound(&key, at, &diagnostic).await;
         }
     }
 }

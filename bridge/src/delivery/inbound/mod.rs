@@ -6,6 +6,7 @@
 //! trace headers, prepends its own and hands it to the local MTA until it succeeds.
 
 pub mod admission;
+mod bounce;
 mod injector;
 
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct InboundContext {
     /// How mail to a sender would be routed: what the site knows of the sender's key.
     pub resolver: Arc<Resolver>,
     pub sender_mismatch: SenderMismatch,
+    /// How long the injector keeps retrying a temporary refusal before it bounces.
+    pub lifetime: std::time::Duration,
     pub injector: Notify,
 }
 
