@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use toxmail_protocol::ToxId;
 
 use crate::app::resolver_config;
-use crate::config::Config;
+use crate::config::{Config, NextHop};
 use crate::identity;
 use crate::resolve::Resolver;
 use crate::store::Store;
@@ -202,8 +202,44 @@ pub fn postfix_config(config: &Config) -> String {
          toxlmtp   unix  -       -       n       -       -       lmtp\n  \
            -o lmtp_send_xforward_command=yes\n",
     );
+    out.push_str(&injection_service(&config.next_hop()));
     out
 }
+
+/// The smtpd the bridge injects received mail into (`inbound.next_hop`): it takes mail for this
+/// site's own domains only and trusts no client, so even a recipient that got past the bridge's
+/// checks cannot make it relay; pipelining before the greeting and bare newlines are refused.
+pub fn injection_service(hop: &NextHop) -> String {
+    if hop.lmtp {
+        return "# inbound.next_hop is LMTP: the bridge injects into the mailbox server directly.\n"
+            .into();
+    }
+    if hop.addr.port() == 25 {
+        return "# inbound.next_hop is port 25, the ordinary smtpd, which trusts mynetworks: give the\n\
+                # bridge a service of its own (inbound.next_hop = \"smtp:127.0.0.1:10026\", and\n\
+                # inbound.notice_hop = \"smtp:127.0.0.1:25\" for the DSNs it sends), then run this again.\n"
+            .into();
+    }
+    format!(
+        "# {INJECTION_MARK}: received mail from the bridge (inbound.next_hop), local domains only.\n\
+         # The bridge's DSNs go to inbound.notice_hop (your ordinary smtpd), not here.\n\
+         {addr} inet  n       -       n       -       -       smtpd\n  \
+           -o syslog_name=postfix/toxmail-inject\n  \
+           -o mynetworks=\n  \
+           -o smtpd_client_restrictions=\n  \
+           -o smtpd_helo_restrictions=\n  \
+           -o smtpd_sender_restrictions=\n  \
+           -o smtpd_relay_restrictions=reject_unauth_destination\n  \
+           -o smtpd_recipient_restrictions=reject_unauth_destination\n  \
+           -o smtpd_data_restrictions=reject_unauth_pipelining\n  \
+           -o smtpd_forbid_unauth_pipelining=yes\n  \
+           -o smtpd_forbid_bare_newline=yes\n",
+        addr = hop.addr
+    )
+}
+
+/// The comment line that opens the injection service in `postfix-config`'s output.
+pub const INJECTION_MARK: &str = "toxmail injection service";
 
 #[cfg(test)]
 mod tests {
@@ -223,5 +259,25 @@ mod tests {
         config.milter.listen = "127.0.0.1:8892".into();
         let out = postfix_config(&config);
         assert!(out.contains("smtpd_milters = { inet:127.0.0.1:8892, default_action=accept }"));
+    }
+
+    #[test]
+    fn the_injection_service_trusts_no_client_and_takes_local_domains_only() {
+        let hop = crate::config::parse_next_hop("smtp:127.0.0.1:10026").unwrap();
+        let out = injection_service(&hop);
+        assert!(
+            out.contains("127.0.0.1:10026 inet  n       -       n"),
+            "{out}"
+        );
+        for option in [
+            "-o mynetworks=\n",
+            "-o smtpd_relay_restrictions=reject_unauth_destination",
+            "-o smtpd_recipient_restrictions=reject_unauth_destination",
+            "-o smtpd_forbid_unauth_pipelining=yes",
+        ] {
+            assert!(out.contains(option), "{option}: {out}");
+        }
+        let port25 = crate::config::parse_next_hop("smtp:127.0.0.1:25").unwrap();
+        assert!(!injection_service(&port25).contains("inet"));
     }
 }

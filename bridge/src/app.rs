@@ -256,6 +256,7 @@ pub async fn run(
         store: store.clone(),
         hostname: config.bridge.hostname.clone(),
         next_hop: config.next_hop(),
+        notice_hop: config.notice_hop(),
         site: site_view(&config, &keys),
         keys: keys.clone(),
         resolver: resolver.clone(),
@@ -344,7 +345,7 @@ pub async fn run(
     }
     let notifier = Notifier {
         store: store.clone(),
-        hop: config.next_hop(),
+        hop: config.notice_hop(),
         hostname: config.bridge.hostname.clone(),
         delay: Duration::from_secs(config.queue.delay_notice_secs),
     };
@@ -355,7 +356,7 @@ pub async fn run(
             policy: config.milter.policy,
             tox_transport: config.milter.tox_transport.clone(),
             hostname: config.bridge.hostname.clone(),
-            notice_hop: config.next_hop(),
+            notice_hop: config.notice_hop(),
         };
         set.spawn(milter::serve(
             listener,

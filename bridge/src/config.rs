@@ -350,7 +350,12 @@ fn default_delay_notice() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct InboundSection {
     /// Where received mail is injected: "smtp:127.0.0.1:25" (Postfix) or "lmtp:127.0.0.1:24" (Dovecot).
+    /// Best a dedicated Postfix service that takes mail for local domains only (`postfix-config`).
     pub next_hop: String,
+    /// Where the bridge's own messages go (DSNs, milter notices), which may be for other sites:
+    /// the MTA's ordinary smtpd. Empty: `next_hop`.
+    #[serde(default)]
+    pub notice_hop: String,
     /// Mail domains this site receives for (recipients outside them get a permanent nack).
     pub local_domains: Vec<String>,
     /// What to do with mail whose sealing key contradicts what this site knows of its envelope
@@ -413,6 +418,10 @@ impl Config {
             parse_listen(&self.milter.listen).map_err(|m| invalid("milter.listen", m))?;
         }
         parse_next_hop(&self.inbound.next_hop).map_err(|m| invalid("inbound.next_hop", m))?;
+        if !self.inbound.notice_hop.is_empty() {
+            parse_next_hop(&self.inbound.notice_hop)
+                .map_err(|m| invalid("inbound.notice_hop", m))?;
+        }
         for b in &self.tox.bootstrap {
             b.key
                 .parse::<PublicKey>()
@@ -498,6 +507,14 @@ impl Config {
 
     pub fn next_hop(&self) -> NextHop {
         parse_next_hop(&self.inbound.next_hop).expect("validated at load")
+    }
+
+    /// Where DSNs and notices go: `inbound.notice_hop`, or `next_hop` when unset.
+    pub fn notice_hop(&self) -> NextHop {
+        match self.inbound.notice_hop.as_str() {
+            "" => self.next_hop(),
+            hop => parse_next_hop(hop).expect("validated at load"),
+        }
     }
 }
 

@@ -57,15 +57,19 @@ fn letter(sender: &str, recipient: &str, message: &str) -> Letter {
 }
 
 /// Seals `letter` with the attacker's key to `to` and delivers it under the letter's id.
-async fn send(from: &Peer, to: ToxId, letter: &Letter) -> Result<(), DeliveryError> {
+async fn send(b: &Site, from: &Peer, to: ToxId, letter: &Letter) -> Result<(), DeliveryError> {
     let envelope = seal(letter, &from.secret, &to.public_key()).expect("seal");
     let courier: &Courier = &from.courier;
-    tokio::time::timeout(
-        CONNECT,
-        courier.deliver(to, letter.message_id, envelope.into()),
-    )
-    .await
-    .expect("a verdict in time")
+    let delivery = courier.deliver(to, letter.message_id, envelope.into());
+    match tokio::time::timeout(CONNECT, delivery).await {
+        Ok(verdict) => verdict,
+        Err(_) => panic!(
+            "no verdict on {} in {CONNECT:?}; courier stats {:?}\nbridge log:\n{}",
+            letter.message_id,
+            from.courier.stats(),
+            b.bridge_log()
+        ),
+    }
 }
 
 fn refused_for_good(result: Result<(), DeliveryError>, what: &str) -> NackCode {
@@ -100,7 +104,7 @@ async fn hostile_addresses_in_a_sealed_envelope_are_refused_and_nothing_is_relay
     let m = attacker(root.path(), "mallory", &boot).await;
 
     let control = letter("m@m.test", "bob@b.test", &body("CONTROL-1"));
-    send(&m, bob, &control).await.expect("control delivery");
+    send(&b, &m, bob, &control).await.expect("control delivery");
     assert!(in_bobs_maildir(&b, "CONTROL-1").await, "{}", b.bridge_log());
 
     let smuggle = "carol@plain.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nSMUGGLED\r\n.\r\n\
@@ -136,13 +140,13 @@ async fn hostile_addresses_in_a_sealed_envelope_are_refused_and_nothing_is_relay
         ),
     ];
     for (what, attack) in &attacks {
-        refused_for_good(send(&m, bob, attack).await, what);
+        refused_for_good(send(&b, &m, bob, attack).await, what);
     }
 
     // Everything refused was refused before any byte reached Postfix: a control delivery sent
     // after the attacks arrives, and nothing else did, at bob's, at alice's, or in the sink.
     let control = letter("m@m.test", "bob@b.test", &body("CONTROL-2"));
-    send(&m, bob, &control).await.expect("second control");
+    send(&b, &m, bob, &control).await.expect("second control");
     assert!(in_bobs_maildir(&b, "CONTROL-2").await, "{}", b.bridge_log());
     b.postfix.flush();
     tokio::time::sleep(Duration::from_secs(1)).await; // let a queued relay attempt show
@@ -154,6 +158,31 @@ async fn hostile_addresses_in_a_sealed_envelope_are_refused_and_nothing_is_relay
     );
     assert_eq!(b.postfix.maildir_messages("bob").len(), 2, "{log}");
     assert!(b.postfix.maildir_messages("alice").is_empty(), "{log}");
+
+    // Defence in depth: the injection service `postfix-config` prints refuses to relay on its
+    // own, even to a client on 127.0.0.1, where the site's ordinary smtpd trusts mynetworks.
+    let outside = [
+        "carol@plain.test",
+        "carol%plain.test@b.test",
+        "plain.test!carol@b.test",
+    ];
+    let rcpts = [&outside[..], &["bob@b.test"]].concat();
+    let m = toxmail_tests::smtp::message("m@m.test", &rcpts, "direct", "INJECT-DIRECT\r\n");
+    let out = toxmail_tests::smtp::send(b.inject, "m@m.test", &rcpts, &m)
+        .await
+        .unwrap();
+    let codes = out.rcpt_codes();
+    assert!(codes[..3].iter().all(|c| *c >= 500), "{out:?}");
+    assert_eq!(codes[3], 250, "{out:?}");
+    assert!(out.accepted(), "{out:?}");
+    let ordinary = toxmail_tests::smtp::send(b.postfix.smtp_addr(), "m@m.test", &outside[..1], &m)
+        .await
+        .unwrap();
+    assert_eq!(
+        ordinary.rcpt_codes(),
+        [250],
+        "control: the ordinary smtpd relays for mynetworks"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,19 +201,21 @@ async fn a_stranger_squatting_a_message_id_does_not_suppress_the_real_mail() {
     let real = letter("alice@a.test", "bob@b.test", &body("REAL-MAIL"));
     let mut squat = letter("alice@a.test", "bob@b.test", &body("SQUATTED"));
     squat.message_id = real.message_id;
-    send(&s, bob, &squat)
+    send(&b, &s, bob, &squat)
         .await
         .expect("the squatter's own envelope is stored");
     assert!(in_bobs_maildir(&b, "SQUATTED").await, "{}", b.bridge_log());
 
-    send(&a, bob, &real).await.expect("the real mail is acked");
+    send(&b, &a, bob, &real)
+        .await
+        .expect("the real mail is acked");
     assert!(
         in_bobs_maildir(&b, "REAL-MAIL").await,
         "the real mail was acked as a duplicate of the squatter's\n{}",
         b.bridge_log()
     );
     // A resend of the real mail is still a duplicate: one copy.
-    send(&a, bob, &real).await.expect("resend acked");
+    send(&b, &a, bob, &real).await.expect("resend acked");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let copies = b
         .postfix
@@ -213,7 +244,7 @@ async fn forged_trace_headers_are_stripped_and_a_local_sender_from_a_stranger_is
          From: <ceo@bank.test>\r\nSubject: wire the money\r\n\r\nFORGED-HEADERS\r\n"
     );
     let forged = letter("ceo@bank.test", "bob@b.test", &message);
-    send(&m, bob, &forged).await.expect("delivered, tagged");
+    send(&b, &m, bob, &forged).await.expect("delivered, tagged");
     assert!(
         in_bobs_maildir(&b, "FORGED-HEADERS").await,
         "{}",
@@ -248,10 +279,13 @@ async fn forged_trace_headers_are_stripped_and_a_local_sender_from_a_stranger_is
 
     // A stranger claiming one of B's own users.
     let local = letter("alice@b.test", "bob@b.test", &body("FAKE-LOCAL"));
-    let code = refused_for_good(send(&m, bob, &local).await, "a local sender");
+    let code = refused_for_good(send(&b, &m, bob, &local).await, "a local sender");
     assert_eq!(code, NackCode::Forged);
     let local = letter("Alice@B.TEST", "bob@b.test", &body("FAKE-LOCAL"));
-    refused_for_good(send(&m, bob, &local).await, "a local sender, other case");
+    refused_for_good(
+        send(&b, &m, bob, &local).await,
+        "a local sender, other case",
+    );
 }
 
 /// Runs `toxmail-bridge run` on `config` and returns its exit status and output once it exits;

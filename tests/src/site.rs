@@ -101,6 +101,8 @@ pub struct Site {
     pub config: PathBuf,
     pub lmtp: SocketAddr,
     pub socketmap: SocketAddr,
+    /// The Postfix service the bridge injects received mail into (local domains only).
+    pub inject: SocketAddr,
     pub identities: HashMap<String, ToxId>,
     bridge: Option<Child>,
 }
@@ -126,6 +128,19 @@ impl Site {
             ],
             None => Vec::new(),
         };
+        std::fs::write(dir.join("bridge.key"), b"test key file, 32 bytes or more!").unwrap();
+        let config = dir.join("bridge.toml");
+        // The bridge injects into the service its own `postfix-config` prints, as an operator
+        // would set it up; DSNs go to the site's ordinary smtpd (known once Postfix runs).
+        let inject: SocketAddr = ([127, 0, 0, 1], free_tcp_port().unwrap()).into();
+        let hops = Hops {
+            inject,
+            notice: inject,
+        };
+        let draft = bridge_config(&spec, &dir, &pg, hops, socketmap, lmtp, bootstrap);
+        std::fs::write(&config, draft).unwrap();
+        let fragment =
+            run_admin(&bridge_binary(), &config, &["postfix-config"]).expect("postfix-config");
         let postfix = PostfixSite::start(SiteConfig {
             name: spec.name.clone(),
             domain: spec.domain.clone(),
@@ -133,12 +148,14 @@ impl Site {
             transport_maps: Some(format!("socketmap:inet:{socketmap}:transport")),
             relay_sink: spec.relay_sink,
             extra_main_cf,
-            extra_master_cf: Vec::new(),
+            extra_master_cf: vec![injection_service(&fragment)],
         })
         .expect("postfix");
-        std::fs::write(dir.join("bridge.key"), b"test key file, 32 bytes or more!").unwrap();
-        let config = dir.join("bridge.toml");
-        let mut text = bridge_config(&spec, &dir, &pg, &postfix, socketmap, lmtp, bootstrap);
+        let hops = Hops {
+            inject,
+            notice: postfix.smtp_addr(),
+        };
+        let mut text = bridge_config(&spec, &dir, &pg, hops, socketmap, lmtp, bootstrap);
         if let (Some(addr), Some(policy)) = (milter, &spec.milter) {
             text.push_str(&format!(
                 "\n[milter]\nlisten = \"{addr}\"\npolicy = \"{policy}\"\n"
@@ -154,6 +171,7 @@ impl Site {
             config,
             lmtp,
             socketmap,
+            inject,
             identities: HashMap::new(),
             bridge: None,
         };
@@ -228,11 +246,28 @@ impl Drop for Site {
     }
 }
 
+/// The master.cf block of the injection service in `postfix-config`'s output.
+fn injection_service(fragment: &str) -> String {
+    let start = fragment
+        .find("# toxmail injection service")
+        .unwrap_or_else(|| panic!("no injection service in postfix-config:\n{fragment}"));
+    let block = &fragment[start..];
+    let end = block.find("\n\n").unwrap_or(block.len());
+    block[..end].to_string()
+}
+
+/// Where the bridge injects received mail, and where its DSNs go.
+#[derive(Clone, Copy)]
+struct Hops {
+    inject: SocketAddr,
+    notice: SocketAddr,
+}
+
 fn bridge_config(
     spec: &SiteSpec,
     dir: &Path,
     pg: &PgServer,
-    postfix: &PostfixSite,
+    hops: Hops,
     socketmap: SocketAddr,
     lmtp: SocketAddr,
     bootstrap: &BootstrapNode,
@@ -278,7 +313,8 @@ retry_max_secs = 5
 {extra_queue}
 
 [inbound]
-next_hop = "smtp:{smtp}"
+next_hop = "smtp:{inject}"
+notice_hop = "smtp:{notice}"
 local_domains = ["{domain}"]
 "#,
         domain = spec.domain,
@@ -288,7 +324,8 @@ local_domains = ["{domain}"]
         dns = list(&spec.dns_domains),
         boot = bootstrap.addr,
         bootkey = bootstrap.dht_key,
-        smtp = postfix.smtp_addr(),
+        inject = hops.inject,
+        notice = hops.notice,
         extra_queue = spec.extra_queue,
         port_lo = spec
             .tox_ports

@@ -102,7 +102,7 @@ pub async fn bounce(
         }],
         original_headers: Some(letter.message.clone()),
     };
-    dsn::send(&ctx.next_hop, &ctx.hostname, &report).await
+    dsn::send(&ctx.notice_hop, &ctx.hostname, &report).await
 }
 
 #[cfg(test)]

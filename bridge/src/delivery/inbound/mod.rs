@@ -32,6 +32,8 @@ pub struct InboundContext {
     pub store: Store,
     pub hostname: String,
     pub next_hop: NextHop,
+    /// Where bounces go: they are for other sites, which an injection service refuses.
+    pub notice_hop: NextHop,
     /// Local domains, delimiter, identities and their public keys.
     pub site: SiteView,
     /// Identity address → secret key.
