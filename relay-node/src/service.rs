@@ -100,7 +100,19 @@ fn store_failure(e: &StoreError) -> DepositRefusal {
     DepositRefusal::new(RelayRefusal::StorageFailure, "relay storage unavailable")
 }
 
+/// The recipient already has an envelope under this id from another depositor: a message id is
+/// the sealer's choice, and one depositor's must not stand for (or hide) another's.
+fn id_taken() -> DepositRefusal {
+    DepositRefusal::new(
+        RelayRefusal::NotAllowed,
+        "another depositor's envelope is held for this recipient under this id",
+    )
+}
+
 fn quota_refusal(code: RelayRefusal) -> DepositRefusal {
+    if code == RelayRefusal::NotAllowed {
+        return id_taken();
+    }
     let detail = match code {
         RelayRefusal::QuotaCount => "daily deposit count reached; try later or another relay",
         RelayRefusal::QuotaBytes => "daily deposit volume reached; try later or another relay",
@@ -153,8 +165,9 @@ impl Inbox for RelayInbox {
         if let Some(refusal) = self.policy.judge(&from, &d) {
             return Err(refusal);
         }
-        match self.store.held_until(&d.message_id).await {
-            Ok(Some(expires)) => return Ok(Some(expires)),
+        match self.store.held_by(&d.recipient, &d.message_id).await {
+            Ok(Some((by, expires))) if by == from => return Ok(Some(expires)),
+            Ok(Some(_)) => return Err(id_taken()),
             Ok(None) => {}
             Err(e) => return Err(store_failure(&e)),
         }
@@ -416,7 +429,7 @@ async fn hand_on(courier: &Courier, store: &Store, h: Held) {
                     "recipient refused for now");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(300));
-                if !matches!(store.held_until(&id).await, Ok(Some(_))) {
+                if !matches!(store.held_by(&h.recipient, &id).await, Ok(Some(_))) {
                     break false; // expired and purged meanwhile, or the store is down
                 }
             }
@@ -432,7 +445,7 @@ async fn hand_on(courier: &Courier, store: &Store, h: Held) {
     };
     if delete {
         let mut wait = Duration::from_millis(200);
-        while let Err(e) = store.release(&id).await {
+        while let Err(e) = store.release(&h.recipient, &id).await {
             tracing::warn!(%id, error = %e, "cannot delete a delivered envelope; retrying");
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(30));

@@ -457,3 +457,65 @@ async fn a_message_the_local_mta_refuses_after_the_ack_bounces_to_its_sender() {
     assert!(b.postfix.maildir_messages("bob").is_empty());
     assert!(b.bridge_log().contains("bounced to the envelope sender"));
 }
+
+/// Seals `letter` from `from` to `to` and deposits it at relay `r` for an hour.
+async fn deposit(
+    r: &toxmail_tests::relay::RelayProcess,
+    from: &Peer,
+    to: toxmail_protocol::PublicKey,
+    letter: &Letter,
+) -> Result<(), DeliveryError> {
+    let envelope = seal(letter, &from.secret, &to).expect("seal");
+    let custody = from.courier.deposit(
+        r.address(),
+        letter.message_id,
+        envelope.into(),
+        now() + 3600,
+    );
+    tokio::time::timeout(CONNECT, custody)
+        .await
+        .unwrap_or_else(|_| panic!("no answer from the relay\n{}", r.log()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_never_confirms_custody_of_a_message_id_another_depositor_took() {
+    toxmail_tests::init_logging();
+    let root = tempfile::tempdir().unwrap();
+    let boot = BootstrapDaemon::start(root.path()).unwrap();
+    let r = toxmail_tests::relay::RelayProcess::start(&root.path().join("relay"), &boot.node, "");
+    let (s, a) = tokio::join!(
+        attacker(root.path(), "squatter", &boot),
+        attacker(root.path(), "alice", &boot)
+    );
+    // Bob and carol are offline; only their keys matter to the relay.
+    let bob = toxmail_protocol::public_key_of(&toxmail_protocol::SecretKey::from([5u8; 32]));
+    let carol = toxmail_protocol::public_key_of(&toxmail_protocol::SecretKey::from([6u8; 32]));
+    // Control: the squatter speaks the protocol, the relay holds its envelope.
+    let real = letter("alice@a.test", "bob@b.test", &body("REAL"));
+    let mut squat = letter("alice@a.test", "bob@b.test", &body("SQUAT"));
+    squat.message_id = real.message_id;
+    deposit(&r, &s, bob, &squat)
+        .await
+        .expect("custody of the squatter's envelope");
+    assert_eq!(r.held().await, 1);
+
+    // Alice's real envelope under the same id for bob: refused, never "held".
+    match deposit(&r, &a, bob, &real).await {
+        Err(DeliveryError::RelayRefused(refusal)) => {
+            assert_eq!(refusal.code, toxmail_protocol::RelayRefusal::NotAllowed)
+        }
+        other => panic!("custody confirmed for an envelope the relay does not hold: {other:?}"),
+    }
+    assert_eq!(r.held().await, 1);
+    // The same id for another recipient is another message: held.
+    let mut for_carol = letter("alice@a.test", "carol@c.test", &body("CAROL"));
+    for_carol.message_id = real.message_id;
+    deposit(&r, &a, carol, &for_carol)
+        .await
+        .expect("custody for carol");
+    // And the squatter depositing again is confirmed again, not stored twice.
+    deposit(&r, &s, bob, &squat)
+        .await
+        .expect("custody confirmed again");
+    assert_eq!(r.held().await, 2);
+}

@@ -36,16 +36,26 @@ fn i64_of(n: u64) -> i64 {
 }
 
 impl Store {
-    /// Until when this message is held, if it is.
-    pub async fn held_until(&self, id: &MessageId) -> Result<Option<u64>, StoreError> {
+    /// Who deposited `id` for `recipient` and until when it is held, if it is.
+    pub async fn held_by(
+        &self,
+        recipient: &PublicKey,
+        id: &MessageId,
+    ) -> Result<Option<(PublicKey, u64)>, StoreError> {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT extract(epoch FROM expires_at)::bigint FROM held WHERE message_id = $1",
-                &[&id.0.as_slice()],
+                "SELECT depositor, extract(epoch FROM expires_at)::bigint FROM held
+                 WHERE recipient = $1 AND message_id = $2",
+                &[&recipient.0.as_slice(), &id.0.as_slice()],
             )
             .await?;
-        Ok(row.map(|r| r.get::<_, i64>(0).max(0) as u64))
+        row.map(|r| {
+            let depositor = PublicKey::from_slice(r.get(0))
+                .map_err(|e| StoreError::Corrupt(format!("depositor: {e}")))?;
+            Ok((depositor, r.get::<_, i64>(1).max(0) as u64))
+        })
+        .transpose()
     }
 
     /// The refusal a deposit of `size` bytes would get now, if any (checked again when stored).
@@ -72,8 +82,9 @@ impl Store {
         Ok(over_limits(count, bytes, for_recipient, size, limits))
     }
 
-    /// Stores a deposit and counts it, all or nothing. `Ok(Err(_))`: refused by quota, nothing
-    /// changed. A message already held is not stored again; its expiry is returned.
+    /// Stores a deposit and counts it, all or nothing. `Ok(Err(_))`: refused by quota, or the
+    /// id is held for this recipient from another depositor; nothing changed. A message already
+    /// held from this depositor is not stored again; its expiry is returned.
     pub async fn hold(
         &self,
         held: &Held,
@@ -85,12 +96,17 @@ impl Store {
         let id = held.message_id.0.as_slice();
         if let Some(row) = tx
             .query_opt(
-                "SELECT extract(epoch FROM expires_at)::bigint FROM held WHERE message_id = $1",
-                &[&id],
+                "SELECT depositor, extract(epoch FROM expires_at)::bigint FROM held
+                 WHERE recipient = $1 AND message_id = $2 FOR UPDATE",
+                &[&held.recipient.0.as_slice(), &id],
             )
             .await?
         {
-            return Ok(Ok(row.get::<_, i64>(0).max(0) as u64));
+            let by: &[u8] = row.get(0);
+            if by != depositor.0.as_slice() {
+                return Ok(Err(RelayRefusal::NotAllowed));
+            }
+            return Ok(Ok(row.get::<_, i64>(1).max(0) as u64));
         }
         let size = held.envelope.len() as u64;
         let usage = tx
@@ -175,12 +191,12 @@ impl Store {
     }
 
     /// Deletes a held envelope once its recipient acknowledged it (or refused it for good).
-    pub async fn release(&self, id: &MessageId) -> Result<bool, StoreError> {
+    pub async fn release(&self, recipient: &PublicKey, id: &MessageId) -> Result<bool, StoreError> {
         let client = self.client().await?;
         let n = client
             .execute(
-                "DELETE FROM held WHERE message_id = $1",
-                &[&id.0.as_slice()],
+                "DELETE FROM held WHERE recipient = $1 AND message_id = $2",
+                &[&recipient.0.as_slice(), &id.0.as_slice()],
             )
             .await?;
         Ok(n > 0)

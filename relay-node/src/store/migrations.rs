@@ -5,7 +5,10 @@ use deadpool_postgres::Client;
 
 use super::StoreError;
 
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_held_by_recipient.sql")),
+];
 
 /// Serialises relays migrating the same database at once ("toxrelay" in ASCII).
 const LOCK_KEY: i64 = 0x746f_7872_656c_6179;
