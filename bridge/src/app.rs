@@ -357,6 +357,7 @@ pub async fn run(
             tox_transport: config.milter.tox_transport.clone(),
             hostname: config.bridge.hostname.clone(),
             notice_hop: config.notice_hop(),
+            submission_networks: config.milter.networks(),
         };
         set.spawn(milter::serve(
             listener,

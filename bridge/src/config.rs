@@ -222,6 +222,11 @@ pub struct MilterSection {
     /// The {rcpt_mailer} value that means "Tox" (the transport the socketmap answers).
     #[serde(default = "default_tox_transport")]
     pub tox_transport: String,
+    /// Clients whose messages are this site's own users' submissions (besides SASL-authenticated
+    /// ones): the policy applies to them only. Mail from anywhere else is never answered with a
+    /// notice or a refusal, which would go to a forgeable sender and tell which recipients use Tox.
+    #[serde(default = "default_submission_networks")]
+    pub submission_networks: Vec<String>,
 }
 
 impl Default for MilterSection {
@@ -230,7 +235,22 @@ impl Default for MilterSection {
             listen: String::new(),
             policy: Default::default(),
             tox_transport: default_tox_transport(),
+            submission_networks: default_submission_networks(),
         }
+    }
+}
+
+fn default_submission_networks() -> Vec<String> {
+    vec!["127.0.0.0/8".into(), "::1/128".into()]
+}
+
+impl MilterSection {
+    /// `submission_networks` parsed (validated at load).
+    pub fn networks(&self) -> Vec<ipnet::IpNet> {
+        self.submission_networks
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect()
     }
 }
 
@@ -416,6 +436,10 @@ impl Config {
         parse_listen(&self.lmtp.listen).map_err(|m| invalid("lmtp.listen", m))?;
         if !self.milter.listen.is_empty() {
             parse_listen(&self.milter.listen).map_err(|m| invalid("milter.listen", m))?;
+        }
+        for net in &self.milter.submission_networks {
+            net.parse::<ipnet::IpNet>()
+                .map_err(|e| invalid("milter.submission_networks", format!("{net:?}: {e}")))?;
         }
         parse_next_hop(&self.inbound.next_hop).map_err(|m| invalid("inbound.next_hop", m))?;
         if !self.inbound.notice_hop.is_empty() {

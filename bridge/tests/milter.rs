@@ -38,6 +38,8 @@ struct Setup {
     /// `default_action=accept` for this milter only (`{ inet:…, default_action=accept }`)
     /// instead of the global `milter_default_action = accept`.
     per_milter_default: bool,
+    /// The test's client (127.0.0.1) is outside `submission_networks`: mail from elsewhere.
+    outside: bool,
 }
 
 impl Setup {
@@ -79,6 +81,10 @@ impl Fixture {
                     lmtp: false,
                     addr: notice_addr,
                 },
+                submission_networks: vec![match setup.outside {
+                    true => "127.0.0.2/32".parse().unwrap(),
+                    false => "127.0.0.0/8".parse().unwrap(),
+                }],
             };
             let listener = Listener::Tcp(listener);
             tokio::spawn(serve(listener, config, tox_contacts(), shutdown.clone()))
@@ -319,6 +325,24 @@ async fn mixed_recipients_with_reject_policy_are_refused_at_end_of_data() {
     let (outcome, _) = f.send(ALICE, &["dave@plain.test"]).await;
     assert!(outcome.accepted(), "{outcome:?}");
     f.await_sink(1).await;
+    f.assert_milter_healthy();
+    f.stop().await;
+}
+
+/// Issue 8: mail that is not a local submission (here: a client outside `submission_networks`,
+/// not authenticated) is neither refused nor answered with a notice, under any policy: its
+/// sender is forgeable, and either would tell a stranger which recipients use Tox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_recipients_from_outside_the_submission_networks_get_no_notice_or_refusal() {
+    let setup = Setup {
+        outside: true,
+        ..Setup::policy(MixedPolicy::Reject)
+    };
+    let f = Fixture::start("milter-outside", setup).await;
+    let (outcome, _) = f.send(ALICE, &MIXED).await;
+    assert!(outcome.accepted(), "not refused: {outcome:?}");
+    f.await_sink(1).await;
+    f.assert_no_notice().await;
     f.assert_milter_healthy();
     f.stop().await;
 }

@@ -76,6 +76,9 @@ pub struct MilterConfig {
     pub hostname: String,
     /// Where notices are injected: the local MTA on loopback.
     pub notice_hop: NextHop,
+    /// Clients whose mail is a local submission (with SASL-authenticated ones): the only mail
+    /// the policy applies to.
+    pub submission_networks: Vec<ipnet::IpNet>,
 }
 
 /// Where the milter listens.
@@ -133,10 +136,11 @@ fn callbacks(shared: Arc<Shared>) -> Callbacks<Session> {
         })
         .on_mail(|cx, args| {
             let sender = args.first().map(|a| lossy(a)).unwrap_or_default();
-            let status = cx
-                .data
-                .as_mut()
-                .map_or(Status::Continue, |s| s.mail(&sender));
+            let auth = cx.macros.get(c"{auth_authen}").map(lossy);
+            let client = cx.macros.get(c"{client_addr}").map(lossy);
+            let status = cx.data.as_mut().map_or(Status::Continue, |s| {
+                s.mail(&sender, auth.as_deref(), client.as_deref())
+            });
             Box::pin(async move { status })
         })
         .on_rcpt(|cx, args| Box::pin(rcpt(cx, args)))
@@ -183,8 +187,9 @@ fn negotiate(
     }
     cx.requested_opts &= opts;
     // Postfix replaces all its macro lists with ours: stages not named here get none. The
-    // sender comes from MAIL's argument, so MAIL needs no macro.
-    let macros: [(MacroStage, &CStr); 2] = [
+    // sender comes from MAIL's argument; MAIL's macros tell a submission from other mail.
+    let macros: [(MacroStage, &CStr); 3] = [
+        (MacroStage::Mail, c"{auth_authen} {client_addr}"),
         (MacroStage::Rcpt, c"{rcpt_mailer} {rcpt_host} {rcpt_addr}"),
         (MacroStage::Eom, c"i"),
     ];

@@ -83,12 +83,21 @@ impl Session {
     }
 
     /// MAIL FROM: starts a transaction. Messages the policy cannot act on are accepted here,
-    /// so Postfix stops asking about them.
-    pub fn mail(&mut self, sender: &str) -> Status {
+    /// so Postfix stops asking about them: under `allow`, bounces under `warn`, and anything
+    /// that is not a submission of this site's users (SASL `auth` or a `client` address in
+    /// `submission_networks`): a notice to an outside, forgeable sender, or a refusal listing
+    /// recipients, would tell strangers which of our recipients use Tox.
+    pub fn mail(&mut self, sender: &str, auth: Option<&str>, client: Option<&str>) -> Status {
         let sender = sender.trim();
         let sender = sender.strip_prefix('<').unwrap_or(sender);
         let sender = sender.strip_suffix('>').unwrap_or(sender).to_string();
-        let policy = self.shared.config.policy;
+        let config = &self.shared.config;
+        let policy = config.policy;
+        if !is_submission(auth, client, &config.submission_networks) {
+            tracing::debug!(?client, "not a local submission: no mixed-recipient policy");
+            self.tx = None;
+            return Status::Accept;
+        }
         if policy == MixedPolicy::Allow || (policy == MixedPolicy::Warn && sender.is_empty()) {
             self.tx = None;
             return Status::Accept;
@@ -186,6 +195,22 @@ impl Session {
     }
 }
 
+/// A SASL-authenticated client, or one in the submission networks (Postfix's `{client_addr}`,
+/// `IPv6:`-prefixed or not; sendmail(1) submissions show 127.0.0.1).
+fn is_submission(auth: Option<&str>, client: Option<&str>, networks: &[ipnet::IpNet]) -> bool {
+    if auth.is_some_and(|a| !a.trim().is_empty()) {
+        return true;
+    }
+    let Some(client) = client else {
+        return false;
+    };
+    let client = client.strip_prefix("IPv6:").unwrap_or(client);
+    match client.parse::<std::net::IpAddr>() {
+        Ok(ip) => networks.iter().any(|n| n.contains(&ip)),
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +227,7 @@ mod tests {
                 lmtp: false,
                 addr: ([127, 0, 0, 1], 25).into(),
             },
+            submission_networks: vec!["127.0.0.1/32".parse().unwrap()],
         };
         let resolver = Arc::new(resolver);
         let notices = TaskTracker::new();
@@ -233,7 +259,10 @@ mod tests {
             ..Directory::default()
         });
         let mut s = session(resolver);
-        assert_eq!(s.mail("<alice@a.test>"), Status::Continue);
+        assert_eq!(
+            s.mail("<alice@a.test>", None, Some("127.0.0.1")),
+            Status::Continue
+        );
         s.rcpt(rcpt("bob@b.test", None)).await;
         s.rcpt(rcpt("carol@b.test", Some("toxlmtp"))).await;
         s.rcpt(rcpt("dave@plain.test", None)).await;
@@ -255,7 +284,7 @@ mod tests {
             ..ResolverConfig::default()
         });
         let mut s = session(resolver);
-        s.mail("<alice@a.test>");
+        s.mail("<alice@a.test>", None, Some("127.0.0.1"));
         let started = std::time::Instant::now();
         s.rcpt(rcpt("x@slow.test", None)).await;
         assert!(started.elapsed() < RESOLVE_TIMEOUT + Duration::from_millis(300));
@@ -263,18 +292,48 @@ mod tests {
     }
 
     #[test]
+    fn only_authenticated_or_submission_network_clients_are_submissions() {
+        let nets: Vec<ipnet::IpNet> =
+            vec!["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()];
+        assert!(is_submission(None, Some("127.0.0.1"), &nets));
+        assert!(is_submission(None, Some("IPv6:::1"), &nets));
+        assert!(is_submission(Some("alice"), Some("127.0.0.9"), &nets));
+        assert!(!is_submission(Some(""), Some("127.0.0.9"), &nets));
+        assert!(!is_submission(None, Some("127.0.0.9"), &nets));
+        assert!(!is_submission(None, None, &nets));
+        assert!(!is_submission(None, Some("unknown"), &nets));
+    }
+
+    #[test]
+    fn mail_from_outside_is_accepted_at_mail_from_under_any_policy() {
+        let mut s = session(Resolver::new(ResolverConfig::default()));
+        assert_eq!(
+            s.mail("<ceo@bank.test>", None, Some("127.0.0.9")),
+            Status::Accept
+        );
+        assert_eq!(s.mail("<ceo@bank.test>", None, None), Status::Accept);
+    }
+
+    #[test]
     fn policies_that_cannot_act_accept_at_mail_from() {
         let mut s = session(Resolver::new(ResolverConfig::default()));
         assert_eq!(
-            s.mail("<>"),
+            s.mail("<>", None, Some("127.0.0.1")),
             Status::Continue,
             "reject still checks bounces"
         );
         let mut shared = Arc::try_unwrap(s.shared).unwrap();
         shared.config.policy = MixedPolicy::Warn;
         s = Session::new(Arc::new(shared), true);
-        assert_eq!(s.mail("<>"), Status::Accept, "no one to warn");
-        assert_eq!(s.mail("<alice@a.test>"), Status::Continue);
+        assert_eq!(
+            s.mail("<>", None, Some("127.0.0.1")),
+            Status::Accept,
+            "no one to warn"
+        );
+        assert_eq!(
+            s.mail("<alice@a.test>", None, Some("127.0.0.1")),
+            Status::Continue
+        );
         assert_eq!(s.header("Message-Id", " <m@a.test>"), Status::Noreply);
         assert_eq!(
             s.tx.as_ref().unwrap().message_id.as_deref(),
