@@ -6,6 +6,7 @@ pub mod dns;
 pub mod dovecot;
 pub mod inbox;
 pub mod peers;
+pub mod ports;
 pub mod postfix;
 pub mod postgres;
 pub mod relay;

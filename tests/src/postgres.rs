@@ -7,7 +7,6 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -317,10 +316,7 @@ fn server_command(as_postgres: bool, cwd: &Path, program: &str) -> Command {
     cmd
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_tcp_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+pub use crate::ports::free_tcp_port;
 
 fn as_user(as_postgres: bool, program: &Path) -> Command {
     if as_postgres {

@@ -196,13 +196,17 @@ impl Site {
         run_admin(&bridge_binary(), &self.config, args)
     }
 
-    /// Starts `toxmail-bridge run` and waits until its LMTP port answers.
+    /// Starts `toxmail-bridge run` and waits until it says it runs and its LMTP port answers.
+    /// (A port answering is not enough: something else may hold it, and the bridge have exited.)
     pub fn start_bridge(&mut self) {
         assert!(self.bridge.is_none(), "bridge already running");
+        let before = self.bridge_log().matches("toxmail-bridge running").count();
         let child = spawn_daemon(&bridge_binary(), &self.config, &self.dir.join("bridge.log"));
         self.bridge = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(self.lmtp).is_err() {
+        let running =
+            |site: &Site| site.bridge_log().matches("toxmail-bridge running").count() > before;
+        while !running(self) || std::net::TcpStream::connect(self.lmtp).is_err() {
             if let Some(status) = self.bridge.as_mut().unwrap().try_wait().unwrap() {
                 panic!("bridge exited: {status}\n{}", self.bridge_log());
             }
