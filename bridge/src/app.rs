@@ -317,6 +317,8 @@ pub async fn run(
         hostname: config.bridge.hostname.clone(),
         max_message_size: config.lmtp.max_message_size,
         max_recipients: config.lmtp.max_recipients,
+        max_connections: config.lmtp.max_connections.max(1),
+        transaction_timeout: Duration::from_secs(config.lmtp.transaction_timeout_secs),
         ..lmtp::LmtpConfig::default()
     };
 

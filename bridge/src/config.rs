@@ -185,6 +185,12 @@ pub struct LmtpSection {
     pub max_message_size: u64,
     #[serde(default = "default_max_recipients")]
     pub max_recipients: usize,
+    /// Connections served at once (Postfix opens up to its destination concurrency, 20).
+    #[serde(default = "default_lmtp_connections")]
+    pub max_connections: usize,
+    /// A whole transaction, MAIL to the final replies, must finish within this many seconds.
+    #[serde(default = "default_transaction_timeout")]
+    pub transaction_timeout_secs: u64,
 }
 
 impl Default for LmtpSection {
@@ -193,8 +199,18 @@ impl Default for LmtpSection {
             listen: default_lmtp_listen(),
             max_message_size: default_max_message_size(),
             max_recipients: default_max_recipients(),
+            max_connections: default_lmtp_connections(),
+            transaction_timeout_secs: default_transaction_timeout(),
         }
     }
+}
+
+fn default_lmtp_connections() -> usize {
+    64
+}
+
+fn default_transaction_timeout() -> u64 {
+    600
 }
 
 fn default_lmtp_listen() -> String {

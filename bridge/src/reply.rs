@@ -172,6 +172,9 @@ pub enum Failure {
     IdleTimeout,
     #[error("shutting down")]
     ShuttingDown,
+    /// Over the server's connection cap; sent before the greeting, then closed.
+    #[error("too many connections")]
+    TooManyConnections,
     #[error("local error: {0}")]
     LocalError(String),
 }
@@ -217,6 +220,8 @@ impl Failure {
             IdleTimeout => (421, (4, 4, 2), "timeout, closing connection"),
             // X.3.2 "system not accepting network messages".
             ShuttingDown => (421, (4, 3, 2), "shutting down, try again later"),
+            // X.3.2 "system not accepting network messages": busy, come back.
+            TooManyConnections => (421, (4, 3, 2), "too many connections, try again later"),
             // 451 "local error in processing", X.3.0.
             LocalError(_) => (451, (4, 3, 0), "local error, try again later"),
         };
@@ -260,6 +265,7 @@ mod tests {
             (LineTooLong, 500, (5, 5, 2), false),
             (IdleTimeout, 421, (4, 4, 2), true),
             (ShuttingDown, 421, (4, 3, 2), true),
+            (TooManyConnections, 421, (4, 3, 2), true),
             (LocalError(s()), 451, (4, 3, 0), true),
         ];
         for (failure, code, status, temporary) in table {

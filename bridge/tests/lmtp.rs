@@ -343,6 +343,69 @@ async fn idle_connection_is_closed_with_421() {
     assert!(c.closed().await);
 }
 
+/// Issue 8: a client that drips a byte at a time never waits `idle_timeout` between reads, yet
+/// is closed once its command, and its transaction, ran out of time.
+#[tokio::test]
+async fn a_client_dripping_bytes_is_closed_at_the_deadline_not_kept_forever() {
+    let slow = || LmtpConfig {
+        idle_timeout: Duration::from_millis(1500),
+        transaction_timeout: Duration::from_secs(3),
+        ..config()
+    };
+    let (_server, mut c) = Server::tcp(slow()).await;
+    // One command, dripped: it never completes and must not keep the connection.
+    let drip = async {
+        for b in b"LHLO slowly-dripping-client-name-that-never-ends"
+            .iter()
+            .cycle()
+        {
+            if c.0.get_mut().write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    // Ends when the server closed (or after 4 s: then no 421 is waiting below).
+    let _ = timeout(Duration::from_secs(4), drip).await;
+    assert!(c.reply().await.starts_with("421 4.4.2 "));
+
+    // Within a transaction, each command is quick but the body is dripped: closed at the
+    // transaction's deadline, the message not delivered.
+    let (server, mut c) = Server::tcp(slow()).await;
+    assert!(c.run(OPEN).await.ends_with("354"));
+    let drip = async {
+        loop {
+            if c.0.get_mut().write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let _ = timeout(Duration::from_secs(6), drip).await;
+    assert!(c.reply().await.starts_with("421 4.4.2 "));
+    assert!(server.intake.take().is_empty(), "nothing delivered");
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_told_421_and_closed() {
+    let config = LmtpConfig {
+        max_connections: 2,
+        ..config()
+    };
+    let (server, _first) = Server::tcp(config).await;
+    let addr = server.addr.unwrap();
+    let mut second = Client(BufReader::new(TcpStream::connect(addr).await.unwrap()));
+    assert!(second.reply().await.starts_with("220 "));
+    let mut third = Client(BufReader::new(TcpStream::connect(addr).await.unwrap()));
+    assert!(third.reply().await.starts_with("421 4.3.2 "));
+    assert!(third.closed().await);
+    // A slot freed is a slot again.
+    assert!(second.run(&["QUIT"]).await.starts_with("221"));
+    assert!(second.closed().await);
+    let mut fourth = Client(BufReader::new(TcpStream::connect(addr).await.unwrap()));
+    assert!(fourth.reply().await.starts_with("220 "));
+}
+
 #[tokio::test]
 async fn shutdown_lets_a_message_in_data_finish() {
     let (server, mut c) = Server::tcp(config()).await;

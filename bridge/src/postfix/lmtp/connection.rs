@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -42,6 +42,8 @@ struct Wire<S> {
     end: usize,
     out: Vec<u8>,
     idle: Duration,
+    /// When the current wait must end: the current command's or transaction's deadline.
+    deadline: Instant,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
@@ -61,12 +63,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let idle = self.idle;
+        let by = self.deadline.min(Instant::now() + self.idle);
         let write = async {
             self.stream.write_all(&self.out).await?;
             self.stream.flush().await
         };
-        timeout(idle, write).await.map_err(|_| Stop::Timeout)??;
+        timeout_at(by, write).await.map_err(|_| Stop::Timeout)??;
         self.out.clear();
         Ok(())
     }
@@ -74,7 +76,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
     /// Flushes replies, then waits for input; `shutdown` ends the wait when given.
     async fn fill(&mut self, shutdown: Option<&CancellationToken>) -> Result<(), Stop> {
         self.flush().await?;
-        let read = timeout(self.idle, self.stream.read(&mut self.buf));
+        let read = timeout_at(self.deadline, self.stream.read(&mut self.buf));
         let read = match shutdown {
             Some(token) => tokio::select! {
                 biased;
@@ -110,8 +112,14 @@ pub async fn drive<S, I>(
         end: 0,
         out: Vec::new(),
         idle: config.idle_timeout,
+        deadline: Instant::now() + config.idle_timeout,
     };
-    let limits = (config.max_line, config.max_message_size);
+    let limits = Limits {
+        max_line: config.max_line,
+        max_message_size: config.max_message_size,
+        idle: config.idle_timeout,
+        transaction: config.transaction_timeout,
+    };
     let mut session = Session::new(config, intake);
     wire.push(&session.greeting());
     let result = converse(&mut wire, &mut session, limits, &shutdown).await;
@@ -136,17 +144,27 @@ pub async fn drive<S, I>(
     let _ = wire.stream.shutdown().await;
 }
 
+/// Sizes and times one connection is held to.
+struct Limits {
+    max_line: usize,
+    max_message_size: u64,
+    idle: Duration,
+    transaction: Duration,
+}
+
 async fn converse<S, I>(
     wire: &mut Wire<S>,
     session: &mut Session<I>,
-    (max_line, max_message_size): (usize, u64),
+    limits: Limits,
     shutdown: &CancellationToken,
 ) -> Result<(), Stop>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     I: Intake,
 {
-    let mut framer = LineFramer::new(max_line);
+    let mut framer = LineFramer::new(limits.max_line);
+    // Set at MAIL, cleared when the transaction ends: bounds it as a whole.
+    let mut transaction_ends: Option<Instant> = None;
     loop {
         if wire.input().is_empty() {
             wire.fill(Some(shutdown)).await?;
@@ -158,6 +176,14 @@ where
             Line::TooLong => Outcome::Reply(session.on_line_too_long()),
             Line::Complete(line) => session.on_command(command::parse(&line)).await,
         };
+        // The next command gets `idle` from now, never past the transaction's end.
+        transaction_ends = match (session.in_transaction(), transaction_ends) {
+            (false, _) => None,
+            (true, None) => Some(Instant::now() + limits.transaction),
+            (true, ends) => ends,
+        };
+        let next = Instant::now() + limits.idle;
+        wire.deadline = transaction_ends.map_or(next, |ends| ends.min(next));
         match outcome {
             Outcome::Reply(reply) => wire.push(&reply),
             Outcome::Close(reply) => {
@@ -166,10 +192,14 @@ where
             }
             Outcome::StartData(reply) => {
                 wire.push(&reply);
-                let body = read_body(wire, max_message_size).await?;
+                // The body may take as long as the transaction has left, not `idle` per read.
+                wire.deadline = transaction_ends.unwrap_or_else(|| Instant::now() + limits.idle);
+                let body = read_body(wire, limits.max_message_size).await?;
                 for reply in session.on_body(body).await {
                     wire.push(&reply);
                 }
+                transaction_ends = None;
+                wire.deadline = Instant::now() + limits.idle;
             }
         }
     }

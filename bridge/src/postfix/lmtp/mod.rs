@@ -11,8 +11,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
@@ -30,8 +31,13 @@ pub struct LmtpConfig {
     pub max_recipients: usize,
     /// Longest command line in bytes, without CRLF.
     pub max_line: usize,
-    /// A read or write that waits longer closes the connection with 421 4.4.2.
+    /// Each command must arrive whole within this long after the previous reply (a client
+    /// dripping bytes gets no more time than a silent one); then 421 4.4.2 and close.
     pub idle_timeout: Duration,
+    /// A transaction (MAIL to the replies after the final dot) must finish within this long.
+    pub transaction_timeout: Duration,
+    /// Connections served at once; one more is told 421 4.3.2 and closed.
+    pub max_connections: usize,
 }
 
 impl Default for LmtpConfig {
@@ -42,6 +48,8 @@ impl Default for LmtpConfig {
             max_recipients: 100,
             max_line: 4096,
             idle_timeout: Duration::from_secs(300),
+            transaction_timeout: Duration::from_secs(600),
+            max_connections: 64,
         }
     }
 }
@@ -102,6 +110,7 @@ pub async fn serve<I: Intake>(
 ) {
     let config = Arc::new(config);
     let sessions = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(config.max_connections));
     let mut next_id: u64 = 0;
     loop {
         let accepted = tokio::select! {
@@ -119,10 +128,15 @@ pub async fn serve<I: Intake>(
         };
         next_id += 1;
         let span = info_span!("lmtp", session = next_id, %peer);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            warn!(limit = config.max_connections, %peer, "LMTP connection refused: at the cap");
+            sessions.spawn(refuse(stream));
+            continue;
+        };
         let run = (config.clone(), intake.clone(), shutdown.clone());
         match stream {
-            Stream::Tcp(s) => spawn(&sessions, s, run, span),
-            Stream::Unix(s) => spawn(&sessions, s, run, span),
+            Stream::Tcp(s) => spawn(&sessions, s, run, slot, span),
+            Stream::Unix(s) => spawn(&sessions, s, run, slot, span),
         }
     }
     drop(listener);
@@ -153,10 +167,27 @@ fn spawn<S, I>(
     sessions: &TaskTracker,
     stream: S,
     (config, intake, shutdown): (Arc<LmtpConfig>, Arc<I>, CancellationToken),
+    slot: OwnedSemaphorePermit,
     span: tracing::Span,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     I: Intake,
 {
-    sessions.spawn(connection::drive(stream, config, intake, shutdown).instrument(span));
+    let session = async move {
+        connection::drive(stream, config, intake, shutdown).await;
+        drop(slot);
+    };
+    sessions.spawn(session.instrument(span));
+}
+
+/// Tells a connection over the cap to come back later, without reading from it.
+async fn refuse(stream: Stream) {
+    let reply = Failure::TooManyConnections.reply().render();
+    let write = async {
+        match stream {
+            Stream::Tcp(mut s) => s.write_all(reply.as_bytes()).await,
+            Stream::Unix(mut s) => s.write_all(reply.as_bytes()).await,
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
 }

@@ -236,6 +236,11 @@ impl<I: Intake> Session<I> {
         self.refuse(Failure::LineTooLong)
     }
 
+    /// Between MAIL and the end of the transaction.
+    pub fn in_transaction(&self) -> bool {
+        self.tx.is_some()
+    }
+
     pub fn on_idle_timeout(&self) -> Reply {
         info!(in_transaction = self.tx.is_some(), "idle timeout");
         Failure::IdleTimeout.reply()
