@@ -10,7 +10,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use toxmail_bridge::postfix::socketmap::{Listener, decode_netstring, encode_netstring, serve};
+use toxmail_bridge::postfix::socketmap::{
+    Limits, Listener, decode_netstring, encode_netstring, serve, serve_with,
+};
 use toxmail_bridge::resolve::{Directory, Resolver, ResolverConfig};
 use toxmail_protocol::{PublicKey, ToxId};
 use toxmail_tests::dns::{DnsOptions, DnsServer};
@@ -246,6 +248,77 @@ async fn unix_socket_listener_serves_too() {
         .await
         .unwrap()
         .unwrap();
+}
+
+/// Issue 8: a client dripping a request byte by byte is closed once the request is late, and
+/// connections over the cap are closed at once; a freed slot serves again.
+#[tokio::test]
+async fn dripping_clients_are_closed_at_the_deadline_and_connections_are_capped() {
+    let dns = start_dns();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let limits = Limits {
+        request_timeout: Duration::from_millis(1500),
+        max_connections: 2,
+    };
+    let names = ("transport".to_string(), NEXTHOP.to_string());
+    let task = tokio::spawn(serve_with(
+        Listener::Tcp(listener),
+        names,
+        resolver(&dns),
+        limits,
+        shutdown.clone(),
+    ));
+    let map = Map {
+        addr,
+        shutdown,
+        task,
+        _dns: dns,
+    };
+    let mut drip = TcpStream::connect(addr).await.unwrap();
+    let request = encode_netstring(b"transport alice@b.test");
+    let dripping = async {
+        for b in request.iter().cycle() {
+            if drip.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    // The request would take 2.3 s: the connection ends before it (else this times out).
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        dripping.await;
+    });
+    let _ = closed.await;
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), drip.read_to_end(&mut rest)).await;
+    assert!(matches!(n, Ok(Ok(_)) | Ok(Err(_))), "closed by the server");
+    assert!(rest.is_empty(), "no answer to a late request: {rest:?}");
+
+    let mut first = Client::connect(&map).await;
+    assert_eq!(first.ask("transport alice@b.test").await, HIT);
+    let mut second = Client::connect(&map).await;
+    assert_eq!(second.ask("transport alice@b.test").await, HIT);
+    let mut third = Client::connect(&map).await;
+    third.stream.write_all(&request).await.ok();
+    assert_eq!(third.reply().await, None, "over the cap: closed unanswered");
+    // The slot is freed once the server has seen the client go: ask until it serves again.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = Client::connect(&map).await;
+        again.send_raw(&request).await;
+        if let Some(reply) = again.reply().await {
+            assert_eq!(reply, HIT);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed slot never served again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -16,9 +18,28 @@ use crate::resolve::{Resolver, Route};
 pub const MAX_REQUEST: usize = 10_000;
 /// Longest reply payload sent: the transport value ends up in logs and bounces.
 pub const MAX_REPLY: usize = 500;
-/// A connection with no complete request for this long is closed (Postfix closes its own
-/// after 10 s idle, so this only reaps clients that vanished).
+/// A connection whose next request is not complete this long after the last answer is closed
+/// (Postfix closes its own after 10 s idle, so this only reaps clients that vanished or drip).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections served at once (Postfix keeps one per process that asks: trivial-rewrite, smtpd).
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// How long a request may take to arrive, and how many connections are served at once; one
+/// over the cap is closed at once (Postfix treats that as a temporary lookup failure).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub request_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_timeout: IDLE_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
 /// Longest key that can be an address: a 64-byte local part, `@`, a 255-byte domain; longer
 /// keys are answered "not found" without asking anyone.
 pub const MAX_KEY: usize = 320;
@@ -117,6 +138,8 @@ struct Map {
     name: String,
     resolver: Arc<Resolver>,
     lmtp_nexthop: String,
+    limits: Limits,
+    slots: Arc<Semaphore>,
 }
 
 impl Map {
@@ -151,10 +174,24 @@ pub async fn serve(
     lmtp_nexthop: String,
     shutdown: CancellationToken,
 ) {
+    let names = (map_name, lmtp_nexthop);
+    serve_with(listener, names, resolver, Limits::default(), shutdown).await
+}
+
+/// [`serve`] with explicit limits; `names` are the map name and the LMTP nexthop.
+pub async fn serve_with(
+    listener: Listener,
+    (map_name, lmtp_nexthop): (String, String),
+    resolver: Arc<Resolver>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
     let map = Arc::new(Map {
         name: map_name,
         resolver,
         lmtp_nexthop,
+        limits,
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
     });
     let tracker = TaskTracker::new();
     loop {
@@ -179,28 +216,46 @@ async fn accept(
     tracker: &TaskTracker,
 ) -> std::io::Result<()> {
     let (map, shutdown) = (map.clone(), shutdown.clone());
+    let over_cap = || {
+        let limit = map.limits.max_connections;
+        tracing::warn!(limit, "socketmap connection closed: at the cap");
+    };
     match listener {
         Listener::Tcp(listener) => {
             let (stream, peer) = listener.accept().await?;
+            let Ok(slot) = map.slots.clone().try_acquire_owned() else {
+                over_cap();
+                return Ok(()); // dropping the stream closes it
+            };
             let _ = stream.set_nodelay(true);
             tracing::debug!(%peer, "socketmap connection");
-            tracker.spawn(session(stream, map, shutdown));
+            tracker.spawn(session(stream, map, shutdown, slot));
         }
         Listener::Unix(listener) => {
             let (stream, _) = listener.accept().await?;
-            tracker.spawn(session(stream, map, shutdown));
+            let Ok(slot) = map.slots.clone().try_acquire_owned() else {
+                over_cap();
+                return Ok(());
+            };
+            tracker.spawn(session(stream, map, shutdown, slot));
         }
     }
     Ok(())
 }
 
 /// One connection: answers each complete request in order, pipelined ones included.
-async fn session<S>(mut stream: S, map: Arc<Map>, shutdown: CancellationToken)
-where
+async fn session<S>(
+    mut stream: S,
+    map: Arc<Map>,
+    shutdown: CancellationToken,
+    _slot: OwnedSemaphorePermit,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
+    // The next request must be whole by then, however its bytes trickle in.
+    let mut deadline = Instant::now() + map.limits.request_timeout;
     loop {
         let mut out = Vec::new();
         let mut close = false;
@@ -210,6 +265,7 @@ where
                     let reply = map.answer(request).await;
                     out.extend_from_slice(&encode_netstring(reply.as_bytes()));
                     buf.drain(..used);
+                    deadline = Instant::now() + map.limits.request_timeout;
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -229,7 +285,7 @@ where
         }
         let read = tokio::select! {
             _ = shutdown.cancelled() => return,
-            read = tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut chunk)) => read,
+            read = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => read,
         };
         match read {
             Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
