@@ -36,8 +36,8 @@ pub(super) struct Peer {
 enum OutState {
     /// Waiting for the friend to be online and to have said hello.
     Waiting,
-    /// The file is being sent.
-    Sending(FileNumber),
+    /// The file is being sent, since then.
+    Sending { file: FileNumber, since: Instant },
     /// Every byte went out (or the file was cancelled): waiting for a verdict since then.
     AwaitingVerdict { since: Instant, aborted: bool },
 }
@@ -424,7 +424,7 @@ impl<I: Inbox> Engine<I> {
             return;
         }
         let out = self.outbound.remove(&(from, id)).expect("checked above");
-        if let OutState::Sending(file) = out.state
+        if let OutState::Sending { file, .. } = out.state
             && let Some(peer) = self.peers.get(&from)
         {
             let (handle, friend) = (self.handle.clone(), peer.friend);
@@ -525,7 +525,7 @@ impl<I: Inbox> Engine<I> {
                 for (k, o) in self.outbound.iter_mut() {
                     if *k != key
                         && k.0 == to
-                        && matches!(o.state, OutState::Sending(f) if f == file)
+                        && matches!(o.state, OutState::Sending { file: f, .. } if f == file)
                     {
                         o.state = OutState::AwaitingVerdict {
                             since: Instant::now(),
@@ -533,7 +533,10 @@ impl<I: Inbox> Engine<I> {
                         };
                     }
                 }
-                OutState::Sending(file)
+                OutState::Sending {
+                    file,
+                    since: Instant::now(),
+                }
             }
             Err(e) => {
                 tracing::debug!(peer = %to, %id, error = %e, "file not started; will retry");
@@ -548,6 +551,31 @@ impl<I: Inbox> Engine<I> {
         }
     }
 
+    /// A file that has been "sending" for longer than its size can explain (the receiver
+    /// neither took nor refused it: a transfer lost between the two sides under load) is
+    /// cancelled and offered again after the abort grace, instead of waiting forever.
+    fn cancel_stalled_files(&mut self) {
+        let now = Instant::now();
+        for ((to, id), out) in self.outbound.iter_mut() {
+            let OutState::Sending { file, since } = out.state else {
+                continue;
+            };
+            let allowance = self.config.ack_timeout + stall_allowance(out.envelope.len());
+            if now.duration_since(since) < allowance {
+                continue;
+            }
+            tracing::info!(peer = %to, %id, file, "file made no progress; cancelled, offering again");
+            if let Some(peer) = self.peers.get(to) {
+                let (handle, friend) = (self.handle.clone(), peer.friend);
+                tokio::spawn(async move { handle.file_cancel(friend, file).await });
+            }
+            out.state = OutState::AwaitingVerdict {
+                since: now,
+                aborted: true,
+            };
+        }
+    }
+
     fn file_done(&mut self, friend: FriendNumber, file: FileNumber, aborted: bool) {
         let Some(pk) = self
             .peers
@@ -558,7 +586,7 @@ impl<I: Inbox> Engine<I> {
             return;
         };
         for (_, out) in self.outbound.iter_mut().filter(|(k, _)| k.0 == pk) {
-            if matches!(out.state, OutState::Sending(f) if f == file) {
+            if matches!(out.state, OutState::Sending { file: f, .. } if f == file) {
                 out.state = OutState::AwaitingVerdict {
                     since: Instant::now(),
                     aborted,
@@ -570,6 +598,7 @@ impl<I: Inbox> Engine<I> {
     async fn on_tick(&mut self) {
         self.expire_orphans().await;
         self.outbound.retain(|_, o| !o.reply.is_closed());
+        self.cancel_stalled_files();
         let now = Instant::now();
         let due: Vec<OutKey> = self
             .outbound
@@ -612,6 +641,12 @@ impl<I: Inbox> Engine<I> {
             Internal::Deposited { from, id, result } => self.deposited(from, id, result).await,
         }
     }
+}
+
+/// How long sending `len` bytes may take beyond the ack timeout before the file counts as
+/// stalled: at 64 KiB/s, far below what a loopback or home link carries.
+fn stall_allowance(len: usize) -> Duration {
+    Duration::from_secs((len / (64 * 1024)) as u64)
 }
 
 /// A temporary `Malformed` nack: the receiver's spool did not hold the offered envelope.
