@@ -271,6 +271,7 @@ pub async fn run(
     for (address, node) in nodes {
         let mut tc = TransferConfig::new(config.bridge.state_dir.join("spool").join(&address));
         tc.max_envelope = config.max_envelope();
+        tc.strangers = config.tox.stranger_limits();
         if config.tox.friend_policy == FriendPolicySetting::Contacts {
             tc.friend_policy = FriendPolicy::KnownContacts(HashSet::new());
         }

@@ -304,6 +304,17 @@ pub struct ToxSection {
     pub bootstrap: Vec<BootstrapEntry>,
     #[serde(default)]
     pub friend_policy: FriendPolicySetting,
+    /// Friends accepted from strangers (not contacts, not relays) and not yet proven by a
+    /// validly sealed envelope, at most; further requests wait until one proves or expires.
+    #[serde(default = "default_max_pending_strangers")]
+    pub max_pending_strangers: usize,
+    /// New strangers accepted per minute, at most.
+    #[serde(default = "default_strangers_per_minute")]
+    pub strangers_per_minute: u32,
+    /// A stranger that delivered nothing validly sealed this long after it was accepted is
+    /// unfriended.
+    #[serde(default = "default_stranger_grace")]
+    pub stranger_grace_secs: u64,
 }
 
 impl Default for ToxSection {
@@ -314,6 +325,33 @@ impl Default for ToxSection {
             local_discovery: false,
             bootstrap: Vec::new(),
             friend_policy: FriendPolicySetting::default(),
+            max_pending_strangers: default_max_pending_strangers(),
+            strangers_per_minute: default_strangers_per_minute(),
+            stranger_grace_secs: default_stranger_grace(),
+        }
+    }
+}
+
+fn default_max_pending_strangers() -> usize {
+    tox_runtime::transfer::StrangerLimits::default().max_pending
+}
+
+fn default_strangers_per_minute() -> u32 {
+    tox_runtime::transfer::StrangerLimits::default().per_minute
+}
+
+fn default_stranger_grace() -> u64 {
+    tox_runtime::transfer::StrangerLimits::default()
+        .grace
+        .as_secs()
+}
+
+impl ToxSection {
+    pub fn stranger_limits(&self) -> tox_runtime::transfer::StrangerLimits {
+        tox_runtime::transfer::StrangerLimits {
+            max_pending: self.max_pending_strangers,
+            per_minute: self.strangers_per_minute,
+            grace: std::time::Duration::from_secs(self.stranger_grace_secs),
         }
     }
 }

@@ -21,7 +21,8 @@ pub fn friend_request_message(note: &str) -> Vec<u8> {
 /// The protocol version announced by a toxmail friend request, or `None` for anything else.
 ///
 /// Accepts `toxmail/N` where N is a decimal 1..=255 without leading zeros, followed by the end
-/// of the message or a space (and then anything). Case-sensitive.
+/// of the message or a space and a note of UTF-8 text without control characters (a note is
+/// only ever logged, but a stranger's bytes are not taken as text unchecked). Case-sensitive.
 pub fn parse_friend_request(msg: &[u8]) -> Option<u8> {
     let rest = msg.strip_prefix(b"toxmail/")?;
     let digits_end = rest
@@ -34,6 +35,10 @@ pub fn parse_friend_request(msg: &[u8]) -> Option<u8> {
         return None;
     }
     let version = std::str::from_utf8(digits).ok()?.parse::<u8>().ok()?;
+    let note = std::str::from_utf8(after).ok()?;
+    if note.chars().any(char::is_control) {
+        return None;
+    }
     Some(version)
 }
 
@@ -63,7 +68,10 @@ mod tests {
     #[test]
     fn parse_friend_request_recognises_toxmail_versions() {
         assert_eq!(parse_friend_request(b"toxmail/1"), Some(1));
-        assert_eq!(parse_friend_request(b"toxmail/1 hello \xff"), Some(1));
+        assert_eq!(
+            parse_friend_request("toxmail/1 from jörg".as_bytes()),
+            Some(1)
+        );
         assert_eq!(parse_friend_request(&friend_request_message("x")), Some(1));
         assert_eq!(parse_friend_request(b"toxmail/2"), Some(2));
         assert_eq!(parse_friend_request(b"toxmail/255 later"), Some(255));
@@ -82,6 +90,10 @@ mod tests {
             b"toxmail/256",
             b"toxmail/1x",
             b"toxmail/1\n",
+            b"toxmail/1\0",
+            b"toxmail/1 \0hidden",
+            b"toxmail/1 hello \xff",
+            b"toxmail/1 two\r\nlines",
             b"Toxmail/1",
             b" toxmail/1",
             b"toxmail/99999999999999999999",

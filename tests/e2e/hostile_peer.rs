@@ -519,3 +519,97 @@ async fn a_relay_never_confirms_custody_of_a_message_id_another_depositor_took()
         .expect("custody confirmed again");
     assert_eq!(r.held().await, 2);
 }
+
+/// Distinct peer keys named on bridge log lines containing `what`.
+fn peers_logged(log: &str, what: &str) -> std::collections::HashSet<String> {
+    log.lines()
+        .filter(|l| l.contains(what))
+        .filter_map(|l| l.split("peer=").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_strangers_is_bounded_and_strangers_that_deliver_nothing_are_dropped() {
+    toxmail_tests::init_logging();
+    let root = tempfile::tempdir().unwrap();
+    let boot = BootstrapDaemon::start(root.path()).unwrap();
+    let mut b_spec: SiteSpec = spec("site-b", "b.test", &["bob"]);
+    b_spec.extra_tox =
+        "max_pending_strangers = 4\nstrangers_per_minute = 100\nstranger_grace_secs = 30\n".into();
+    let mut b = Site::prepare(root.path(), b_spec, &boot.node);
+    b.start_bridge();
+    let bob = b.identities["bob@b.test"];
+    let savedata = b.dir.join("state/identities/bob@b.test.tox");
+
+    // Control: a stranger that delivers a sealed envelope is a correspondent, and stays one.
+    let m = attacker(root.path(), "mallory", &boot).await;
+    send(
+        &b,
+        &m,
+        bob,
+        &letter("m@m.test", "bob@b.test", &body("CONTROL-1")),
+    )
+    .await
+    .expect("control delivery");
+    let before = std::fs::metadata(&savedata).unwrap().len();
+
+    // Ten strangers ask at once; none ever delivers anything.
+    let mut flood = Vec::new();
+    for _ in 0..10 {
+        let options = loopback_own_ports(&boot.node, free_udp_port());
+        let node = tox_runtime::Node::start(options).await.unwrap();
+        let hello = toxmail_protocol::friend_request_message("let me in");
+        node.handle.friend_add(bob, hello).await.unwrap();
+        flood.push(node);
+    }
+    let flooders: std::collections::HashSet<String> = flood
+        .iter()
+        .map(|n| n.info.public_key.to_string())
+        .collect();
+    let bounded = wait_for(CONNECT, || {
+        let log = b.bridge_log();
+        let accepted = peers_logged(&log, "accepted toxmail friend request");
+        let refused = peers_logged(&log, "bound reached");
+        accepted.intersection(&flooders).count() == 4 && refused.len() >= 6
+    });
+    assert!(bounded.await, "{}", b.bridge_log());
+    let log = b.bridge_log();
+    let accepted = peers_logged(&log, "accepted toxmail friend request");
+    assert_eq!(
+        accepted.intersection(&flooders).count(),
+        4,
+        "at the cap, not over it"
+    );
+    let grown = std::fs::metadata(&savedata).unwrap().len() - before;
+    assert!(
+        grown <= 4 * 4096,
+        "savedata grew by {grown} bytes for 4 strangers"
+    );
+
+    // The four that delivered nothing are unfriended after their grace; mallory is not.
+    let dropped = wait_for(Duration::from_secs(90), || {
+        peers_logged(&b.bridge_log(), "unfriended").len() >= 4
+    });
+    assert!(dropped.await, "{}", b.bridge_log());
+    let unfriended = peers_logged(&b.bridge_log(), "unfriended");
+    assert!(!unfriended.contains(&m.public_key().to_string()));
+    send(
+        &b,
+        &m,
+        bob,
+        &letter("m@m.test", "bob@b.test", &body("CONTROL-2")),
+    )
+    .await
+    .expect("the proven correspondent is still a friend");
+    assert!(in_bobs_maildir(&b, "CONTROL-2").await);
+    // Never more than the cap of strangers at once: the savedata stays small.
+    let grown = std::fs::metadata(&savedata)
+        .unwrap()
+        .len()
+        .saturating_sub(before);
+    assert!(grown <= 4 * 4096, "savedata grew by {grown} bytes");
+    for node in flood {
+        node.shutdown().await;
+    }
+}

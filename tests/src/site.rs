@@ -30,6 +30,7 @@ pub struct SiteSpec {
     pub relay_sink: bool,
     /// More lines for the bridge's TOML config, appended at the end of the named section.
     pub extra_queue: String,
+    pub extra_tox: String,
     /// Run the bridge's milter and put it in Postfix's smtpd_milters (default action accept).
     pub milter: Option<String>,
     /// Whole TOML sections appended to the bridge's config.
@@ -310,6 +311,7 @@ recipient_delimiter = "+"
 [tox]
 port_range = [{port_lo}, {port_hi}]
 bootstrap = [{{ address = "{boot}", key = "{bootkey}" }}]
+{extra_tox}
 
 [queue]
 retry_min_secs = 1
@@ -331,6 +333,7 @@ local_domains = ["{domain}"]
         inject = hops.inject,
         notice = hops.notice,
         extra_queue = spec.extra_queue,
+        extra_tox = spec.extra_tox,
         port_lo = spec
             .tox_ports
             .map_or(tox_runtime::LOOPBACK_PORTS.0, |p| p.0),

@@ -15,6 +15,7 @@ use toxmail_protocol::{
 
 use super::incoming::Incoming;
 use super::policy::Verdict;
+use super::strangers::Strangers;
 use super::{
     Command, DeliveryError, DepositRefusal, Destination, Inbox, PeerEvent, Refusal, TransferConfig,
     TransferStats,
@@ -93,6 +94,10 @@ pub(crate) struct Engine<I> {
     /// Our own public key, for envelopes that reach us through a relay.
     pub(super) self_key: Option<PublicKey>,
     subscribers: Vec<mpsc::UnboundedSender<PeerEvent>>,
+    /// Friends accepted from strangers this run, until they prove themselves.
+    pub(super) strangers: Strangers,
+    /// Keys the operator vouched for (contacts) or we chose (relays): never strangers.
+    known: std::collections::HashSet<PublicKey>,
 }
 
 impl<I: Inbox> Engine<I> {
@@ -104,6 +109,7 @@ impl<I: Inbox> Engine<I> {
     ) -> Self {
         let handle = node.handle.clone();
         let (internal, _) = mpsc::unbounded_channel();
+        let config_strangers = config.strangers;
         Engine {
             node,
             handle,
@@ -116,6 +122,8 @@ impl<I: Inbox> Engine<I> {
             internal,
             self_key: None,
             subscribers: Vec::new(),
+            strangers: Strangers::new(config_strangers),
+            known: Default::default(),
         }
     }
 
@@ -181,7 +189,11 @@ impl<I: Inbox> Engine<I> {
                 deposit_until,
                 reply,
             } => self.deliver(to, id, envelope, deposit_until, reply).await,
-            Command::AllowContact(pk) => self.config.friend_policy.allow(pk),
+            Command::AllowContact(pk) => {
+                self.config.friend_policy.allow(pk);
+                self.known.insert(pk);
+                self.strangers.proven(&pk);
+            }
             Command::Subscribe(tx) => self.subscribers.push(tx),
             Command::SendRelayFrame { to, frame, reply } => {
                 let sent = self.send_frame(to, &Frame::Relay(frame)).await;
@@ -191,6 +203,8 @@ impl<I: Inbox> Engine<I> {
                 let result = self.befriend(relay).await;
                 if result.is_ok() {
                     self.config.trusted_relays.insert(relay.public_key());
+                    self.known.insert(relay.public_key());
+                    self.strangers.proven(&relay.public_key());
                 }
                 let _ = reply.send(result);
             }
@@ -262,7 +276,19 @@ impl<I: Inbox> Engine<I> {
     }
 
     async fn on_friend_request(&mut self, from: PublicKey, message: &[u8]) {
-        match self.config.friend_policy.judge(&from, message) {
+        let verdict = self.config.friend_policy.judge(&from, message);
+        if verdict == Verdict::Accept
+            && !self.known.contains(&from)
+            && let Err(bound) = self.strangers.admit(from, Instant::now())
+        {
+            self.stats
+                .friend_requests_bounded
+                .fetch_add(1, Ordering::Relaxed);
+            let pending = self.strangers.len();
+            tracing::warn!(peer = %from, ?bound, pending, "stranger's friend request not taken: bound reached");
+            return;
+        }
+        match verdict {
             Verdict::Accept => match self.handle.friend_add_norequest(from).await {
                 Ok(friend) => {
                     tracing::info!(peer = %from, "accepted toxmail friend request");
@@ -470,6 +496,7 @@ impl<I: Inbox> Engine<I> {
             let _ = reply.send(Err(e));
             return;
         }
+        self.strangers.proven(&pk); // we chose to write to it
         self.outbound.insert(
             (pk, id),
             Outbound {
@@ -551,6 +578,18 @@ impl<I: Inbox> Engine<I> {
         }
     }
 
+    /// Unfriends strangers that delivered nothing validly sealed within their grace period.
+    async fn drop_expired_strangers(&mut self) {
+        for pk in self.strangers.expired(Instant::now()) {
+            self.stats.strangers_dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(peer = %pk, "stranger delivered nothing valid in time; unfriended");
+            self.peers.remove(&pk);
+            if let Err(e) = self.handle.friend_delete(pk).await {
+                tracing::warn!(peer = %pk, error = %e, "could not unfriend a stranger");
+            }
+        }
+    }
+
     /// A file that has been "sending" for longer than its size can explain (the receiver
     /// neither took nor refused it: a transfer lost between the two sides under load) is
     /// cancelled and offered again after the abort grace, instead of waiting forever.
@@ -599,6 +638,7 @@ impl<I: Inbox> Engine<I> {
         self.expire_orphans().await;
         self.outbound.retain(|_, o| !o.reply.is_closed());
         self.cancel_stalled_files();
+        self.drop_expired_strangers().await;
         let now = Instant::now();
         let due: Vec<OutKey> = self
             .outbound

@@ -334,6 +334,11 @@ impl<I: Inbox> Engine<I> {
     ) {
         self.incoming.storing.remove(&(from, id));
         let path = self.spool_path(&from, &id);
+        // A seal that verified proves a correspondent, even when the mail is refused.
+        if !matches!(&result, Err(r) if r.code == NackCode::Forged) {
+            self.strangers.proven(&from);
+            self.strangers.proven(&origin);
+        }
         match result {
             Ok(()) => {
                 let _ = fs::remove_file(&path);

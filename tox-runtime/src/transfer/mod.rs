@@ -15,6 +15,7 @@ mod engine;
 mod incoming;
 mod policy;
 mod relay;
+mod strangers;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -33,6 +34,7 @@ use crate::error::RuntimeError;
 use crate::node::{Handle, Node};
 
 pub use policy::FriendPolicy;
+pub use strangers::StrangerLimits;
 
 /// What the receiving side does with a complete envelope. `store` must have committed the envelope
 /// durably when it returns `Ok`: the sender is told "stored" right after.
@@ -170,6 +172,8 @@ pub struct TransferConfig {
     pub ack_timeout: Duration,
     /// Relays whose envelopes may be sealed by someone else (then they must be sealed to us).
     pub trusted_relays: std::collections::HashSet<PublicKey>,
+    /// Bounds on friends accepted from strangers (see `strangers.rs`).
+    pub strangers: StrangerLimits,
 }
 
 impl TransferConfig {
@@ -182,6 +186,7 @@ impl TransferConfig {
             // Storing takes a database commit at the receiver: far less than this.
             ack_timeout: Duration::from_secs(30),
             trusted_relays: Default::default(),
+            strangers: StrangerLimits::default(),
         }
     }
 }
@@ -251,6 +256,10 @@ pub struct TransferStats {
     pub duplicates_acked: AtomicU64,
     pub files_cancelled: AtomicU64,
     pub friend_requests_ignored: AtomicU64,
+    /// Strangers' friend requests not taken because a bound bit (pending cap or rate).
+    pub friend_requests_bounded: AtomicU64,
+    /// Strangers unfriended because they delivered nothing valid within the grace period.
+    pub strangers_dropped: AtomicU64,
 }
 
 impl TransferStats {
