@@ -272,6 +272,8 @@ pub async fn run(
         let mut tc = TransferConfig::new(config.bridge.state_dir.join("spool").join(&address));
         tc.max_envelope = config.max_envelope();
         tc.strangers = config.tox.stranger_limits();
+        tc.spool_max_age = Duration::from_secs(config.tox.spool_max_age_secs);
+        tc.spool_max_bytes = config.tox.spool_max_bytes;
         if config.tox.friend_policy == FriendPolicySetting::Contacts {
             tc.friend_policy = FriendPolicy::KnownContacts(HashSet::new());
         }

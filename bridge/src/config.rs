@@ -315,6 +315,20 @@ pub struct ToxSection {
     /// unfriended.
     #[serde(default = "default_stranger_grace")]
     pub stranger_grace_secs: u64,
+    /// Partial envelopes of broken-off transfers older than this are deleted.
+    #[serde(default = "default_spool_max_age")]
+    pub spool_max_age_secs: u64,
+    /// The oldest partial envelopes are deleted while the spool holds more than this.
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
+}
+
+fn default_spool_max_age() -> u64 {
+    2 * 86_400
+}
+
+fn default_spool_max_bytes() -> u64 {
+    4 * 1024 * 1024 * 1024
 }
 
 impl Default for ToxSection {
@@ -328,6 +342,8 @@ impl Default for ToxSection {
             max_pending_strangers: default_max_pending_strangers(),
             strangers_per_minute: default_strangers_per_minute(),
             stranger_grace_secs: default_stranger_grace(),
+            spool_max_age_secs: default_spool_max_age(),
+            spool_max_bytes: default_spool_max_bytes(),
         }
     }
 }

@@ -613,3 +613,75 @@ async fn a_flood_of_strangers_is_bounded_and_strangers_that_deliver_nothing_are_
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_envelopes_of_abandoned_transfers_are_swept() {
+    toxmail_tests::init_logging();
+    let root = tempfile::tempdir().unwrap();
+    let boot = BootstrapDaemon::start(root.path()).unwrap();
+    let mut b_spec: SiteSpec = spec("site-b", "b.test", &["bob"]);
+    b_spec.extra_tox = "spool_max_age_secs = 5\n".into();
+    let mut b = Site::prepare(root.path(), b_spec, &boot.node);
+    let spool = b.dir.join("state/spool/bob@b.test");
+    // One left over from before the start (as after a crash): swept at start.
+    std::fs::create_dir_all(&spool).unwrap();
+    let stale = spool.join(format!("{}-{}.part", "AB".repeat(32), MessageId::random()));
+    std::fs::write(&stale, vec![0u8; 4096]).unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    b.start_bridge();
+    let bob = b.identities["bob@b.test"];
+    assert!(
+        wait_for(Duration::from_secs(10), || !stale.exists()).await,
+        "a stale partial envelope survived the start\n{}",
+        b.bridge_log()
+    );
+
+    // A control delivery, then a large one the attacker abandons halfway.
+    let m = attacker(root.path(), "mallory", &boot).await;
+    send(
+        &b,
+        &m,
+        bob,
+        &letter("m@m.test", "bob@b.test", &body("CONTROL")),
+    )
+    .await
+    .expect("control delivery");
+    let big = "x".repeat(12 * 1024 * 1024);
+    let abandoned = letter("m@m.test", "bob@b.test", &body(&big));
+    let envelope = seal(&abandoned, &m.secret, &bob.public_key()).expect("seal");
+    let courier = m.courier.clone();
+    let id = abandoned.message_id;
+    tokio::spawn(async move { courier.deliver(bob, id, envelope.into()).await });
+    let partial = || {
+        std::fs::read_dir(&spool)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.path().extension().is_some_and(|x| x == "part")
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            })
+    };
+    assert!(
+        wait_for(CONNECT, partial).await,
+        "the transfer never started\n{}",
+        b.bridge_log()
+    );
+    m.task.shutdown().await; // gone mid-transfer, for good
+    let swept = wait_for(Duration::from_secs(60), || !partial()).await;
+    assert!(
+        swept,
+        "the abandoned partial envelope stayed\n{}",
+        b.bridge_log()
+    );
+    assert!(
+        b.bridge_log()
+            .contains("abandoned partial envelopes deleted")
+    );
+}

@@ -25,6 +25,9 @@ use crate::node::{Handle, Node};
 
 /// After an outgoing file was cancelled with no verdict following, wait this long, then re-offer.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
+const SECOND: Duration = Duration::from_secs(1);
+/// The spool is swept at least this often (more often when its maximum age is short).
+const SWEEP_MAX_INTERVAL: Duration = Duration::from_secs(600);
 
 pub(super) struct Peer {
     pub(super) friend: FriendNumber,
@@ -98,6 +101,7 @@ pub(crate) struct Engine<I> {
     pub(super) strangers: Strangers,
     /// Keys the operator vouched for (contacts) or we chose (relays): never strangers.
     known: std::collections::HashSet<PublicKey>,
+    last_sweep: Instant,
 }
 
 impl<I: Inbox> Engine<I> {
@@ -124,6 +128,7 @@ impl<I: Inbox> Engine<I> {
             subscribers: Vec::new(),
             strangers: Strangers::new(config_strangers),
             known: Default::default(),
+            last_sweep: Instant::now(),
         }
     }
 
@@ -137,6 +142,7 @@ impl<I: Inbox> Engine<I> {
         if let Err(e) = std::fs::create_dir_all(&self.config.spool_dir) {
             tracing::error!(dir = %self.config.spool_dir.display(), error = %e, "cannot create spool directory");
         }
+        self.sweep_spool();
         match self.handle.info().await {
             Ok(info) => self.self_key = Some(info.public_key),
             Err(e) => tracing::error!(error = %e, "cannot read our own key; relayed mail refused"),
@@ -578,6 +584,27 @@ impl<I: Inbox> Engine<I> {
         }
     }
 
+    /// Deletes abandoned partial envelopes: too old, or the oldest while over the byte cap.
+    fn sweep_spool(&mut self) {
+        self.last_sweep = Instant::now();
+        let active = self.active_spool_paths();
+        let (age, cap) = (self.config.spool_max_age, self.config.spool_max_bytes);
+        let dir = &self.config.spool_dir;
+        match super::spool::sweep(dir, std::time::SystemTime::now(), age, cap, &active) {
+            Ok(swept) if swept.files > 0 => {
+                let stats = &self.stats.spool_files_swept;
+                stats.fetch_add(swept.files, Ordering::Relaxed);
+                tracing::info!(
+                    files = swept.files,
+                    bytes = swept.bytes,
+                    "abandoned partial envelopes deleted"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "spool sweep failed"),
+        }
+    }
+
     /// Unfriends strangers that delivered nothing validly sealed within their grace period.
     async fn drop_expired_strangers(&mut self) {
         for pk in self.strangers.expired(Instant::now()) {
@@ -639,6 +666,11 @@ impl<I: Inbox> Engine<I> {
         self.outbound.retain(|_, o| !o.reply.is_closed());
         self.cancel_stalled_files();
         self.drop_expired_strangers().await;
+        self.expire_offers().await;
+        let sweep_every = (self.config.spool_max_age / 4).clamp(SECOND, SWEEP_MAX_INTERVAL);
+        if self.last_sweep.elapsed() >= sweep_every {
+            self.sweep_spool();
+        }
         let now = Instant::now();
         let due: Vec<OutKey> = self
             .outbound

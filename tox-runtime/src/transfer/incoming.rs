@@ -20,6 +20,11 @@ const FILE_KIND_DATA: u32 = 0;
 /// A file may overtake its Offer (the sender's packet queue was full while the file started):
 /// it waits this long, paused, for the Offer before it is cancelled.
 const ORPHAN_WAIT: Duration = Duration::from_secs(3);
+/// Offers one peer may have outstanding (no file taken yet); more are refused for now. A
+/// sender offers one message at a time per file; this leaves room for bursts and relays.
+pub(super) const MAX_OFFERS_PER_PEER: usize = 64;
+/// An offer whose file has not been taken this long after it came is forgotten.
+const OFFER_TTL: Duration = Duration::from_secs(120);
 
 pub(super) struct Orphan {
     friend: FriendNumber,
@@ -37,6 +42,7 @@ pub(super) struct OfferState {
     pub(super) checked: bool,
     /// A file that arrived before the check finished.
     pub(super) parked: Option<(FriendNumber, FileNumber)>,
+    pub(super) since: Instant,
 }
 
 struct Receiving {
@@ -100,6 +106,10 @@ impl<I: Inbox> Engine<I> {
                 )
                 .await;
         }
+        if self.too_many_offers(from, id) {
+            let refusal = Refusal::new(NackCode::Busy, "too many offers outstanding");
+            return self.refuse(from, id, refusal).await;
+        }
         if !self.expect_file(from, id, size, None).await {
             return;
         }
@@ -112,6 +122,48 @@ impl<I: Inbox> Engine<I> {
                 already_stored,
             });
         });
+    }
+
+    /// True when `from` already has as many offers outstanding as one peer may (a new id only:
+    /// a repeated offer replaces its own).
+    pub(super) fn too_many_offers(&self, from: PublicKey, id: MessageId) -> bool {
+        if self.incoming.offers.contains_key(&(from, id)) {
+            return false;
+        }
+        let outstanding = self.incoming.offers.keys().filter(|k| k.0 == from).count();
+        if outstanding >= MAX_OFFERS_PER_PEER {
+            tracing::warn!(peer = %from, outstanding, "offer refused for now: too many outstanding");
+            return true;
+        }
+        false
+    }
+
+    /// Forgets offers whose file never came (or was never taken) within `OFFER_TTL`.
+    pub(super) async fn expire_offers(&mut self) {
+        let stale: Vec<_> = self
+            .incoming
+            .offers
+            .iter()
+            .filter(|(_, o)| o.since.elapsed() >= OFFER_TTL)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in stale {
+            let offer = self.incoming.offers.remove(&key).expect("listed above");
+            tracing::debug!(peer = %key.0, id = %key.1, "offer without a file forgotten");
+            if let Some((friend, file)) = offer.parked {
+                self.cancel_file(friend, file).await;
+            }
+        }
+    }
+
+    /// Spool files of transfers in progress: the sweeper keeps them.
+    pub(super) fn active_spool_paths(&self) -> HashSet<PathBuf> {
+        let receiving = self.incoming.files.values().map(|r| (r.from, r.id));
+        let storing = self.incoming.storing.iter().copied();
+        receiving
+            .chain(storing)
+            .map(|(from, id)| self.spool_path(&from, &id))
+            .collect()
     }
 
     /// Records an offer (or deposit) whose file may follow; false when a store of the same
@@ -131,6 +183,7 @@ impl<I: Inbox> Engine<I> {
             deposit,
             checked: false,
             parked: None,
+            since: Instant::now(),
         };
         self.incoming.offers.insert((from, id), state);
         if let Some(o) = self.incoming.orphans.remove(&(from, id)) {

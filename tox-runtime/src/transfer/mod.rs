@@ -15,6 +15,7 @@ mod engine;
 mod incoming;
 mod policy;
 mod relay;
+mod spool;
 mod strangers;
 
 use std::future::Future;
@@ -174,6 +175,10 @@ pub struct TransferConfig {
     pub trusted_relays: std::collections::HashSet<PublicKey>,
     /// Bounds on friends accepted from strangers (see `strangers.rs`).
     pub strangers: StrangerLimits,
+    /// Partial envelopes older than this are deleted (at start and periodically)...
+    pub spool_max_age: Duration,
+    /// ...and the oldest ones while the spool holds more than this many bytes.
+    pub spool_max_bytes: u64,
 }
 
 impl TransferConfig {
@@ -187,6 +192,9 @@ impl TransferConfig {
             ack_timeout: Duration::from_secs(30),
             trusted_relays: Default::default(),
             strangers: StrangerLimits::default(),
+            // A sender retries for days; a break-off resumes from the spool within that time.
+            spool_max_age: Duration::from_secs(2 * 86_400),
+            spool_max_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -260,6 +268,8 @@ pub struct TransferStats {
     pub friend_requests_bounded: AtomicU64,
     /// Strangers unfriended because they delivered nothing valid within the grace period.
     pub strangers_dropped: AtomicU64,
+    /// Partial envelopes the spool sweeper deleted.
+    pub spool_files_swept: AtomicU64,
 }
 
 impl TransferStats {

@@ -78,6 +78,11 @@ impl<I: Inbox> Engine<I> {
             let refusal = DepositRefusal::new(RelayRefusal::Malformed, "empty envelope");
             return self.refuse_deposit(from, id, refusal).await;
         }
+        if self.too_many_offers(from, id) {
+            let refusal =
+                DepositRefusal::new(RelayRefusal::QuotaCount, "too many deposits outstanding");
+            return self.refuse_deposit(from, id, refusal).await;
+        }
         if !self.expect_file(from, id, d.size, Some(d.clone())).await {
             return;
         }
