@@ -363,6 +363,7 @@ pub async fn run(
             hostname: config.bridge.hostname.clone(),
             notice_hop: config.notice_hop(),
             submission_networks: config.milter.networks(),
+            timeout: milter::DEFAULT_TIMEOUT,
         };
         set.spawn(milter::serve(
             listener,

@@ -85,6 +85,7 @@ impl Fixture {
                     true => "127.0.0.2/32".parse().unwrap(),
                     false => "127.0.0.0/8".parse().unwrap(),
                 }],
+                timeout: toxmail_bridge::postfix::milter::DEFAULT_TIMEOUT,
             };
             let listener = Listener::Tcp(listener);
             tokio::spawn(serve(listener, config, tox_contacts(), shutdown.clone()))
@@ -472,4 +473,63 @@ async fn sendmail_submission_with_reject_policy_bounces_to_the_sender() {
     assert!(!site.maillog().contains("toxmail-notice"));
     f.assert_milter_healthy();
     f.stop().await;
+}
+
+/// Issue 8: a milter client that drips a message byte by byte is closed once the whole message
+/// is late, however regularly its bytes come; a well-behaved one on the same server is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_milter_client_dripping_a_message_is_closed_at_the_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let config = MilterConfig {
+        policy: MixedPolicy::Warn,
+        tox_transport: "toxlmtp".into(),
+        hostname: "mx.a.test".into(),
+        notice_hop: NextHop {
+            lmtp: false,
+            addr: free_port(),
+        },
+        submission_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        timeout: Duration::from_secs(2),
+    };
+    let server = tokio::spawn(serve(
+        Listener::Tcp(listener),
+        config,
+        tox_contacts(),
+        shutdown.clone(),
+    ));
+    // SMFIC_OPTNEG: length 13, 'O', version 6, all actions, all protocol steps; dripped.
+    let mut optneg = vec![0, 0, 0, 13, b'O'];
+    optneg.extend_from_slice(&6u32.to_be_bytes());
+    optneg.extend_from_slice(&0x1ffu32.to_be_bytes());
+    optneg.extend_from_slice(&0x1f_ffffu32.to_be_bytes());
+    let mut drip = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // All but the last byte, one every 200 ms: 3.2 s for a message due within 2 s.
+    for b in &optneg[..optneg.len() - 1] {
+        if drip.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), drip.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "connection still open");
+    assert!(
+        rest.is_empty(),
+        "a dripped negotiation was answered: {rest:?}"
+    );
+
+    // A client that sends its negotiation whole is answered.
+    let mut good = tokio::net::TcpStream::connect(addr).await.unwrap();
+    good.write_all(&optneg).await.unwrap();
+    let mut head = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(5), good.read_exact(&mut head))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    assert_eq!(head[4], b'O', "option negotiation answered");
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
 }

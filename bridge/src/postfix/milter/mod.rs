@@ -79,7 +79,14 @@ pub struct MilterConfig {
     /// Clients whose mail is a local submission (with SASL-authenticated ones): the only mail
     /// the policy applies to.
     pub submission_networks: Vec<ipnet::IpNet>,
+    /// A whole milter message (not one read) must arrive within this long, and the next one
+    /// within it too; else the connection is closed. Postfix waits up to `smtpd_timeout` (300 s)
+    /// on its SMTP client between commands.
+    pub timeout: std::time::Duration,
 }
+
+/// Default [`MilterConfig::timeout`].
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Where the milter listens.
 #[derive(Debug)]
@@ -107,6 +114,7 @@ pub async fn serve(
     };
     let milter_config = indymilter::Config {
         max_connections: MAX_CONNECTIONS,
+        connection_timeout: shared.config.timeout,
         ..indymilter::Config::default()
     };
     let run = indymilter::run(

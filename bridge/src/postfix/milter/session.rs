@@ -228,6 +228,7 @@ mod tests {
                 addr: ([127, 0, 0, 1], 25).into(),
             },
             submission_networks: vec!["127.0.0.1/32".parse().unwrap()],
+            timeout: crate::postfix::milter::DEFAULT_TIMEOUT,
         };
         let resolver = Arc::new(resolver);
         let notices = TaskTracker::new();
