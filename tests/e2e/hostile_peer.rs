@@ -685,3 +685,76 @@ async fn partial_envelopes_of_abandoned_transfers_are_swept() {
             .contains("abandoned partial envelopes deleted")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_flood_without_files_is_bounded_per_peer() {
+    toxmail_tests::init_logging();
+    let root = tempfile::tempdir().unwrap();
+    let boot = BootstrapDaemon::start(root.path()).unwrap();
+    let b = site_b(root.path(), &boot);
+    let bob = b.identities["bob@b.test"];
+    let m = attacker(root.path(), "mallory", &boot).await;
+    send(
+        &b,
+        &m,
+        bob,
+        &letter("m@m.test", "bob@b.test", &body("CONTROL-1")),
+    )
+    .await
+    .expect("control delivery");
+
+    // Raw frames from mallory's node: 300 offers, no file ever follows.
+    let friend = m
+        .courier
+        .node()
+        .friends()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|f| f.public_key == bob.public_key())
+        .expect("bob is mallory's friend")
+        .friend;
+    let raw = m.courier.node().clone();
+    for _ in 0..300 {
+        let offer = toxmail_protocol::Frame::Offer(toxmail_protocol::Offer {
+            message_id: MessageId::random(),
+            size: 10_000,
+        });
+        // The packet queue may be full for a moment: wait and send again.
+        while raw.send_packet(friend, offer.encode()).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let refused = wait_for(CONNECT, || {
+        b.bridge_log()
+            .matches("offer refused for now: too many outstanding")
+            .count()
+            >= 300 - 64
+    });
+    assert!(refused.await, "{}", b.bridge_log());
+    let refusals = b
+        .bridge_log()
+        .matches("offer refused for now: too many outstanding")
+        .count();
+    assert_eq!(refusals, 300 - 64, "exactly the offers over the bound");
+
+    // The bound is mallory's alone: its own next mail waits (temporarily), another peer's
+    // goes through at once.
+    let later = letter("m@m.test", "bob@b.test", &body("LATER"));
+    match send(&b, &m, bob, &later).await {
+        Err(DeliveryError::Refused(n)) => {
+            assert_eq!((n.class, n.code), (NackClass::Temporary, NackCode::Busy))
+        }
+        other => panic!("mallory's offers are over the bound: {other:?}"),
+    }
+    let a = attacker(root.path(), "alice", &boot).await;
+    send(
+        &b,
+        &a,
+        bob,
+        &letter("alice@a.test", "bob@b.test", &body("CONTROL-2")),
+    )
+    .await
+    .expect("another peer's delivery during the flood");
+    assert!(in_bobs_maildir(&b, "CONTROL-2").await);
+}
