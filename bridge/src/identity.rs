@@ -21,6 +21,8 @@ pub enum IdentityError {
     },
     #[error("key file {0} is shorter than 16 bytes")]
     KeyFileShort(PathBuf),
+    #[error("key file {} can be read by group or others (mode {mode:o}): chmod 600 it", path.display())]
+    KeyFileMode { path: PathBuf, mode: u32 },
     #[error("identity {0}: {1}")]
     Tox(String, tox_runtime::RuntimeError),
     /// The database lists an identity whose savedata is not there: a wrong `state_dir`, or a
@@ -54,10 +56,19 @@ pub enum IdentityError {
 
 /// Reads the operator's key file; its bytes are the toxencryptsave passphrase.
 pub fn read_key_file(path: &Path) -> Result<Vec<u8>, IdentityError> {
-    let bytes = std::fs::read(path).map_err(|source| IdentityError::KeyFile {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |source| IdentityError::KeyFile {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(IdentityError::KeyFileMode {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
     let trimmed = bytes.trim_ascii().to_vec();
     if trimmed.len() < 16 {
         return Err(IdentityError::KeyFileShort(path.to_path_buf()));

@@ -4,7 +4,9 @@
 //! purges what expired.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +34,8 @@ pub enum RelayError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("key file {} can be read by group or others (mode {mode:o}): chmod 600 it", path.display())]
+    KeyFileMode { path: PathBuf, mode: u32 },
 }
 
 fn now() -> u64 {
@@ -228,14 +232,60 @@ pub fn node_options(config: &Config) -> Result<Options, RelayError> {
     let mut o = o
         .savedata(config.relay.state_dir.join("relay.tox"))
         .name("toxmail relay");
-    if let Some(path) = &config.relay.key_file {
-        let pass = std::fs::read(path).map_err(|source| RelayError::File {
-            path: path.clone(),
-            source,
-        })?;
-        o = o.passphrase(pass);
+    if let Some(path) = key_file(config)? {
+        o = o.passphrase(read_key_file(&path)?);
     }
     Ok(o)
+}
+
+/// The key file the relay's savedata is encrypted with: `relay.key_file`, else
+/// `<state_dir>/relay.key`, which a fresh relay generates (random, mode 0600) at its first start.
+/// A relay that already has plaintext savedata and no key file keeps running unencrypted (with
+/// a warning): encrypting it needs the operator's key file.
+fn key_file(config: &Config) -> Result<Option<PathBuf>, RelayError> {
+    if let Some(path) = &config.relay.key_file {
+        return Ok(Some(path.clone()));
+    }
+    let path = config.relay.state_dir.join("relay.key");
+    if path.exists() {
+        return Ok(Some(path));
+    }
+    if config.relay.state_dir.join("relay.tox").exists() {
+        tracing::warn!("relay savedata is not encrypted: set relay.key_file");
+        return Ok(None);
+    }
+    let io = |source| RelayError::File {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&config.relay.state_dir).map_err(io)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io)?;
+    let key = toxmail_protocol::MessageId::random().to_string();
+    file.write_all(key.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    tracing::info!(path = %path.display(), "generated the key file that encrypts the relay's savedata");
+    Ok(Some(path))
+}
+
+/// The passphrase in a key file only its owner may read.
+fn read_key_file(path: &Path) -> Result<Vec<u8>, RelayError> {
+    let io = |source| RelayError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(RelayError::KeyFileMode {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    std::fs::read(path).map_err(io)
 }
 
 /// Where `run` writes the relay's Tox ID and DHT contact for `status` and operators.

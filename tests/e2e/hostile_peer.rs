@@ -367,7 +367,22 @@ async fn a_bridge_whose_state_dir_lost_its_identities_refuses_to_start() {
     assert!(made.is_empty(), "no keys minted: {made:?}");
 
     // The right state_dir with the wrong key file: refused too, naming the file.
-    std::fs::write(b.dir.join("other.key"), b"another key file, 32 bytes long!").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    // A key file others can read is refused before anything else happens.
+    let key = b.dir.join("bridge.key");
+    mode(&key, 0o644);
+    let (status, out) = run_until_exit(&b.config);
+    assert!(
+        !status.success() && out.contains("can be read by group or others"),
+        "{out}"
+    );
+    mode(&key, 0o600);
+    let other = b.dir.join("other.key");
+    std::fs::write(&other, b"another key file, 32 bytes long!").unwrap();
+    mode(&other, 0o600);
     let other_key = config.replace(
         &format!("key_file = \"{}\"", b.dir.join("bridge.key").display()),
         &format!("key_file = \"{}\"", b.dir.join("other.key").display()),
@@ -490,6 +505,20 @@ async fn a_relay_never_confirms_custody_of_a_message_id_another_depositor_took()
     // Bob and carol are offline; only their keys matter to the relay.
     let bob = toxmail_protocol::public_key_of(&toxmail_protocol::SecretKey::from([5u8; 32]));
     let carol = toxmail_protocol::public_key_of(&toxmail_protocol::SecretKey::from([6u8; 32]));
+    // A relay started without a key file encrypts its savedata with one it made itself.
+    use std::os::unix::fs::PermissionsExt;
+    let state = root.path().join("relay/state");
+    let savedata = std::fs::read(state.join("relay.tox")).unwrap();
+    assert!(
+        savedata.starts_with(b"toxEsave"),
+        "relay savedata in the clear"
+    );
+    let key_mode = std::fs::metadata(state.join("relay.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+
     // Control: the squatter speaks the protocol, the relay holds its envelope.
     let real = letter("alice@a.test", "bob@b.test", &body("REAL"));
     let mut squat = letter("alice@a.test", "bob@b.test", &body("SQUAT"));

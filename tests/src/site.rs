@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -129,7 +130,9 @@ impl Site {
             ],
             None => Vec::new(),
         };
-        std::fs::write(dir.join("bridge.key"), b"test key file, 32 bytes or more!").unwrap();
+        let key_file = dir.join("bridge.key");
+        std::fs::write(&key_file, b"test key file, 32 bytes or more!").unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let config = dir.join("bridge.toml");
         // The bridge injects into the service its own `postfix-config` prints, as an operator
         // would set it up; DSNs go to the site's ordinary smtpd (known once Postfix runs).

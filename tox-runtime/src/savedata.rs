@@ -168,29 +168,22 @@ impl SavedataFile {
     }
 }
 
-/// Temp file in the same directory, fsync, rename over the target, fsync the directory.
+/// Temp file in the same directory, fsync, rename over the target, fsync the directory. The temp
+/// file is created exclusively (O_EXCL) under a random name with mode 0600 from the start
+/// (tempfile), so no other user can open it or have planted a file or link under its name.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            f.set_permissions(fs::Permissions::from_mode(0o600))?;
-        }
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
     fs::File::open(dir)?.sync_all()
 }
 
@@ -232,6 +225,20 @@ mod tests {
         assert_eq!(file.load().unwrap().unwrap(), tox_like(b"plain"));
         file.save(b"not savedata").unwrap();
         assert!(matches!(file.load(), Err(RuntimeError::SavedataCorrupt(_))));
+    }
+
+    #[test]
+    fn savedata_is_written_owner_only_and_leaves_no_temp_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.tox");
+        write_atomically(&path, b"secret").unwrap();
+        write_atomically(&path, b"secret 2").unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        assert_eq!(fs::read(&path).unwrap(), b"secret 2");
     }
 
     fn tox_like(body: &[u8]) -> Vec<u8> {
