@@ -126,8 +126,80 @@ pub async fn contact_remove(config: &Config, address: &str) -> Result {
         .await
         .map_err(|e| e.to_string())?
     {
-        true => println!("removed {address}"),
+        true => {
+            println!("removed {address}; the running bridge ends its friendship within seconds")
+        }
         false => return Err(format!("no contact {address}")),
+    }
+    Ok(())
+}
+
+pub async fn identity_rotate_nospam(config: &Config, address: &str) -> Result {
+    let address = match address {
+        crate::identity::DEFAULT_IDENTITY => address.to_string(),
+        _ => normalised(config, address)?,
+    };
+    let store = store(config)?;
+    let rows = store.identities().await.map_err(|e| e.to_string())?;
+    let row = rows
+        .iter()
+        .find(|r| r.address == address)
+        .ok_or_else(|| format!("no identity {address}"))?;
+    let nospam = u32::from_be_bytes(
+        toxmail_protocol::MessageId::random().0[..4]
+            .try_into()
+            .unwrap_or_default(),
+    );
+    let id = ToxId::new(row.tox_id.public_key(), nospam);
+    store
+        .set_identity_tox_id(&address, &id)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("identity {address}");
+    println!("new Tox ID: {id}");
+    println!("the running bridge takes it within seconds; new friend requests need the new ID");
+    if let Some(record) = identity::dns_record(&address, &id, &config.own_relays()) {
+        println!("publish in DNS: {record}");
+    }
+    Ok(())
+}
+
+/// A public key from 64 hex digits, or the key of a full 76-digit Tox ID.
+fn parse_key(text: &str) -> std::result::Result<toxmail_protocol::PublicKey, String> {
+    let text = text.trim();
+    if let Ok(id) = text.parse::<ToxId>() {
+        return Ok(id.public_key());
+    }
+    text.parse::<toxmail_protocol::PublicKey>()
+        .map_err(|e| format!("{text:?} is neither a public key nor a Tox ID: {e}"))
+}
+
+pub async fn block(config: &Config, key: &str, add: bool) -> Result {
+    let key = parse_key(key)?;
+    let store = store(config)?;
+    let changed = match add {
+        true => store.block_key(&key).await,
+        false => store.unblock_key(&key).await,
+    }
+    .map_err(|e| e.to_string())?;
+    match (add, changed) {
+        (true, true) => {
+            println!("blocked {key}; the running bridge ends its friendship within seconds")
+        }
+        (true, false) => println!("{key} was blocked already"),
+        (false, true) => println!("unblocked {key}"),
+        (false, false) => return Err(format!("{key} is not blocked")),
+    }
+    Ok(())
+}
+
+pub async fn block_list(config: &Config) -> Result {
+    for key in store(config)?
+        .blocked_keys()
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        println!("{key}");
     }
     Ok(())
 }
@@ -137,7 +209,7 @@ pub async fn resolve(config: &Config, address: &str) -> Result {
     if let Ok(store) = store(config)
         && let (Ok(ids), Ok(contacts)) = (store.identities().await, store.contacts().await)
     {
-        resolver.set_directory(crate::app::directory(ids, contacts));
+        resolver.set_directory(crate::roster::directory(ids, contacts));
     }
     println!("{address}: {}", resolver.resolve(address).await);
     Ok(())

@@ -19,8 +19,9 @@ use crate::delivery::via_relay::{self, RelaySettings};
 use crate::identity::{self, DEFAULT_IDENTITY};
 use crate::intake::BridgeIntake;
 use crate::postfix::{lmtp, milter, socketmap};
-use crate::resolve::{Directory, Resolver, ResolverConfig, normalise};
-use crate::store::{ContactRow, IdentityRow, Store, StoreError};
+use crate::resolve::{Resolver, ResolverConfig, normalise};
+use crate::roster::{self, Roster};
+use crate::store::{IdentityRow, Store, StoreError};
 use toxmail_protocol::{SecretKey, public_key_of};
 use toxmail_relay::service::{Mailroom, Policy as RelayPolicy, RelayInbox};
 use toxmail_relay::store::Store as RelayStore;
@@ -133,53 +134,6 @@ async fn identities(config: &Config, store: &Store) -> Result<Vec<IdentityRow>, 
     Ok(rows)
 }
 
-/// Our own identities, by address and as `<ToxID>@tox`, are local: mail to them never loops
-/// back out over Tox.
-pub fn directory(ids: Vec<IdentityRow>, contacts: Vec<ContactRow>) -> Directory {
-    let local = ids
-        .iter()
-        .flat_map(|r| [r.address.clone(), format!("{}@tox", r.tox_id)])
-        .collect();
-    Directory {
-        contacts: contacts
-            .into_iter()
-            .map(|c| (c.address, c.tox_id))
-            .collect(),
-        local,
-    }
-}
-
-/// Keeps the resolver's copy of contacts and identities current, so routing never waits on the
-/// database (and keeps working from the last copy while it is down).
-/// Loads contacts and identities into the resolver once; false if the database did not answer.
-async fn load_directory(store: &Store, resolver: &Resolver, couriers: &[Courier]) -> bool {
-    let (Ok(ids), Ok(contacts)) = (store.identities().await, store.contacts().await) else {
-        return false;
-    };
-    for c in &contacts {
-        for courier in couriers {
-            courier.allow_contact(c.tox_id.public_key());
-        }
-    }
-    resolver.set_directory(directory(ids, contacts));
-    true
-}
-
-async fn refresh_directory(
-    store: Store,
-    resolver: Arc<Resolver>,
-    couriers: Vec<Courier>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
-        load_directory(&store, &resolver, &couriers).await;
-    }
-}
-
 /// What admission knows of the site: its domains, and each identity's public key by its
 /// normalised address.
 fn site_view(config: &Config, keys: &HashMap<String, SecretKey>) -> SiteView {
@@ -251,7 +205,7 @@ pub async fn run(
 
     // Admission asks the resolver what the site knows of a sender: load it before any courier.
     let resolver = Arc::new(Resolver::new(resolver_config(&config)));
-    load_directory(&store, &resolver, &[]).await;
+    roster::load_resolver(&store, &resolver).await;
     let ctx = Arc::new(InboundContext {
         store: store.clone(),
         hostname: config.bridge.hostname.clone(),
@@ -261,6 +215,8 @@ pub async fn run(
         keys: keys.clone(),
         resolver: resolver.clone(),
         sender_mismatch: config.inbound.sender_mismatch,
+        contacts_only: config.tox.friend_policy == FriendPolicySetting::Contacts,
+        blocked: Default::default(),
         lifetime: config.lifetime(),
         injector: Notify::new(),
     });
@@ -325,16 +281,15 @@ pub async fn run(
         ..lmtp::LmtpConfig::default()
     };
 
-    let all_couriers: Vec<Courier> = couriers.values().cloned().collect();
-    // Routing must know our identities and contacts before Postfix asks its first question.
-    load_directory(&store, &resolver, &all_couriers).await;
+    // Routing, contacts and blocks must be in place before Postfix asks its first question.
+    let by_address: HashMap<String, Courier> = couriers
+        .iter()
+        .map(|(a, c)| (a.clone(), c.clone()))
+        .collect();
+    let mut roster = Roster::new(store.clone(), resolver.clone(), by_address, ctx.clone());
+    roster.load().await;
     let mut set = tokio::task::JoinSet::new();
-    set.spawn(refresh_directory(
-        store.clone(),
-        resolver.clone(),
-        all_couriers,
-        shutdown.clone(),
-    ));
+    set.spawn(roster.run(shutdown.clone()));
     set.spawn(dispatcher.run(shutdown.clone()));
     for (mailroom, deposited) in mailrooms {
         set.spawn(mailroom.serve(deposited, RELAY_PURGE, shutdown.clone()));

@@ -25,4 +25,5 @@ pub mod intake;
 pub mod postfix;
 pub mod reply;
 pub mod resolve;
+pub mod roster;
 pub mod store;

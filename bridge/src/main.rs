@@ -36,6 +36,9 @@ enum Command {
     /// Addresses the operator maps to Tox IDs by hand.
     #[command(subcommand)]
     Contact(ContactCmd),
+    /// Tox keys whose friendship is ended and whose mail is refused.
+    #[command(subcommand)]
+    Block(BlockCmd),
     /// Print the routing decision for an address and why.
     Resolve { address: String },
     /// The outbound queue.
@@ -52,6 +55,23 @@ enum IdentityCmd {
         address: String,
     },
     List,
+    /// Give an identity a new nospam: its old Tox ID no longer admits new friend requests
+    /// (existing friends keep working); prints the new Tox ID and DNS record.
+    RotateNospam {
+        address: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BlockCmd {
+    /// A public key (64 hex digits) or a full Tox ID (76).
+    Add {
+        key: String,
+    },
+    List,
+    Remove {
+        key: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,6 +138,12 @@ async fn main() -> ExitCode {
             admin::identity_add(&config, &address).await
         }
         Command::Identity(IdentityCmd::List) => admin::identity_list(&config).await,
+        Command::Identity(IdentityCmd::RotateNospam { address }) => {
+            admin::identity_rotate_nospam(&config, &address).await
+        }
+        Command::Block(BlockCmd::Add { key }) => admin::block(&config, &key, true).await,
+        Command::Block(BlockCmd::Remove { key }) => admin::block(&config, &key, false).await,
+        Command::Block(BlockCmd::List) => admin::block_list(&config).await,
         Command::Contact(ContactCmd::Add { address, tox_id }) => {
             admin::contact_add(&config, &address, &tox_id).await
         }

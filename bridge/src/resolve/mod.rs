@@ -193,6 +193,15 @@ impl Resolver {
         *self.directory.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(dir);
     }
 
+    /// True when some contact's Tox ID has this public key.
+    pub fn is_contact_key(&self, key: &toxmail_protocol::PublicKey) -> bool {
+        let directory = self.directory.read().unwrap_or_else(|e| e.into_inner());
+        directory
+            .contacts
+            .values()
+            .any(|id| id.public_key() == *key)
+    }
+
     /// The route for `address`, within about `dns_wait` at worst.
     pub async fn resolve(&self, address: &str) -> Route {
         self.explain_within(address, Some(self.discovery.config.dns_wait))

@@ -3,9 +3,9 @@
 
 use std::time::SystemTime;
 
-use toxmail_protocol::ToxId;
+use toxmail_protocol::{PublicKey, ToxId};
 
-use super::{Store, StoreError, tox_id_from};
+use super::{Store, StoreError, public_key_from, tox_id_from};
 
 /// A local address and the Tox ID mail to it arrives at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +101,57 @@ impl Store {
                     added: row.try_get(2)?,
                 })
             })
+            .collect()
+    }
+
+    /// Replaces an identity's Tox ID (same key, new nospam); false if there is no such identity.
+    pub async fn set_identity_tox_id(
+        &self,
+        address: &str,
+        tox_id: &ToxId,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE identities SET tox_id = $2 WHERE address = $1",
+                &[&address, &&tox_id.as_bytes()[..]],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Blocks a key; false if it was blocked already.
+    pub async fn block_key(&self, key: &PublicKey) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "INSERT INTO blocked_keys (public_key) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&&key.0[..]],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Unblocks a key; false if it was not blocked.
+    pub async fn unblock_key(&self, key: &PublicKey) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "DELETE FROM blocked_keys WHERE public_key = $1",
+                &[&&key.0[..]],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Every blocked key.
+    pub async fn blocked_keys(&self) -> Result<Vec<PublicKey>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT public_key FROM blocked_keys ORDER BY added", &[])
+            .await?;
+        rows.iter()
+            .map(|row| public_key_from(row.try_get(0)?, "blocked_keys.public_key"))
             .collect()
     }
 }

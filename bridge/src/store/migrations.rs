@@ -28,6 +28,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 4,
         sql: include_str!("migrations/0004_inbound_by_sealer.sql"),
     },
+    Migration {
+        version: 5,
+        sql: include_str!("migrations/0005_blocked_keys.sql"),
+    },
 ];
 
 /// Serialises bridges migrating the same database at once ("toxmigr" in ASCII).

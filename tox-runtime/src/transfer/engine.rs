@@ -101,6 +101,8 @@ pub(crate) struct Engine<I> {
     pub(super) strangers: Strangers,
     /// Keys the operator vouched for (contacts) or we chose (relays): never strangers.
     known: std::collections::HashSet<PublicKey>,
+    /// Keys the operator blocked: their friend requests are ignored.
+    blocked: std::collections::HashSet<PublicKey>,
     last_sweep: Instant,
 }
 
@@ -128,6 +130,7 @@ impl<I: Inbox> Engine<I> {
             subscribers: Vec::new(),
             strangers: Strangers::new(config_strangers),
             known: Default::default(),
+            blocked: Default::default(),
             last_sweep: Instant::now(),
         }
     }
@@ -199,6 +202,10 @@ impl<I: Inbox> Engine<I> {
                 self.config.friend_policy.allow(pk);
                 self.known.insert(pk);
                 self.strangers.proven(&pk);
+            }
+            Command::Revoke { key, block } => self.revoke(key, block).await,
+            Command::Unblock(key) => {
+                self.blocked.remove(&key);
             }
             Command::Subscribe(tx) => self.subscribers.push(tx),
             Command::SendRelayFrame { to, frame, reply } => {
@@ -282,6 +289,13 @@ impl<I: Inbox> Engine<I> {
     }
 
     async fn on_friend_request(&mut self, from: PublicKey, message: &[u8]) {
+        if self.blocked.contains(&from) {
+            self.stats
+                .friend_requests_ignored
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(peer = %from, "friend request from a blocked key ignored");
+            return;
+        }
         let verdict = self.config.friend_policy.judge(&from, message);
         if verdict == Verdict::Accept
             && !self.known.contains(&from)
@@ -602,6 +616,23 @@ impl<I: Inbox> Engine<I> {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "spool sweep failed"),
+        }
+    }
+
+    /// Ends the friendship with `key` and takes back what vouched for it; with `block`, its
+    /// friend requests are ignored from now on.
+    async fn revoke(&mut self, key: PublicKey, block: bool) {
+        if block {
+            self.blocked.insert(key);
+        }
+        self.config.friend_policy.forbid(&key);
+        self.known.remove(&key);
+        self.strangers.proven(&key);
+        if self.peers.remove(&key).is_some() {
+            match self.handle.friend_delete(key).await {
+                Ok(()) => tracing::info!(peer = %key, block, "friendship ended by the operator"),
+                Err(e) => tracing::warn!(peer = %key, error = %e, "could not end a friendship"),
+            }
         }
     }
 

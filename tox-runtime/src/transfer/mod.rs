@@ -288,6 +288,13 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<(), DeliveryError>>,
     },
     AllowContact(PublicKey),
+    /// Ends the friendship with a key and takes back its contact status; `block` also ignores
+    /// its friend requests from now on.
+    Revoke {
+        key: PublicKey,
+        block: bool,
+    },
+    Unblock(PublicKey),
     Subscribe(mpsc::UnboundedSender<PeerEvent>),
     SendRelayFrame {
         to: PublicKey,
@@ -422,6 +429,26 @@ impl Courier {
     /// Adds a key to the known-contacts policy (no effect under `AnyoneWithAddress`).
     pub fn allow_contact(&self, pk: PublicKey) {
         let _ = self.commands.send(Command::AllowContact(pk));
+    }
+
+    /// Ends the friendship with `pk` (a contact removed): it is a stranger again.
+    pub fn revoke(&self, pk: PublicKey) {
+        let _ = self.commands.send(Command::Revoke {
+            key: pk,
+            block: false,
+        });
+    }
+
+    /// Ends the friendship with `pk` and ignores its friend requests until [`Courier::unblock`].
+    pub fn block(&self, pk: PublicKey) {
+        let _ = self.commands.send(Command::Revoke {
+            key: pk,
+            block: true,
+        });
+    }
+
+    pub fn unblock(&self, pk: PublicKey) {
+        let _ = self.commands.send(Command::Unblock(pk));
     }
 }
 

@@ -38,6 +38,13 @@ impl FriendPolicy {
             keys.insert(pk);
         }
     }
+
+    /// Takes back [`FriendPolicy::allow`].
+    pub fn forbid(&mut self, pk: &PublicKey) {
+        if let FriendPolicy::KnownContacts(keys) = self {
+            keys.remove(pk);
+        }
+    }
 }
 
 #[cfg(test)]

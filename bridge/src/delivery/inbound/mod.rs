@@ -41,6 +41,11 @@ pub struct InboundContext {
     /// How mail to a sender would be routed: what the site knows of the sender's key.
     pub resolver: Arc<Resolver>,
     pub sender_mismatch: SenderMismatch,
+    /// `friend_policy = "contacts"`: only contacts' (and our own) keys may seal mail for us,
+    /// also when it comes through a relay.
+    pub contacts_only: bool,
+    /// Keys the operator blocked (kept current by the roster): their envelopes are refused.
+    pub blocked: std::sync::RwLock<std::collections::HashSet<PublicKey>>,
     /// How long the injector keeps retrying a temporary refusal before it bounces.
     pub lifetime: std::time::Duration,
     pub injector: Notify,
@@ -128,6 +133,26 @@ impl Inbox for BridgeInbox {
 }
 
 impl BridgeInbox {
+    /// A blocked key never delivers; under the contacts policy only contacts and our own
+    /// identities do, also through a relay (where the friendship check does not apply).
+    fn check_sealer(&self, sealer: &PublicKey) -> Result<(), Refusal> {
+        let blocked = self.ctx.blocked.read().unwrap_or_else(|e| e.into_inner());
+        if blocked.contains(sealer) {
+            return Err(Refusal::new(
+                NackCode::UnknownMailbox,
+                "this site does not take mail from this key",
+            ));
+        }
+        let own = self.ctx.site.identities.values().any(|k| k == sealer);
+        if self.ctx.contacts_only && !own && !self.ctx.resolver.is_contact_key(sealer) {
+            return Err(Refusal::new(
+                NackCode::UnknownMailbox,
+                "this site takes mail only from its contacts",
+            ));
+        }
+        Ok(())
+    }
+
     /// Opens the envelope and decides whether this site takes it: sealed by the sender, to this
     /// identity's mailbox, from a sender whose key does not contradict what the site knows, to a
     /// mailbox the local MTA does not refuse. The verdict on the sender goes with the row.
@@ -145,6 +170,7 @@ impl BridgeInbox {
                 "sealed by another key than the sender's",
             ));
         }
+        self.check_sealer(&from)?;
         let meta = &opened.letter.metadata;
         let site = &self.ctx.site;
         let mailbox =

@@ -1,0 +1,141 @@
+//! The roster: what the operator decided in the database (identities and their Tox IDs, contacts,
+//! blocked keys) kept in step with the resolver, the couriers and admission, every few seconds.
+//! A contact removed ends its friendship; a blocked key loses it and is ignored from then on; an
+//! identity whose nospam the operator rotated (`identity rotate-nospam`) gets it on its node.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tox_runtime::transfer::Courier;
+use toxmail_protocol::PublicKey;
+
+use crate::delivery::inbound::InboundContext;
+use crate::resolve::{Directory, Resolver};
+use crate::store::{ContactRow, IdentityRow, Store};
+
+/// How often the database is read again.
+const REFRESH: Duration = Duration::from_secs(5);
+
+/// Our own identities, by address and as `<ToxID>@tox`, are local: mail to them never loops
+/// back out over Tox.
+pub fn directory(ids: Vec<IdentityRow>, contacts: Vec<ContactRow>) -> Directory {
+    let local = ids
+        .iter()
+        .flat_map(|r| [r.address.clone(), format!("{}@tox", r.tox_id)])
+        .collect();
+    Directory {
+        contacts: contacts
+            .into_iter()
+            .map(|c| (c.address, c.tox_id))
+            .collect(),
+        local,
+    }
+}
+
+/// Loads contacts and identities into the resolver once; false if the database did not answer.
+pub async fn load_resolver(store: &Store, resolver: &Resolver) -> bool {
+    let (Ok(ids), Ok(contacts)) = (store.identities().await, store.contacts().await) else {
+        return false;
+    };
+    resolver.set_directory(directory(ids, contacts));
+    true
+}
+
+#[derive(Debug)]
+pub struct Roster {
+    pub store: Store,
+    pub resolver: Arc<Resolver>,
+    /// Identity address → its courier.
+    pub couriers: HashMap<String, Courier>,
+    pub inbound: Arc<InboundContext>,
+    contacts: HashSet<PublicKey>,
+    blocked: HashSet<PublicKey>,
+}
+
+impl Roster {
+    pub fn new(
+        store: Store,
+        resolver: Arc<Resolver>,
+        couriers: HashMap<String, Courier>,
+        inbound: Arc<InboundContext>,
+    ) -> Roster {
+        Roster {
+            store,
+            resolver,
+            couriers,
+            inbound,
+            contacts: HashSet::new(),
+            blocked: HashSet::new(),
+        }
+    }
+
+    /// Reads the database and applies what changed; false if it did not answer.
+    pub async fn load(&mut self) -> bool {
+        let (Ok(ids), Ok(contacts), Ok(blocked)) = (
+            self.store.identities().await,
+            self.store.contacts().await,
+            self.store.blocked_keys().await,
+        ) else {
+            return false;
+        };
+        let contact_keys: HashSet<PublicKey> =
+            contacts.iter().map(|c| c.tox_id.public_key()).collect();
+        let blocked: HashSet<PublicKey> = blocked.into_iter().collect();
+        *self
+            .inbound
+            .blocked
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = blocked.clone();
+        for courier in self.couriers.values() {
+            for pk in contact_keys.difference(&self.contacts) {
+                courier.allow_contact(*pk);
+            }
+            for pk in self.contacts.difference(&contact_keys) {
+                courier.revoke(*pk);
+            }
+            for pk in blocked.difference(&self.blocked) {
+                courier.block(*pk);
+            }
+            for pk in self.blocked.difference(&blocked) {
+                courier.unblock(*pk);
+            }
+        }
+        self.rotate_nospams(&ids).await;
+        self.resolver.set_directory(directory(ids, contacts));
+        self.contacts = contact_keys;
+        self.blocked = blocked;
+        true
+    }
+
+    /// Gives each identity's node the nospam its database row names (same key only).
+    async fn rotate_nospams(&self, ids: &[IdentityRow]) {
+        for row in ids {
+            let Some(courier) = self.couriers.get(&row.address) else {
+                continue;
+            };
+            let node = courier.node();
+            let Ok(info) = node.info().await else {
+                continue;
+            };
+            if info.address == row.tox_id || info.public_key != row.tox_id.public_key() {
+                continue;
+            }
+            match node.set_nospam(row.tox_id.nospam()).await {
+                Ok(id) => tracing::info!(identity = %row.address, tox_id = %id, "nospam rotated"),
+                Err(e) => tracing::warn!(identity = %row.address, error = %e, "nospam not rotated"),
+            }
+        }
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(REFRESH) => {}
+            }
+            self.load().await;
+        }
+    }
+}
