@@ -149,6 +149,14 @@ impl Handle {
         self.call(|r| Command::FileCancel(friend, file, r)).await
     }
 
+    /// Queues a cancel now, without waiting for it: the owner runs it before any command sent
+    /// after this call. A cancel sent from a spawned task could instead reach the owner after a
+    /// later `file_send` was given the same (by then reused) file number, and kill that transfer.
+    pub fn file_cancel_now(&self, friend: FriendNumber, file: FileNumber) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.commands.send(Command::FileCancel(friend, file, reply));
+    }
+
     /// Changes the nospam (invalidating the old Tox ID for new friend requests); returns the new ID.
     pub async fn set_nospam(&self, nospam: u32) -> Result<ToxId> {
         self.call(|r| Command::SetNospam(nospam, r)).await

@@ -473,8 +473,7 @@ impl<I: Inbox> Engine<I> {
         if let OutState::Sending { file, .. } = out.state
             && let Some(peer) = self.peers.get(&from)
         {
-            let (handle, friend) = (self.handle.clone(), peer.friend);
-            tokio::spawn(async move { handle.file_cancel(friend, file).await });
+            self.handle.file_cancel_now(peer.friend, file);
         }
         let _ = out.reply.send(result);
     }
@@ -663,8 +662,7 @@ impl<I: Inbox> Engine<I> {
             }
             tracing::info!(peer = %to, %id, file, "file made no progress; cancelled, offering again");
             if let Some(peer) = self.peers.get(to) {
-                let (handle, friend) = (self.handle.clone(), peer.friend);
-                tokio::spawn(async move { handle.file_cancel(friend, file).await });
+                self.handle.file_cancel_now(peer.friend, file);
             }
             out.state = OutState::AwaitingVerdict {
                 since: now,
