@@ -32,6 +32,36 @@ pub enum AddressError {
     BadDots,
 }
 
+/// A host or mail domain: dot-separated labels (letters, digits, inner hyphens, UTF-8 letters),
+/// kept lower-case. The only form a host name takes in a command this bridge sends.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Domain(String);
+
+impl Domain {
+    pub fn parse(s: &str) -> Result<Domain, AddressError> {
+        if s.is_empty() {
+            return Err(AddressError::Empty);
+        }
+        if s.len() > MAX_DOMAIN {
+            return Err(AddressError::TooLong);
+        }
+        if !s.split('.').all(valid_label) {
+            return Err(AddressError::BadDomain);
+        }
+        Ok(Domain(s.to_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// `local@domain`: a dot-atom local part (RFC 5321 atext, UTF-8 allowed) and a domain of labels.
 /// Quoted local parts, domain literals and source routes are refused. The domain is kept
 /// lower-case; the local part as given.
@@ -65,10 +95,8 @@ impl MailAddress {
         if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
             return Err(AddressError::BadDots);
         }
-        if !domain.split('.').all(valid_label) {
-            return Err(AddressError::BadDomain);
-        }
-        let text = format!("{local}@{}", domain.to_lowercase());
+        let domain = Domain::parse(domain)?;
+        let text = format!("{local}@{domain}");
         Ok(MailAddress {
             at: local.len(),
             text,
@@ -202,6 +230,21 @@ mod tests {
         }
         let long = format!("{}@b.test", "x".repeat(65));
         assert_eq!(MailAddress::parse(&long), Err(TooLong));
+    }
+
+    #[test]
+    fn domains_are_labels_only() {
+        assert_eq!(Domain::parse("MX.B.test").unwrap().as_str(), "mx.b.test");
+        for bad in [
+            "",
+            "mx.b.test\r\nMAIL FROM:<>",
+            "mx b",
+            "mx..b",
+            "-mx.b",
+            "[127.0.0.1]",
+        ] {
+            assert!(Domain::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

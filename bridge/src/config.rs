@@ -502,6 +502,8 @@ impl Config {
             key,
             message,
         };
+        crate::address::Domain::parse(&self.bridge.hostname)
+            .map_err(|e| invalid("bridge.hostname", e.to_string()))?;
         parse_listen(&self.socketmap.listen).map_err(|m| invalid("socketmap.listen", m))?;
         parse_listen(&self.lmtp.listen).map_err(|m| invalid("lmtp.listen", m))?;
         if !self.milter.listen.is_empty() {

@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 
-use crate::address::{MailAddress, ReversePath};
+use crate::address::{Domain, MailAddress, ReversePath};
 use crate::config::NextHop;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -26,6 +26,33 @@ pub enum SmtpError {
     Malformed,
     #[error("next hop answered {code} {text}")]
     Rejected { code: u16, text: String },
+    #[error("our own host name is not a domain (bridge.hostname)")]
+    Hostname,
+}
+
+/// The commands this client sends. Each is rendered from validated parts only: no variant can
+/// carry a CR, an LF, or a `<`/`>` that would end an address early.
+enum Request<'a> {
+    Hello { lmtp: bool, host: &'a Domain },
+    MailFrom(&'a ReversePath),
+    RcptTo(&'a MailAddress),
+    Data,
+    Rset,
+    Quit,
+}
+
+impl Request<'_> {
+    fn line(&self) -> String {
+        match self {
+            Request::Hello { lmtp: true, host } => format!("LHLO {host}\r\n"),
+            Request::Hello { lmtp: false, host } => format!("EHLO {host}\r\n"),
+            Request::MailFrom(path) => format!("MAIL FROM:<{path}>\r\n"),
+            Request::RcptTo(address) => format!("RCPT TO:<{address}>\r\n"),
+            Request::Data => "DATA\r\n".into(),
+            Request::Rset => "RSET\r\n".into(),
+            Request::Quit => "QUIT\r\n".into(),
+        }
+    }
 }
 
 impl SmtpError {
@@ -51,8 +78,12 @@ impl Conn {
             writer: w,
         };
         conn.expect(220).await?;
-        let hello = if hop.lmtp { "LHLO" } else { "EHLO" };
-        conn.command(&format!("{hello} {hostname}"), 250).await?;
+        let host = Domain::parse(hostname).map_err(|_| SmtpError::Hostname)?;
+        let hello = Request::Hello {
+            lmtp: hop.lmtp,
+            host: &host,
+        };
+        conn.command(hello, 250).await?;
         Ok(conn)
     }
 
@@ -89,15 +120,13 @@ impl Conn {
         }
     }
 
-    async fn command(&mut self, line: &str, class: u16) -> Result<(), SmtpError> {
-        self.writer
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await?;
+    async fn command(&mut self, request: Request<'_>, class: u16) -> Result<(), SmtpError> {
+        self.writer.write_all(request.line().as_bytes()).await?;
         self.expect(class).await
     }
 
     async fn quit(mut self) {
-        let _ = self.writer.write_all(b"QUIT\r\n").await;
+        let _ = self.writer.write_all(Request::Quit.line().as_bytes()).await;
     }
 }
 
@@ -110,9 +139,9 @@ pub async fn send(
     message: &[u8],
 ) -> Result<(), SmtpError> {
     let mut conn = Conn::open(hop, hostname).await?;
-    conn.command(&format!("MAIL FROM:<{sender}>"), 250).await?;
-    conn.command(&format!("RCPT TO:<{recipient}>"), 250).await?;
-    conn.command("DATA", 354).await?;
+    conn.command(Request::MailFrom(sender), 250).await?;
+    conn.command(Request::RcptTo(recipient), 250).await?;
+    conn.command(Request::Data, 354).await?;
     conn.writer.write_all(&dot_stuff(message)).await?;
     conn.expect(250).await?; // LMTP: one reply for our one recipient
     conn.quit().await;
@@ -126,9 +155,10 @@ pub async fn probe(
     recipient: &MailAddress,
 ) -> Result<(), SmtpError> {
     let mut conn = Conn::open(hop, hostname).await?;
-    conn.command("MAIL FROM:<>", 250).await?;
-    let result = conn.command(&format!("RCPT TO:<{recipient}>"), 250).await;
-    let _ = conn.command("RSET", 250).await;
+    conn.command(Request::MailFrom(&ReversePath::Null), 250)
+        .await?;
+    let result = conn.command(Request::RcptTo(recipient), 250).await;
+    let _ = conn.command(Request::Rset, 250).await;
     conn.quit().await;
     result
 }
@@ -158,6 +188,33 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_render_one_line_from_validated_parts() {
+        let host = Domain::parse("mx.b.test").unwrap();
+        let from = ReversePath::parse("a@a.test").unwrap();
+        let to = MailAddress::parse("bob@b.test").unwrap();
+        let lines = [
+            Request::Hello {
+                lmtp: true,
+                host: &host,
+            }
+            .line(),
+            Request::MailFrom(&from).line(),
+            Request::MailFrom(&ReversePath::Null).line(),
+            Request::RcptTo(&to).line(),
+        ];
+        assert_eq!(
+            lines,
+            [
+                "LHLO mx.b.test\r\n",
+                "MAIL FROM:<a@a.test>\r\n",
+                "MAIL FROM:<>\r\n",
+                "RCPT TO:<bob@b.test>\r\n"
+            ]
+        );
+        assert!(lines.iter().all(|l| l.matches("\r\n").count() == 1));
+    }
 
     #[test]
     fn dot_stuffing_escapes_leading_dots_and_terminates() {
