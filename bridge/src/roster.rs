@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tox_runtime::transfer::Courier;
-use toxmail_protocol::PublicKey;
+use toxmail_protocol::{PublicKey, ToxId};
 
 use crate::delivery::inbound::InboundContext;
 use crate::resolve::{Directory, Resolver};
@@ -52,6 +52,8 @@ pub struct Roster {
     pub inbound: Arc<InboundContext>,
     contacts: HashSet<PublicKey>,
     blocked: HashSet<PublicKey>,
+    /// Each identity's Tox ID as last applied: only a row that changed is taken to its node.
+    applied: HashMap<String, ToxId>,
 }
 
 impl Roster {
@@ -68,6 +70,7 @@ impl Roster {
             inbound,
             contacts: HashSet::new(),
             blocked: HashSet::new(),
+            applied: HashMap::new(),
         }
     }
 
@@ -109,23 +112,33 @@ impl Roster {
         true
     }
 
-    /// Gives each identity's node the nospam its database row names (same key only).
-    async fn rotate_nospams(&self, ids: &[IdentityRow]) {
+    /// Gives an identity's node the nospam its database row names (same key only), for rows
+    /// that changed since the last load (all of them at the first, in case the operator rotated
+    /// while the bridge was stopped).
+    async fn rotate_nospams(&mut self, ids: &[IdentityRow]) {
         for row in ids {
+            if self.applied.get(&row.address) == Some(&row.tox_id) {
+                continue;
+            }
             let Some(courier) = self.couriers.get(&row.address) else {
                 continue;
             };
             let node = courier.node();
             let Ok(info) = node.info().await else {
-                continue;
+                continue; // asked again at the next load
             };
-            if info.address == row.tox_id || info.public_key != row.tox_id.public_key() {
-                continue;
+            if info.address != row.tox_id && info.public_key == row.tox_id.public_key() {
+                match node.set_nospam(row.tox_id.nospam()).await {
+                    Ok(id) => {
+                        tracing::info!(identity = %row.address, tox_id = %id, "nospam rotated")
+                    }
+                    Err(e) => {
+                        tracing::warn!(identity = %row.address, error = %e, "nospam not rotated");
+                        continue;
+                    }
+                }
             }
-            match node.set_nospam(row.tox_id.nospam()).await {
-                Ok(id) => tracing::info!(identity = %row.address, tox_id = %id, "nospam rotated"),
-                Err(e) => tracing::warn!(identity = %row.address, error = %e, "nospam not rotated"),
-            }
+            self.applied.insert(row.address.clone(), row.tox_id);
         }
     }
 

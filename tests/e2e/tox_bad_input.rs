@@ -104,16 +104,7 @@ async fn bad_envelopes_and_frames_are_refused_and_nothing_is_stored_twice() {
     assert_eq!(b.inbox.count(), 1, "no bad envelope was stored");
 
     // Raw frames from r's node straight to b.
-    let friend = r
-        .courier
-        .node()
-        .friends()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|f| f.public_key == b.public_key())
-        .unwrap()
-        .friend;
+    let friend = r.friend_number(b.public_key()).await;
     let raw = r.courier.node().clone();
     let refused_before = TransferStats::get(&b.courier.stats().offers_refused);
     let huge = Frame::Offer(Offer {

@@ -61,6 +61,17 @@ impl Peer {
     pub fn public_key(&self) -> PublicKey {
         self.info.public_key
     }
+
+    /// This node's friend number for `peer`, for sending raw frames below the courier; panics
+    /// if `peer` is not a friend.
+    pub async fn friend_number(&self, peer: PublicKey) -> tox_runtime::FriendNumber {
+        let friends = self.courier.node().friends().await.unwrap();
+        friends
+            .into_iter()
+            .find(|f| f.public_key == peer)
+            .unwrap_or_else(|| panic!("{peer} is not a friend"))
+            .friend
+    }
 }
 
 /// Loopback options bootstrapping from `boot`, with ports of this node's own (`port`..`port`+9):

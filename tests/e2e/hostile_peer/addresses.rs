@@ -9,8 +9,7 @@ async fn hostile_addresses_in_a_sealed_envelope_are_refused_and_nothing_is_relay
     let bob = b.identities["bob@b.test"];
     let m = attacker(root.path(), "mallory", &boot).await;
 
-    let control = letter("m@m.test", "bob@b.test", &body("CONTROL-1"));
-    send(&b, &m, bob, &control).await.expect("control delivery");
+    control(&b, &m, bob, "CONTROL-1").await;
     assert!(in_bobs_maildir(&b, "CONTROL-1").await, "{}", b.bridge_log());
 
     let smuggle = "carol@plain.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nSMUGGLED\r\n.\r\n\
@@ -51,8 +50,7 @@ async fn hostile_addresses_in_a_sealed_envelope_are_refused_and_nothing_is_relay
 
     // Everything refused was refused before any byte reached Postfix: a control delivery sent
     // after the attacks arrives, and nothing else did, at bob's, at alice's, or in the sink.
-    let control = letter("m@m.test", "bob@b.test", &body("CONTROL-2"));
-    send(&b, &m, bob, &control).await.expect("second control");
+    control(&b, &m, bob, "CONTROL-2").await;
     assert!(in_bobs_maildir(&b, "CONTROL-2").await, "{}", b.bridge_log());
     b.postfix.flush();
     tokio::time::sleep(Duration::from_secs(1)).await; // let a queued relay attempt show

@@ -24,14 +24,7 @@ async fn a_flood_of_strangers_is_bounded_and_strangers_that_deliver_nothing_are_
 
     // Control: a stranger that delivers a sealed envelope is a correspondent, and stays one.
     let m = attacker(root.path(), "mallory", &boot).await;
-    send(
-        &b,
-        &m,
-        bob,
-        &letter("m@m.test", "bob@b.test", &body("CONTROL-1")),
-    )
-    .await
-    .expect("control delivery");
+    control(&b, &m, bob, "CONTROL-1").await;
     let before = std::fs::metadata(&savedata).unwrap().len();
 
     // Ten strangers ask at once; none ever delivers anything.
@@ -62,6 +55,7 @@ async fn a_flood_of_strangers_is_bounded_and_strangers_that_deliver_nothing_are_
         "at the cap, not over it"
     );
     let grown = std::fs::metadata(&savedata).unwrap().len() - before;
+    eprintln!("savedata: {before} bytes before the flood, +{grown} with 4 strangers");
     assert!(
         grown <= 4 * 4096,
         "savedata grew by {grown} bytes for 4 strangers"
@@ -74,14 +68,7 @@ async fn a_flood_of_strangers_is_bounded_and_strangers_that_deliver_nothing_are_
     assert!(dropped.await, "{}", b.bridge_log());
     let unfriended = peers_logged(&b.bridge_log(), "unfriended");
     assert!(!unfriended.contains(&m.public_key().to_string()));
-    send(
-        &b,
-        &m,
-        bob,
-        &letter("m@m.test", "bob@b.test", &body("CONTROL-2")),
-    )
-    .await
-    .expect("the proven correspondent is still a friend");
+    control(&b, &m, bob, "CONTROL-2").await;
     assert!(in_bobs_maildir(&b, "CONTROL-2").await);
     // Never more than the cap of strangers at once: the savedata stays small.
     let grown = std::fs::metadata(&savedata)
@@ -122,14 +109,7 @@ async fn partial_envelopes_of_abandoned_transfers_are_swept() {
 
     // A control delivery, then a large one the attacker abandons halfway.
     let m = attacker(root.path(), "mallory", &boot).await;
-    send(
-        &b,
-        &m,
-        bob,
-        &letter("m@m.test", "bob@b.test", &body("CONTROL")),
-    )
-    .await
-    .expect("control delivery");
+    control(&b, &m, bob, "CONTROL").await;
     let big = "x".repeat(12 * 1024 * 1024);
     let abandoned = letter("m@m.test", "bob@b.test", &body(&big));
     let envelope = seal(&abandoned, &m.secret, &bob.public_key()).expect("seal");
@@ -170,26 +150,10 @@ async fn an_offer_flood_without_files_is_bounded_per_peer() {
     let b = site_b(root.path(), &boot);
     let bob = b.identities["bob@b.test"];
     let m = attacker(root.path(), "mallory", &boot).await;
-    send(
-        &b,
-        &m,
-        bob,
-        &letter("m@m.test", "bob@b.test", &body("CONTROL-1")),
-    )
-    .await
-    .expect("control delivery");
+    control(&b, &m, bob, "CONTROL-1").await;
 
     // Raw frames from mallory's node: 300 offers, no file ever follows.
-    let friend = m
-        .courier
-        .node()
-        .friends()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|f| f.public_key == bob.public_key())
-        .expect("bob is mallory's friend")
-        .friend;
+    let friend = m.friend_number(bob.public_key()).await;
     let raw = m.courier.node().clone();
     for _ in 0..300 {
         let offer = toxmail_protocol::Frame::Offer(toxmail_protocol::Offer {

@@ -100,6 +100,15 @@ pub(super) fn refused_for_good(result: Result<(), DeliveryError>, what: &str) ->
     }
 }
 
+/// The control delivery every scenario makes: a plain letter from `from` to bob whose body is
+/// `marker`, which must be acked (proving the attacker speaks the protocol).
+pub(super) async fn control(b: &Site, from: &Peer, bob: ToxId, marker: &str) {
+    let letter = letter("m@m.test", "bob@b.test", &body(marker));
+    send(b, from, bob, &letter)
+        .await
+        .unwrap_or_else(|e| panic!("control delivery {marker}: {e}"));
+}
+
 /// Waits until bob's Maildir holds a message containing `marker`.
 pub(super) async fn in_bobs_maildir(b: &Site, marker: &str) -> bool {
     wait_for(INJECTED, || {

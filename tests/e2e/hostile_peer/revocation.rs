@@ -18,14 +18,7 @@ async fn blocked_keys_removed_contacts_and_a_rotated_nospam_revoke_friendships()
         &a.info.address.to_string(),
     ])
     .expect("contact add");
-    send(
-        &b,
-        &m,
-        bob,
-        &letter("m@m.test", "bob@b.test", &body("CONTROL-M")),
-    )
-    .await
-    .expect("mallory's control delivery");
+    control(&b, &m, bob, "CONTROL-M").await;
     send(
         &b,
         &a,
