@@ -9,6 +9,7 @@ TOXMAIL_PACKAGES=(
   toxcore-utils                # tox-bootstrapd for the private-DHT tests
   iproute2 util-linux          # ip + unshare: tests run in a namespace with only loopback
   dnsmasq-base                 # dnsmasq binary only (no system service): test DNS server (tests/src/dns.rs)
+  knot                         # knotd + knotc: a DNSSEC-signing DNS server for the DNSSEC tests (tests/src/knot.rs)
   postgresql                   # PostgreSQL 15: tests start private clusters (tests/src/postgres.rs)
   postfix                      # private Postfix sites + smtp-sink (tests/src/postfix.rs); smtp-source (bridge/tests/lmtp.rs)
 )

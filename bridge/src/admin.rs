@@ -7,7 +7,7 @@ use toxmail_protocol::ToxId;
 use crate::app::resolver_config;
 use crate::config::{Config, NextHop};
 use crate::identity;
-use crate::resolve::Resolver;
+use crate::resolve::{Resolver, Route, RouteSource};
 use crate::store::Store;
 
 type Result = std::result::Result<(), String>;
@@ -46,6 +46,14 @@ pub async fn check_config(config: &Config) -> Result {
     }
     if !problems.is_empty() {
         return Err(problems.join("\n"));
+    }
+    let pins = store.pins().await.map_err(|e| e.to_string())?;
+    for pin in pins.iter().filter(|p| p.changed.is_some()) {
+        println!(
+            "warning: the Tox key in DNS for {} differs from the pinned one; its mail waits \
+             (toxmail-bridge pins list, resolve --accept-new-key)",
+            pin.address
+        );
     }
     println!(
         "configuration OK; key file readable; database reachable; {} identit{} with their savedata",
@@ -204,14 +212,87 @@ pub async fn block_list(config: &Config) -> Result {
     Ok(())
 }
 
-pub async fn resolve(config: &Config, address: &str) -> Result {
+/// Prints how `address` routes and why. With `accept_new_key`, takes what DNS says now as the
+/// operator's decision: its key becomes the pin, or, when DNS has no usable record any more, the
+/// pin is removed (mail to the address then goes as ordinary mail).
+pub async fn resolve(config: &Config, address: &str, accept_new_key: bool) -> Result {
     let resolver = Resolver::new(resolver_config(config));
-    if let Ok(store) = store(config)
-        && let (Ok(ids), Ok(contacts)) = (store.identities().await, store.contacts().await)
-    {
-        resolver.set_directory(crate::roster::directory(ids, contacts));
+    let store = store(config);
+    if let Ok(store) = &store {
+        crate::roster::load_resolver(store, &resolver).await;
     }
-    println!("{address}: {}", resolver.resolve(address).await);
+    if !accept_new_key {
+        println!("{}", resolver.explain(address).await);
+        return Ok(());
+    }
+    let store = store?;
+    let Some((key, answer)) = resolver.dns_answer(address).await else {
+        return Err(format!(
+            "{address} is not looked up in DNS (resolver.dns_domains)"
+        ));
+    };
+    match answer {
+        Route::Tox {
+            peer,
+            source: RouteSource::Dns,
+            ..
+        } => {
+            let pk = peer.public_key();
+            store.pin_set(&key, &pk).await.map_err(|e| e.to_string())?;
+            println!(
+                "{key}: pinned Tox key {pk} (from DNS: {peer}); the running bridge uses it within seconds"
+            );
+        }
+        Route::TempFail(why) => {
+            return Err(format!(
+                "{key}: DNS did not answer ({why}); nothing changed"
+            ));
+        }
+        other => {
+            let removed = store.pin_remove(&key).await.map_err(|e| e.to_string())?;
+            let was = if removed {
+                "pin removed"
+            } else {
+                "nothing was pinned"
+            };
+            println!(
+                "{key}: DNS has no usable Tox record ({other}); {was}: mail to it goes as ordinary mail"
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn pins_list(config: &Config) -> Result {
+    let rows = store(config)?.pins().await.map_err(|e| e.to_string())?;
+    println!("address\tpinned_key\tpinned\tdns_now");
+    for row in &rows {
+        let now = match &row.changed {
+            None => "same".to_string(),
+            Some((since, Some(id))) => format!("CHANGED since {}: {id}", secs(*since)),
+            Some((since, None)) => format!("CHANGED since {}: no usable record", secs(*since)),
+        };
+        println!(
+            "{}\t{}\t{}\t{now}",
+            row.address,
+            row.public_key,
+            secs(row.pinned)
+        );
+    }
+    println!("{} pinned address(es)", rows.len());
+    Ok(())
+}
+
+pub async fn pins_remove(config: &Config, address: &str) -> Result {
+    let address = normalised(config, address)?;
+    match store(config)?
+        .pin_remove(&address)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        true => println!("{address}: pin removed; the next DNS answer is pinned anew"),
+        false => return Err(format!("nothing pinned for {address}")),
+    }
     Ok(())
 }
 

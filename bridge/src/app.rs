@@ -109,6 +109,14 @@ pub fn resolver_config(config: &Config) -> ResolverConfig {
             .collect(),
         nameservers: config.resolver.nameservers.clone(),
         recipient_delimiter: config.resolver.recipient_delimiter.clone(),
+        pin_dns_keys: config.resolver.pin_dns_keys,
+        dnssec_domains: config
+            .resolver
+            .dnssec_domains
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect(),
+        trust_anchor: config.resolver.trust_anchor.clone(),
         ..ResolverConfig::default()
     }
 }
@@ -204,7 +212,11 @@ pub async fn run(
     }
 
     // Admission asks the resolver what the site knows of a sender: load it before any courier.
-    let resolver = Arc::new(Resolver::new(resolver_config(&config)));
+    let (pin_events, pins_seen) = tokio::sync::mpsc::channel(roster::PIN_EVENTS);
+    let resolver = Arc::new(Resolver::with_pin_events(
+        resolver_config(&config),
+        pin_events,
+    ));
     roster::load_resolver(&store, &resolver).await;
     let ctx = Arc::new(InboundContext {
         store: store.clone(),
@@ -290,6 +302,11 @@ pub async fn run(
     roster.load().await;
     let mut set = tokio::task::JoinSet::new();
     set.spawn(roster.run(shutdown.clone()));
+    set.spawn(roster::record_pins(
+        store.clone(),
+        pins_seen,
+        shutdown.clone(),
+    ));
     set.spawn(dispatcher.run(shutdown.clone()));
     for (mailroom, deposited) in mailrooms {
         set.spawn(mailroom.serve(deposited, RELAY_PURGE, shutdown.clone()));

@@ -274,7 +274,7 @@ fn default_tox_transport() -> String {
     "toxlmtp".into()
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResolverSection {
     /// Domains whose DNS may be asked for `user._tox.domain` TXT records (opt-in: each lookup
@@ -287,6 +287,33 @@ pub struct ResolverSection {
     /// Postfix's recipient_delimiter, e.g. "+".
     #[serde(default)]
     pub recipient_delimiter: Option<String>,
+    /// Pin each address's DNS-learned key on first use; a different key later waits for the
+    /// operator (`resolve --accept-new-key`).
+    #[serde(default = "yes")]
+    pub pin_dns_keys: bool,
+    /// Domains (among dns_domains) whose records must validate with DNSSEC.
+    #[serde(default)]
+    pub dnssec_domains: Vec<String>,
+    /// DNSKEY records (zone-file syntax) to trust instead of the DNS root's keys.
+    #[serde(default)]
+    pub trust_anchor: Option<PathBuf>,
+}
+
+impl Default for ResolverSection {
+    fn default() -> Self {
+        ResolverSection {
+            dns_domains: Vec::new(),
+            nameservers: Vec::new(),
+            recipient_delimiter: None,
+            pin_dns_keys: true,
+            dnssec_domains: Vec::new(),
+            trust_anchor: None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -548,6 +575,22 @@ impl Config {
                     format!("{d} is also a local domain; its mail would loop"),
                 ));
             }
+        }
+        for d in &self.resolver.dnssec_domains {
+            let opted_in = self.resolver.dns_domains.iter().any(|o| {
+                o.trim_end_matches('.')
+                    .eq_ignore_ascii_case(d.trim_end_matches('.'))
+            });
+            if !opted_in {
+                return Err(invalid(
+                    "resolver.dnssec_domains",
+                    format!("{d} is not in resolver.dns_domains"),
+                ));
+            }
+        }
+        if let Some(path) = &self.resolver.trust_anchor {
+            crate::resolve::dns::trust_anchors(path)
+                .map_err(|e| invalid("resolver.trust_anchor", e.to_string()))?;
         }
         for r in &self.relays.register_with {
             r.parse::<ToxId>()

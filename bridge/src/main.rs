@@ -40,7 +40,16 @@ enum Command {
     #[command(subcommand)]
     Block(BlockCmd),
     /// Print the routing decision for an address and why.
-    Resolve { address: String },
+    Resolve {
+        address: String,
+        /// Pin the key DNS gives now (after checking it out of band), or forget the pin when DNS
+        /// has no usable record any more.
+        #[arg(long)]
+        accept_new_key: bool,
+    },
+    /// Tox keys learned from DNS and pinned on first use.
+    #[command(subcommand)]
+    Pins(PinsCmd),
     /// The outbound queue.
     #[command(subcommand)]
     Queue(QueueCmd),
@@ -78,6 +87,14 @@ enum BlockCmd {
 enum ContactCmd {
     Add { address: String, tox_id: String },
     List,
+    Remove { address: String },
+}
+
+#[derive(Subcommand)]
+enum PinsCmd {
+    /// Each pinned address with its key, and what DNS says when it differs.
+    List,
+    /// Forget an address's pin: the next DNS answer is pinned anew.
     Remove { address: String },
 }
 
@@ -151,7 +168,12 @@ async fn main() -> ExitCode {
         Command::Contact(ContactCmd::Remove { address }) => {
             admin::contact_remove(&config, &address).await
         }
-        Command::Resolve { address } => admin::resolve(&config, &address).await,
+        Command::Resolve {
+            address,
+            accept_new_key,
+        } => admin::resolve(&config, &address, accept_new_key).await,
+        Command::Pins(PinsCmd::List) => admin::pins_list(&config).await,
+        Command::Pins(PinsCmd::Remove { address }) => admin::pins_remove(&config, &address).await,
         Command::Queue(QueueCmd::List) => admin::queue_list(&config).await,
         Command::PostfixConfig => {
             print!("{}", admin::postfix_config(&config));

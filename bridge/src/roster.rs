@@ -2,6 +2,8 @@
 //! blocked keys) kept in step with the resolver, the couriers and admission, every few seconds.
 //! A contact removed ends its friendship; a blocked key loses it and is ignored from then on; an
 //! identity whose nospam the operator rotated (`identity rotate-nospam`) gets it on its node.
+//! DNS keys pinned on first use go the other way: the resolver learns them, `record_pins` writes
+//! them down, and the next load brings the operator's decisions (accepted keys, removed pins).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -12,11 +14,15 @@ use tox_runtime::transfer::Courier;
 use toxmail_protocol::{PublicKey, ToxId};
 
 use crate::delivery::inbound::InboundContext;
+use crate::resolve::pins::PinEvent;
 use crate::resolve::{Directory, Resolver};
 use crate::store::{ContactRow, IdentityRow, Store};
 
 /// How often the database is read again.
 const REFRESH: Duration = Duration::from_secs(5);
+
+/// Pin events waiting to be written, at most; beyond, a first use is simply seen again later.
+pub const PIN_EVENTS: usize = 1024;
 
 /// Our own identities, by address and as `<ToxID>@tox`, are local: mail to them never loops
 /// back out over Tox.
@@ -36,11 +42,53 @@ pub fn directory(ids: Vec<IdentityRow>, contacts: Vec<ContactRow>) -> Directory 
 
 /// Loads contacts and identities into the resolver once; false if the database did not answer.
 pub async fn load_resolver(store: &Store, resolver: &Resolver) -> bool {
-    let (Ok(ids), Ok(contacts)) = (store.identities().await, store.contacts().await) else {
+    let (Ok(ids), Ok(contacts), Ok(pins)) = (
+        store.identities().await,
+        store.contacts().await,
+        store.pin_map().await,
+    ) else {
         return false;
     };
     resolver.set_directory(directory(ids, contacts));
+    resolver.set_pins(pins);
     true
+}
+
+/// Writes down what the resolver learned: first-use pins, and changes it refused. A write that
+/// fails is logged and dropped: the pin stays in the resolver's memory and is offered again
+/// after a restart, the change is seen again at the next lookup.
+pub async fn record_pins(
+    store: Store,
+    mut events: tokio::sync::mpsc::Receiver<PinEvent>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+        };
+        let result = match &event {
+            PinEvent::Learned { address, id } => {
+                let key = id.public_key();
+                store.pin_first(address, &key).await.map(|new| {
+                    if new {
+                        tracing::info!(%address, %key, "Tox key from DNS pinned");
+                    }
+                })
+            }
+            PinEvent::Changed {
+                address,
+                pinned,
+                seen,
+            } => store.pin_changed(address, pinned, seen.as_ref()).await,
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "DNS key pin not recorded");
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -76,10 +124,11 @@ impl Roster {
 
     /// Reads the database and applies what changed; false if it did not answer.
     pub async fn load(&mut self) -> bool {
-        let (Ok(ids), Ok(contacts), Ok(blocked)) = (
+        let (Ok(ids), Ok(contacts), Ok(blocked), Ok(pins)) = (
             self.store.identities().await,
             self.store.contacts().await,
             self.store.blocked_keys().await,
+            self.store.pin_map().await,
         ) else {
             return false;
         };
@@ -107,6 +156,7 @@ impl Roster {
         }
         self.rotate_nospams(&ids).await;
         self.resolver.set_directory(directory(ids, contacts));
+        self.resolver.set_pins(pins);
         self.contacts = contact_keys;
         self.blocked = blocked;
         true

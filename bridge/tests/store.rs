@@ -15,7 +15,7 @@ async fn fresh() -> (PgServer, Store) {
         .expect("start private PostgreSQL");
     eprintln!("PgServer::start took {:?}", started.elapsed());
     let store = Store::connect(&server.url(), 4).unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 5, "every migration applied");
+    assert_eq!(store.migrate().await.unwrap(), 6, "every migration applied");
     (server, store)
 }
 
@@ -440,4 +440,61 @@ async fn stopped_database_is_unavailable_quickly_then_recovers() {
         !queued[0].duplicate,
         "the failed enqueue must not have committed"
     );
+}
+
+#[tokio::test]
+async fn dns_pins_first_wins_changes_are_noted_and_the_operator_decides() {
+    let (_pg, store) = fresh().await;
+    let (one, two) = (tox_id(1), tox_id(2));
+    assert!(
+        store
+            .pin_first("bob@b.test", &one.public_key())
+            .await
+            .unwrap()
+    );
+    // A second first use (another lookup, another bridge) does not replace the pin.
+    assert!(
+        !store
+            .pin_first("bob@b.test", &two.public_key())
+            .await
+            .unwrap()
+    );
+    let pins = store.pins().await.unwrap();
+    assert_eq!(pins.len(), 1);
+    assert_eq!(pins[0].public_key, one.public_key());
+    assert_eq!(pins[0].changed, None);
+
+    // DNS shows key 2: noted with what it shows, the pin unchanged.
+    store
+        .pin_changed("bob@b.test", &one.public_key(), Some(&two))
+        .await
+        .unwrap();
+    let pin = store.pins().await.unwrap().remove(0);
+    assert_eq!(pin.public_key, one.public_key());
+    let (since, seen) = pin.changed.expect("change noted");
+    assert_eq!(seen, Some(two));
+    // Seen again, later, as "no record": the first sighting's time stays.
+    store
+        .pin_changed("bob@b.test", &one.public_key(), None)
+        .await
+        .unwrap();
+    let pin = store.pins().await.unwrap().remove(0);
+    assert_eq!(pin.changed, Some((since, None)));
+    // A change reported against a pin the operator replaced meanwhile changes nothing.
+    store
+        .pin_set("bob@b.test", &two.public_key())
+        .await
+        .unwrap();
+    store
+        .pin_changed("bob@b.test", &one.public_key(), Some(&one))
+        .await
+        .unwrap();
+    let pin = store.pins().await.unwrap().remove(0);
+    assert_eq!((pin.public_key, pin.changed), (two.public_key(), None));
+    let map = store.pin_map().await.unwrap();
+    assert_eq!(map.get("bob@b.test"), Some(&two.public_key()));
+
+    assert!(store.pin_remove("bob@b.test").await.unwrap());
+    assert!(!store.pin_remove("bob@b.test").await.unwrap());
+    assert!(store.pins().await.unwrap().is_empty());
 }

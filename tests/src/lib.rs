@@ -5,6 +5,7 @@ pub mod bootstrapd;
 pub mod dns;
 pub mod dovecot;
 pub mod inbox;
+pub mod knot;
 pub mod peers;
 pub mod ports;
 pub mod postfix;

@@ -3,27 +3,31 @@
 //! answers keep coming while it is down.
 //!
 //! Order: normalise (`address`) → one of our identities → `<ID>@tox` → contacts → DNS discovery
-//! for opted-in domains (`dns`, `record`), answered from `cache` → ordinary mail.
+//! for opted-in domains (`dns`, `record`), answered from `cache` and held to the keys pinned on
+//! first use (`pins`) → ordinary mail.
 
 pub mod address;
 pub mod cache;
 pub mod dns;
+pub mod pins;
 pub mod record;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use toxmail_protocol::ToxId;
+use toxmail_protocol::{PublicKey, ToxId};
 
 use address::ToxAddress;
 pub use address::normalise;
 use cache::Cache;
-use dns::{LookupError, TxtAnswer, TxtLookup};
+use dns::{Dnssec, LookupError, TxtAnswer, TxtLookup};
+use pins::{PinCheck, PinEvent, Pins, Seen};
 use record::Selection;
 
 /// Answers are kept at least this long whatever their TTL: Postfix asks twice per recipient
@@ -112,6 +116,12 @@ pub struct ResolverConfig {
     pub max_ttl: Duration,
     /// Lifetime of DNS failures, so that a dead nameserver is not asked for every message.
     pub temp_fail_ttl: Duration,
+    /// Hold DNS-learned keys to the first one seen for each address (see `pins`).
+    pub pin_dns_keys: bool,
+    /// Domains (among `dns_domains`) whose records count only when DNSSEC validates them.
+    pub dnssec_domains: Vec<String>,
+    /// DNSKEY records to trust for DNSSEC instead of the root's keys.
+    pub trust_anchor: Option<PathBuf>,
 }
 
 impl Default for ResolverConfig {
@@ -125,6 +135,9 @@ impl Default for ResolverConfig {
             negative_ttl: Duration::from_secs(300),
             max_ttl: Duration::from_secs(3600),
             temp_fail_ttl: Duration::from_secs(30),
+            pin_dns_keys: true,
+            dnssec_domains: Vec::new(),
+            trust_anchor: None,
         }
     }
 }
@@ -145,6 +158,10 @@ pub struct Explanation {
     pub normalised: Option<String>,
     /// The TXT name asked, when DNS discovery applied.
     pub dns_name: Option<String>,
+    /// Whether that name's answer had to validate (a DNSSEC domain).
+    pub dnssec: bool,
+    /// The key pinned for the address, if any.
+    pub pinned: Option<PublicKey>,
     pub route: Route,
 }
 
@@ -155,7 +172,11 @@ impl fmt::Display for Explanation {
             write!(f, " (as {normalised})")?;
         }
         if let Some(name) = &self.dns_name {
-            write!(f, " [DNS {name}]")?;
+            let dnssec = if self.dnssec { ", DNSSEC" } else { "" };
+            write!(f, " [DNS {name}{dnssec}]")?;
+        }
+        if let Some(key) = &self.pinned {
+            write!(f, " [pinned key {key}]")?;
         }
         write!(f, ": {}", self.route)
     }
@@ -167,6 +188,11 @@ pub struct Resolver {
     directory: RwLock<Arc<Directory>>,
     discovery: Arc<Discovery>,
     delimiter: Option<String>,
+    pinning: bool,
+    pins: Mutex<Pins>,
+    /// Where first uses and changes go to be written down; without it (the CLI, tests) what is
+    /// learned stays in memory.
+    pin_events: Option<mpsc::Sender<PinEvent>>,
 }
 
 impl Resolver {
@@ -174,8 +200,31 @@ impl Resolver {
         Resolver {
             directory: RwLock::new(Arc::new(Directory::default())),
             delimiter: config.recipient_delimiter.clone(),
+            pinning: config.pin_dns_keys,
+            pins: Mutex::new(Pins::default()),
+            pin_events: None,
             discovery: Arc::new(Discovery::new(config)),
         }
+    }
+
+    /// Like [`Resolver::new`], with pins learned and changes seen sent to `events` (a full
+    /// channel means the pin is not taken now; it is offered again at the next lookup).
+    pub fn with_pin_events(config: ResolverConfig, events: mpsc::Sender<PinEvent>) -> Resolver {
+        Resolver {
+            pin_events: Some(events),
+            ..Resolver::new(config)
+        }
+    }
+
+    /// Replaces the pins with the database's (address → key).
+    pub fn set_pins(&self, stored: HashMap<String, PublicKey>) {
+        let rekey = |key: String| self.normalise(&key).unwrap_or(key);
+        let stored = stored.into_iter().map(|(k, v)| (rekey(k), v)).collect();
+        self.lock_pins().set_stored(stored);
+    }
+
+    fn lock_pins(&self) -> std::sync::MutexGuard<'_, Pins> {
+        self.pins.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Replaces the directory atomically. Keys are normalised again with this resolver's
@@ -219,6 +268,8 @@ impl Resolver {
             address: address.to_string(),
             normalised: self.normalise(address),
             dns_name: None,
+            dnssec: false,
+            pinned: None,
             route: Route::NotTox,
         };
         let Some(key) = explanation.normalised.clone() else {
@@ -231,11 +282,97 @@ impl Resolver {
             explanation.route = route;
             return explanation;
         }
-        explanation.dns_name = self.discovery.txt_name(&key);
-        if let Some(name) = &explanation.dns_name {
-            explanation.route = Discovery::route(&self.discovery, name, wait).await;
+        if let Some((name, secure)) = self.discovery.txt_name(&key) {
+            let route = Discovery::route(&self.discovery, &name, secure, wait).await;
+            explanation.route = self.held_to_pin(&key, route);
+            explanation.dns_name = Some(name);
+            explanation.dnssec = secure;
+            explanation.pinned = self
+                .pinning
+                .then(|| self.lock_pins().pinned(&key))
+                .flatten();
         }
         explanation
+    }
+
+    /// What DNS says about `address` now, pins aside: for the operator deciding whether to
+    /// accept a changed key. `None` when DNS discovery does not apply to the address.
+    pub async fn dns_answer(&self, address: &str) -> Option<(String, Route)> {
+        let key = self.normalise(address)?;
+        let (name, secure) = self.discovery.txt_name(&key)?;
+        Some((
+            key,
+            Discovery::route(&self.discovery, &name, secure, None).await,
+        ))
+    }
+
+    /// A DNS answer checked against the key pinned for `address`: a first key is pinned; another
+    /// key, or no usable record, for a pinned address waits for the operator (4xx) and is logged
+    /// loudly once. A failed lookup stays what it is.
+    fn held_to_pin(&self, address: &str, route: Route) -> Route {
+        if !self.pinning {
+            return route;
+        }
+        let seen = match &route {
+            Route::TempFail(_) => return route,
+            Route::Tox { peer, .. } => Seen::Key(*peer),
+            _ => Seen::Nothing,
+        };
+        let mut pins = self.lock_pins();
+        match pins.check(address, seen) {
+            PinCheck::Unpinned | PinCheck::Match => route,
+            PinCheck::FirstUse => {
+                if let Seen::Key(id) = seen {
+                    let event = PinEvent::Learned {
+                        address: address.to_string(),
+                        id,
+                    };
+                    if self.send_pin_event(event) {
+                        pins.learn(address, id.public_key());
+                    }
+                }
+                route
+            }
+            PinCheck::Changed { pinned } => {
+                if pins.first_report(address, seen) {
+                    let seen = match seen {
+                        Seen::Key(id) => Some(id),
+                        Seen::Nothing => None,
+                    };
+                    match seen {
+                        Some(id) => tracing::error!(
+                            %address, %pinned, new = %id,
+                            "the Tox key in DNS changed: mail to this address waits until the \
+                             operator accepts it (toxmail-bridge resolve --accept-new-key)"
+                        ),
+                        None => tracing::error!(
+                            %address, %pinned, answer = %route,
+                            "the Tox record in DNS is gone or unusable for a pinned address: \
+                             mail waits until the operator decides (toxmail-bridge resolve \
+                             --accept-new-key, or pins remove)"
+                        ),
+                    }
+                    let address = address.to_string();
+                    self.send_pin_event(PinEvent::Changed {
+                        address,
+                        pinned,
+                        seen,
+                    });
+                }
+                Route::TempFail(
+                    "the Tox key in DNS differs from the pinned one; waiting for the operator"
+                        .into(),
+                )
+            }
+        }
+    }
+
+    /// True when the event was taken (or there is nowhere to send it).
+    fn send_pin_event(&self, event: PinEvent) -> bool {
+        match &self.pin_events {
+            None => true,
+            Some(tx) => tx.try_send(event).is_ok(),
+        }
     }
 
     /// The steps that need no network: own identities, `<ID>@tox`, contacts.
@@ -281,6 +418,8 @@ impl Resolver {
 struct Discovery {
     config: ResolverConfig,
     domains: HashSet<String>,
+    /// Domains whose answers must validate.
+    secure_domains: HashSet<String>,
     /// `None` when discovery is disabled (no nameservers).
     lookup: Option<Result<TxtLookup, LookupError>>,
     cache: Mutex<Cache<Route>>,
@@ -289,37 +428,50 @@ struct Discovery {
 
 impl Discovery {
     fn new(config: ResolverConfig) -> Discovery {
-        let domains = config
-            .dns_domains
-            .iter()
-            .map(|d| d.trim_end_matches('.').to_lowercase())
-            .collect();
+        let canonical = |domains: &[String]| {
+            domains
+                .iter()
+                .map(|d| d.trim_end_matches('.').to_lowercase())
+                .collect::<HashSet<_>>()
+        };
+        let domains = canonical(&config.dns_domains);
+        let secure_domains = canonical(&config.dnssec_domains);
+        let dnssec = (!secure_domains.is_empty()).then(|| Dnssec {
+            trust_anchor: config.trust_anchor.clone(),
+        });
         let lookup = (!config.nameservers.is_empty())
-            .then(|| TxtLookup::new(&config.nameservers, config.dns_timeout));
+            .then(|| TxtLookup::new(&config.nameservers, config.dns_timeout, dnssec.as_ref()));
         if let Some(Err(e)) = &lookup {
             tracing::error!(error = %e, "DNS discovery cannot work; opted-in domains get 4.4.3");
         }
         Discovery {
             config,
             domains,
+            secure_domains,
             lookup,
             cache: Mutex::new(Cache::new(cache::CAPACITY)),
             in_flight: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The TXT name to ask, if the address's domain opted in and discovery is enabled.
-    fn txt_name(&self, key: &str) -> Option<String> {
+    /// The TXT name to ask, and whether its answer must validate, if the address's domain opted
+    /// in and discovery is enabled.
+    fn txt_name(&self, key: &str) -> Option<(String, bool)> {
         let (_, domain) = key.rsplit_once('@')?;
         if self.lookup.is_none() || !self.domains.contains(domain) {
             return None;
         }
-        dns::txt_name(key)
+        Some((dns::txt_name(key)?, self.secure_domains.contains(domain)))
     }
 
     /// The cached answer for `name`, or the answer of a lookup started (or joined) now, if it
     /// arrives within `wait`. A late answer still lands in the cache for the next request.
-    async fn route(this: &Arc<Discovery>, name: &str, wait: Option<Duration>) -> Route {
+    async fn route(
+        this: &Arc<Discovery>,
+        name: &str,
+        secure: bool,
+        wait: Option<Duration>,
+    ) -> Route {
         let lookup = match &this.lookup {
             None => return Route::NotTox,
             Some(Err(e)) => return Route::TempFail(e.to_string()),
@@ -340,7 +492,8 @@ impl Discovery {
                 None => {
                     let (tx, rx) = watch::channel(None);
                     in_flight.insert(name.to_string(), rx.clone());
-                    let task = Discovery::run(this.clone(), lookup.clone(), name.to_string(), tx);
+                    let task =
+                        Discovery::run(this.clone(), lookup.clone(), name.to_string(), secure, tx);
                     tokio::spawn(task);
                     rx
                 }
@@ -373,9 +526,15 @@ impl Discovery {
         this: Arc<Discovery>,
         lookup: TxtLookup,
         name: String,
+        secure: bool,
         tx: watch::Sender<Option<Route>>,
     ) {
-        let (route, ttl) = this.decide(&name, lookup.lookup(&name).await);
+        let answer = if secure {
+            lookup.lookup_secure(&name).await
+        } else {
+            lookup.lookup(&name).await
+        };
+        let (route, ttl) = this.decide(&name, answer);
         tracing::debug!(%name, %route, ?ttl, "DNS discovery");
         let mut cache = this.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.insert(name.clone(), route.clone(), ttl, Instant::now());

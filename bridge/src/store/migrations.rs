@@ -32,6 +32,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 5,
         sql: include_str!("migrations/0005_blocked_keys.sql"),
     },
+    Migration {
+        version: 6,
+        sql: include_str!("migrations/0006_dns_pins.sql"),
+    },
 ];
 
 /// Serialises bridges migrating the same database at once ("toxmigr" in ASCII).

@@ -7,6 +7,7 @@ mod directory;
 mod inbound;
 mod migrations;
 mod notices;
+mod pins;
 mod queue;
 
 use std::time::Duration;
@@ -19,6 +20,7 @@ use toxmail_protocol::{MessageId, PublicKey, ToxId};
 pub use directory::{ContactRow, IdentityRow};
 pub use inbound::{InboundKey, InboundRow, NewInbound};
 pub use notices::CopyInfo;
+pub use pins::PinRow;
 pub use queue::{Enqueued, NewOutbound, OutboundRow, QueueEntry};
 
 /// How long to wait for a free pooled connection, and to open a new one (TCP connect plus
