@@ -92,6 +92,38 @@ impl DnsServer {
         self.addr
     }
 
+    /// Serves `records` instead, on the same address (what a changed zone, or an attacker who
+    /// took over the answers, looks like to the resolver): dnsmasq is restarted with them.
+    pub fn replace(
+        &mut self,
+        records: &[(&str, Vec<String>)],
+        options: &DnsOptions,
+    ) -> io::Result<()> {
+        let config = self._dir.path().join("dnsmasq.conf");
+        std::fs::write(&config, config_file(records)?)?;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut last_error = None;
+        // The old process's sockets are gone once it is reaped; a bind can still lose a race
+        // with a client's ephemeral port now and then, so try a few times.
+        for _ in 0..5 {
+            let mut child = spawn(&config, &self.log, self.addr.port(), options)?;
+            match wait_until_answering(&mut child, self.addr, &self.log) {
+                Ok(()) => {
+                    self.child = child;
+                    return Ok(());
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_error = Some(e);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| io::Error::other("dnsmasq did not restart")))
+    }
+
     /// Names queried so far, in order, as dnsmasq logged them (`--log-queries`). The log is
     /// written asynchronously: to prove a name was *not* queried, first wait for a later query
     /// to show up.

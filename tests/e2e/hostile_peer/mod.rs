@@ -7,6 +7,7 @@
 
 mod addresses;
 mod bounds;
+mod dns;
 mod headers;
 mod identity;
 mod revocation;
