@@ -739,6 +739,31 @@ local_domains = ["a.test"]
     }
 
     #[test]
+    fn dnssec_domains_must_be_opted_in_and_the_trust_anchor_must_parse() {
+        let with = |resolver: &str| {
+            MINIMAL.replace("[inbound]", &format!("[resolver]\n{resolver}\n[inbound]"))
+        };
+        let parse = |text: String| Config::parse(Path::new("t.toml"), &text).map(|_| ());
+        let ok = "dns_domains = [\"b.test\"]\ndnssec_domains = [\"B.test.\"]";
+        parse(with(ok)).unwrap();
+        let err = parse(with("dnssec_domains = [\"b.test\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("resolver.dnssec_domains"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let anchor = dir.path().join("anchor.keys");
+        std::fs::write(&anchor, "b.test. 300 IN DNSKEY 257 3 13 not-base64!\n").unwrap();
+        let bad = format!("{ok}\ntrust_anchor = \"{}\"", anchor.display());
+        let err = parse(with(&bad)).unwrap_err().to_string();
+        assert!(
+            err.contains("resolver.trust_anchor") && err.contains("anchor.keys"),
+            "{err}"
+        );
+        let missing = format!("{ok}\ntrust_anchor = \"{}/none\"", dir.path().display());
+        assert!(parse(with(&missing)).is_err());
+    }
+
+    #[test]
     fn every_bridge_example_config_in_deploy_parses() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
         let mut seen = 0;
