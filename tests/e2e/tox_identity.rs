@@ -1,7 +1,11 @@
 //! A restarted node keeps its Tox ID (nospam included) and its friends, from plain or encrypted
 //! savedata, after a clean stop and after a crash.
 
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
 use tox_runtime::{Node, Options, RuntimeError};
+use toxmail_protocol::PublicKey;
 
 async fn restart(path: &std::path::Path, pass: &[u8], crash: bool) -> Node {
     let node = Node::start(Options::loopback().savedata(path).passphrase(pass))
@@ -63,4 +67,35 @@ async fn corrupt_savedata_is_refused_and_left_untouched() {
         .unwrap_err();
     assert!(matches!(err, RuntimeError::SavedataCorrupt(_)), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), b"this is not tox savedata");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_friendships_are_saved_in_batches_not_one_write_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.tox");
+    let node = Node::start(Options::loopback().savedata(&path))
+        .await
+        .unwrap();
+    let writes = || node.handle.stats().savedata_writes.load(Ordering::Relaxed);
+    let before = writes();
+    // A flood of accepted friend requests, as strangers (up to the bridge's caps) or a roster
+    // adding contacts would cause.
+    let keys: Vec<PublicKey> = (0..50u8).map(|n| PublicKey([n + 1; 32])).collect();
+    for key in &keys {
+        node.handle.friend_add_norequest(*key).await.unwrap();
+    }
+    let during = writes() - before;
+    // Written within the batch interval, once or twice, not 50 times.
+    let saved = toxmail_tests::wait_for(Duration::from_secs(10), || writes() > before).await;
+    assert!(saved, "the batch was never written");
+    let after = writes() - before;
+    eprintln!("50 accepted friendships: {during} savedata writes while accepting, {after} in all");
+    assert!(after <= 3, "{after} writes for 50 friendships");
+    node.kill().await; // a crash after the batch: nothing lost
+    let node = Node::start(Options::loopback().savedata(&path))
+        .await
+        .unwrap();
+    let friends = node.handle.friends().await.unwrap();
+    assert_eq!(friends.len(), keys.len());
+    node.shutdown().await;
 }

@@ -50,6 +50,8 @@ pub struct NodeStats {
     /// Bytes handed to c-toxcore in answer to chunk requests (re-sent bytes count again).
     pub chunk_bytes_sent: AtomicU64,
     pub chunk_bytes_received: AtomicU64,
+    /// Savedata files written (each a full rewrite with fsync).
+    pub savedata_writes: AtomicU64,
 }
 
 /// A cloneable handle to a running node. Every call is a command executed between iterations.

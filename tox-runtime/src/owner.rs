@@ -1,7 +1,8 @@
 //! The owner thread: the only code that touches an `Instance`. It runs `tox_iterate` at
 //! `tox_iteration_interval`, executes commands from async handles between iterations, answers
-//! chunk requests of outgoing files from memory, and persists the savedata after every change
-//! that matters (friends, nospam) before it replies.
+//! chunk requests of outgoing files from memory, and persists the savedata: before it replies
+//! for changes a caller relies on (a friend request sent, the nospam), within `SAVE_BATCH` for
+//! friendships accepted or ended (a flood of them costs one write per batch, not one each).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,6 +22,11 @@ use crate::savedata::SavedataFile;
 
 /// DHT node lists change without events; save them this often as well.
 const PERIODIC_SAVE: Duration = Duration::from_secs(300);
+
+/// Friendships accepted or ended are written at most this long after the first unsaved one. A
+/// crash in between loses them: a contact is added again by the bridge's roster at start, a
+/// stranger sends its request again.
+pub(crate) const SAVE_BATCH: Duration = Duration::from_secs(1);
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 
@@ -64,6 +70,8 @@ pub(crate) struct Owner {
     /// Chunk requests that met a full send queue, retried after the next iteration.
     retry_chunks: Vec<(FriendNumber, FileNumber, u64, usize)>,
     last_save: Instant,
+    /// When the oldest change not yet written was made.
+    unsaved_since: Option<Instant>,
 }
 
 impl Owner {
@@ -84,6 +92,7 @@ impl Owner {
             packets: HashMap::new(),
             retry_chunks: Vec::new(),
             last_save: Instant::now(),
+            unsaved_since: None,
         }
     }
 
@@ -99,8 +108,13 @@ impl Owner {
 
     pub(crate) fn save(&mut self) -> Result<()> {
         self.last_save = Instant::now();
+        self.unsaved_since = None;
         match &mut self.savedata {
-            Some(file) => file.save(&self.tox.savedata()),
+            Some(file) => {
+                file.save(&self.tox.savedata())?;
+                self.stats.savedata_writes.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
             None => Ok(()),
         }
     }
@@ -122,7 +136,10 @@ impl Owner {
             }
             self.retry_pending_chunks();
             self.flush_packets();
-            if self.last_save.elapsed() > PERIODIC_SAVE {
+            let batch_due = self
+                .unsaved_since
+                .is_some_and(|t| t.elapsed() >= SAVE_BATCH);
+            if batch_due || self.last_save.elapsed() > PERIODIC_SAVE {
                 self.save_logged();
             }
             let wait = Duration::from_millis(u64::from(self.tox.iteration_interval().max(1)));
@@ -381,6 +398,13 @@ impl Owner {
         Ok(value)
     }
 
+    /// Runs `f`; the savedata is persisted with the next batch (within `SAVE_BATCH`).
+    fn batched<T>(&mut self, f: impl FnOnce(&mut Instance) -> Result<T>) -> Result<T> {
+        let value = f(&mut self.tox)?;
+        self.unsaved_since.get_or_insert_with(Instant::now);
+        Ok(value)
+    }
+
     fn execute(&mut self, cmd: Command) {
         match cmd {
             Command::Info(r) => drop(r.send(Ok(self.info()))),
@@ -392,11 +416,11 @@ impl Owner {
                 drop(r.send(self.durable(|t| t.friend_add(&id, &msg))))
             }
             Command::FriendAddNorequest(pk, r) => {
-                drop(r.send(self.durable(|t| t.friend_add_norequest(&pk))))
+                drop(r.send(self.batched(|t| t.friend_add_norequest(&pk))))
             }
             Command::FriendDelete(pk, r) => {
                 let res = match self.tox.friend_by_public_key(&pk) {
-                    Some(n) => self.durable(|t| t.friend_delete(n)),
+                    Some(n) => self.batched(|t| t.friend_delete(n)),
                     None => Err(RuntimeError::NoSuchFriend),
                 };
                 drop(r.send(res))
