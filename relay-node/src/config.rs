@@ -8,8 +8,8 @@ use serde::Deserialize;
 use toxmail_protocol::{PublicKey, ToxId};
 
 pub const DEFAULT_PATH: &str = "/etc/toxmail/relay.toml";
-/// Highest `policy.max_registrations`: the registration limiter remembers up to that many keys
-/// in memory (about 100 bytes each).
+/// Highest `policy.max_registrations`: the registration limiter remembers up to twice that many
+/// keys in memory (about 100 bytes each, 20 MB at most).
 pub const MAX_REGISTRATIONS: u32 = 100_000;
 
 #[derive(Debug, thiserror::Error)]

@@ -28,6 +28,13 @@ use crate::store::{DepositLimits, Held, HoldRefusal, Limit, Store, StoreError};
 /// The window of `registrations_per_hour`.
 const REGISTER_WINDOW: Duration = Duration::from_secs(3600);
 
+/// Keys the registration limiter remembers: room for every registered recipient to renew and as
+/// many others to ask, so newcomers are refused by the store's cap (with its reason) before the
+/// limiter's table fills; at least 1024.
+fn limiter_capacity(max_registrations: u32) -> usize {
+    (max_registrations as usize).saturating_mul(2).max(1024)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error(transparent)]
@@ -405,7 +412,7 @@ impl Mailroom {
             registrations: RegisterLimiter::new(
                 policy.registrations_per_hour,
                 REGISTER_WINDOW,
-                policy.max_registrations as usize,
+                limiter_capacity(policy.max_registrations),
             ),
             policy,
         }
