@@ -41,25 +41,6 @@ async fn a_stranger_squatting_a_message_id_does_not_suppress_the_real_mail() {
     assert_eq!(copies, 1);
 }
 
-/// Seals `letter` from `from` to `to` and deposits it at relay `r` for an hour.
-async fn deposit(
-    r: &toxmail_tests::relay::RelayProcess,
-    from: &Peer,
-    to: toxmail_protocol::PublicKey,
-    letter: &Letter,
-) -> Result<(), DeliveryError> {
-    let envelope = seal(letter, &from.secret, &to).expect("seal");
-    let custody = from.courier.deposit(
-        r.address(),
-        letter.message_id,
-        envelope.into(),
-        now() + 3600,
-    );
-    tokio::time::timeout(CONNECT, custody)
-        .await
-        .unwrap_or_else(|_| panic!("no answer from the relay\n{}", r.log()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_never_confirms_custody_of_a_message_id_another_depositor_took() {
     let (root, boot) = scene();
