@@ -164,7 +164,8 @@ fn site_view(config: &Config, keys: &HashMap<String, SecretKey>) -> SiteView {
 const RELAY_PURGE: Duration = Duration::from_secs(60);
 
 /// `[relays].serve_friends`: the relay service's store (its own tables in this database, migrated
-/// here) and its policy: any friend may deposit, within the relay's default quotas.
+/// here) and its policy: any friend may deposit for a friend registered with the site, within
+/// the relay's default quotas (total and registration bounds included).
 async fn serve_friends(
     config: &Config,
 ) -> Result<Option<(RelayStore, Arc<RelayPolicy>)>, AppError> {
@@ -182,7 +183,11 @@ async fn serve_friends(
             daily_count: defaults.daily_count,
             daily_bytes: defaults.daily_bytes,
             recipient_bytes: defaults.recipient_bytes,
+            total_bytes: defaults.total_bytes,
         },
+        registered_only: defaults.registered_recipients_only,
+        max_registrations: defaults.max_registrations,
+        registrations_per_hour: defaults.registrations_per_hour,
     };
     tracing::info!(hold_secs = policy.max_hold_secs, "relaying for friends");
     Ok(Some((store, Arc::new(policy))))

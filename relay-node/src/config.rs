@@ -8,6 +8,9 @@ use serde::Deserialize;
 use toxmail_protocol::{PublicKey, ToxId};
 
 pub const DEFAULT_PATH: &str = "/etc/toxmail/relay.toml";
+/// Highest `policy.max_registrations`: the registration limiter remembers up to twice that many
+/// keys in memory (about 100 bytes each, 20 MB at most).
+pub const MAX_REGISTRATIONS: u32 = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -118,6 +121,21 @@ pub struct PolicySection {
     /// Bytes held for one recipient at once.
     #[serde(default = "default_recipient_bytes")]
     pub recipient_bytes: u64,
+    /// Bytes held for all recipients together: the relay's disk budget (default 8 GiB, room
+    /// on a Raspberry Pi's card next to PostgreSQL's own needs). A deposit past it is refused
+    /// for now (`QuotaBytes`, temporary) until deliveries or expiry free space.
+    #[serde(default = "default_total_bytes")]
+    pub total_bytes: u64,
+    /// true: hold mail only for recipients with a registration in force (`Register`), so the
+    /// relay is a mailbox for the people who chose it, not free storage for any Tox key.
+    #[serde(default = "yes")]
+    pub registered_recipients_only: bool,
+    /// Registrations in force at once; a new recipient past it is refused for now.
+    #[serde(default = "default_max_registrations")]
+    pub max_registrations: u32,
+    /// `Register` frames one key may send per hour (a bridge sends one per connection).
+    #[serde(default = "default_registrations_per_hour")]
+    pub registrations_per_hour: u32,
     /// Longest an envelope is held; longer requests are shortened to this.
     #[serde(default = "default_max_hold")]
     pub max_hold_secs: u64,
@@ -135,6 +153,10 @@ impl Default for PolicySection {
             daily_count: default_daily_count(),
             daily_bytes: default_daily_bytes(),
             recipient_bytes: default_recipient_bytes(),
+            total_bytes: default_total_bytes(),
+            registered_recipients_only: true,
+            max_registrations: default_max_registrations(),
+            registrations_per_hour: default_registrations_per_hour(),
             max_hold_secs: default_max_hold(),
             purge_interval_secs: default_purge_interval(),
         }
@@ -155,6 +177,15 @@ fn default_daily_bytes() -> u64 {
 }
 fn default_recipient_bytes() -> u64 {
     1024 * 1024 * 1024
+}
+fn default_total_bytes() -> u64 {
+    8 * 1024 * 1024 * 1024
+}
+fn default_max_registrations() -> u32 {
+    1000
+}
+fn default_registrations_per_hour() -> u32 {
+    12
 }
 fn default_max_hold() -> u64 {
     14 * 24 * 3600
@@ -214,6 +245,12 @@ impl Config {
             ("policy.daily_count", u64::from(p.daily_count)),
             ("policy.daily_bytes", p.daily_bytes),
             ("policy.recipient_bytes", p.recipient_bytes),
+            ("policy.total_bytes", p.total_bytes),
+            ("policy.max_registrations", u64::from(p.max_registrations)),
+            (
+                "policy.registrations_per_hour",
+                u64::from(p.registrations_per_hour),
+            ),
             ("policy.max_hold_secs", p.max_hold_secs),
             ("policy.purge_interval_secs", p.purge_interval_secs),
         ];
@@ -226,6 +263,21 @@ impl Config {
             return Err(invalid(
                 "policy.max_envelope_bytes",
                 format!("the protocol's limit is {}", default_max_envelope()),
+            ));
+        }
+        if p.total_bytes < p.max_envelope_bytes {
+            return Err(invalid(
+                "policy.total_bytes",
+                format!(
+                    "{} is less than policy.max_envelope_bytes ({})",
+                    p.total_bytes, p.max_envelope_bytes
+                ),
+            ));
+        }
+        if p.max_registrations > MAX_REGISTRATIONS {
+            return Err(invalid(
+                "policy.max_registrations",
+                format!("at most {MAX_REGISTRATIONS}"),
             ));
         }
         Ok(())
@@ -277,6 +329,33 @@ mod tests {
         );
         assert!(!c.tox.local_discovery);
         assert!(c.allowed_depositors().is_none());
+        assert_eq!(c.policy.total_bytes, 8 << 30);
+        assert!(c.policy.registered_recipients_only);
+        assert_eq!(c.policy.max_registrations, 1000);
+        assert_eq!(c.policy.registrations_per_hour, 12);
+    }
+
+    #[test]
+    fn total_bytes_below_one_envelope_and_huge_registration_caps_are_refused() {
+        let e = parse(&format!(
+            "{MINIMAL}[policy]\nmax_envelope_bytes = 1000\ntotal_bytes = 999\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("policy.total_bytes"), "{e}");
+        let e = parse(&format!("{MINIMAL}[policy]\ntotal_bytes = 0\n")).unwrap_err();
+        assert!(e.to_string().contains("policy.total_bytes"), "{e}");
+        let e = parse(&format!("{MINIMAL}[policy]\nmax_registrations = 100001\n")).unwrap_err();
+        assert!(e.to_string().contains("policy.max_registrations"), "{e}");
+        let e = parse(&format!("{MINIMAL}[policy]\nregistrations_per_hour = 0\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("policy.registrations_per_hour"),
+            "{e}"
+        );
+        let c = parse(&format!(
+            "{MINIMAL}[policy]\nregistered_recipients_only = false\nmax_envelope_bytes = 1000\ntotal_bytes = 1000\n"
+        ))
+        .unwrap();
+        assert!(!c.policy.registered_recipients_only);
     }
 
     #[test]
@@ -316,5 +395,16 @@ mod example {
         let c = Config::parse(Path::new("deploy/relay.example.toml"), text).unwrap();
         assert!(c.policy.open);
         assert!(c.tox.bootstrap.is_empty());
+        let defaults = PolicySection::default();
+        assert_eq!(c.policy.total_bytes, defaults.total_bytes);
+        assert_eq!(
+            c.policy.registered_recipients_only,
+            defaults.registered_recipients_only
+        );
+        assert_eq!(c.policy.max_registrations, defaults.max_registrations);
+        assert_eq!(
+            c.policy.registrations_per_hour,
+            defaults.registrations_per_hour
+        );
     }
 }

@@ -3,12 +3,13 @@
 //! - [`config`]: the TOML file (`[relay]`, `[database]`, `[tox]`, `[policy]`), validated at load.
 //! - [`store`]: the relay's own PostgreSQL schema: held envelopes (ciphertext and public keys
 //!   only), registrations, per-depositor daily usage; versioned migrations.
+//! - [`registrar`]: how often a key may register (a bounded, pure rate limiter).
 //! - [`service`]: the Tox node, the deposit policy (`RelayInbox`) and the loop that hands held
 //!   envelopes on.
 //!
 //! A deposit's path: a bridge befriends the relay and sends `Deposit` then the envelope as a
 //! file (tox-runtime's transfer engine); the engine asks [`service::RelayInbox`] whether the
-//! policy and quotas allow it, receives the file, checks that the header names the depositor
+//! policy (by default: only for registered recipients) and quotas allow it, receives the file, checks that the header names the depositor
 //! as sealer and the announced recipient, and the inbox commits it to `held` before the engine
 //! confirms `Custody`. When the recipient, registered with `Register`, is online, the relay
 //! offers each envelope to that key only, as an ordinary delivery, and deletes it after the
@@ -16,5 +17,6 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod registrar;
 pub mod service;
 pub mod store;

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -17,11 +17,23 @@ use tox_runtime::transfer::{
 };
 use tox_runtime::{BootstrapNode, Node, Options};
 use toxmail_protocol::{
-    Deposit, Holding, MessageId, NackClass, NackCode, PublicKey, RelayFrame, RelayRefusal,
+    Deposit, Holding, MessageId, NackClass, NackCode, PublicKey, REGISTER_SUBJECT, Refuse,
+    RelayFrame, RelayRefusal,
 };
 
 use crate::config::Config;
-use crate::store::{DepositLimits, Held, Store, StoreError};
+use crate::registrar::RegisterLimiter;
+use crate::store::{DepositLimits, Held, HoldRefusal, Limit, Store, StoreError};
+
+/// The window of `registrations_per_hour`.
+const REGISTER_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Keys the registration limiter remembers: room for every registered recipient to renew and as
+/// many others to ask, so newcomers are refused by the store's cap (with its reason) before the
+/// limiter's table fills; at least 1024.
+fn limiter_capacity(max_registrations: u32) -> usize {
+    (max_registrations as usize).saturating_mul(2).max(1024)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -52,6 +64,12 @@ pub struct Policy {
     pub max_envelope: u64,
     pub max_hold_secs: u64,
     pub limits: DepositLimits,
+    /// Hold mail only for recipients with a registration in force.
+    pub registered_only: bool,
+    /// Registrations in force at once.
+    pub max_registrations: u32,
+    /// `Register` frames one key may send per hour.
+    pub registrations_per_hour: u32,
 }
 
 impl Policy {
@@ -67,7 +85,11 @@ impl Policy {
                 daily_count: p.daily_count,
                 daily_bytes: p.daily_bytes,
                 recipient_bytes: p.recipient_bytes,
+                total_bytes: p.total_bytes,
             },
+            registered_only: p.registered_recipients_only,
+            max_registrations: p.max_registrations,
+            registrations_per_hour: p.registrations_per_hour,
         }
     }
 
@@ -113,16 +135,28 @@ fn id_taken() -> DepositRefusal {
     )
 }
 
-fn quota_refusal(code: RelayRefusal) -> DepositRefusal {
-    if code == RelayRefusal::NotAllowed {
-        return id_taken();
-    }
-    let detail = match code {
-        RelayRefusal::QuotaCount => "daily deposit count reached; try later or another relay",
-        RelayRefusal::QuotaBytes => "daily deposit volume reached; try later or another relay",
-        _ => "the recipient's mailbox at this relay is full",
+/// The refusal for a deposit over `limit`; the relay's total is also logged for the operator.
+fn over_quota(limit: Limit, limits: &DepositLimits) -> DepositRefusal {
+    let detail = match limit {
+        Limit::DailyCount => "daily deposit count reached; try later or another relay",
+        Limit::DailyBytes => "daily deposit volume reached; try later or another relay",
+        Limit::RecipientBytes => "the recipient's mailbox at this relay is full",
+        Limit::TotalBytes => {
+            tracing::warn!(
+                total_bytes = limits.total_bytes,
+                "relay full (policy.total_bytes): deposits refused until deliveries or expiry free space"
+            );
+            "this relay is full; try later or another relay"
+        }
     };
-    DepositRefusal::new(code, detail)
+    DepositRefusal::new(limit.code(), detail)
+}
+
+fn not_registered() -> DepositRefusal {
+    DepositRefusal::new(
+        RelayRefusal::NotAllowed,
+        "this relay holds mail only for recipients registered with it",
+    )
 }
 
 /// The transfer engine's view of the relay's mailbox.
@@ -147,6 +181,19 @@ impl RelayInbox {
             deposited,
         }
     }
+
+    /// Under `registered_only`, the refusal of a deposit for a recipient without a registration
+    /// in force.
+    async fn unregistered(&self, recipient: &PublicKey) -> Option<DepositRefusal> {
+        if !self.policy.registered_only {
+            return None;
+        }
+        match self.store.is_registered(recipient).await {
+            Ok(true) => None,
+            Ok(false) => Some(not_registered()),
+            Err(e) => Some(store_failure(&e)),
+        }
+    }
 }
 
 impl Inbox for RelayInbox {
@@ -169,6 +216,9 @@ impl Inbox for RelayInbox {
         if let Some(refusal) = self.policy.judge(&from, &d) {
             return Err(refusal);
         }
+        if let Some(refusal) = self.unregistered(&d.recipient).await {
+            return Err(refusal);
+        }
         match self.store.held_by(&d.recipient, &d.message_id).await {
             Ok(Some((by, expires))) if by == from => return Ok(Some(expires)),
             Ok(Some(_)) => return Err(id_taken()),
@@ -182,7 +232,7 @@ impl Inbox for RelayInbox {
             .await
         {
             Ok(None) => Ok(None),
-            Ok(Some(code)) => Err(quota_refusal(code)),
+            Ok(Some(limit)) => Err(over_quota(limit, &limits)),
             Err(e) => Err(store_failure(&e)),
         }
     }
@@ -196,6 +246,9 @@ impl Inbox for RelayInbox {
         if let Some(refusal) = self.policy.judge(&from, &d) {
             return Err(refusal);
         }
+        if let Some(refusal) = self.unregistered(&d.recipient).await {
+            return Err(refusal);
+        }
         let held = Held {
             message_id: d.message_id,
             recipient: d.recipient,
@@ -207,7 +260,8 @@ impl Inbox for RelayInbox {
                 let _ = self.deposited.send(d.recipient);
                 Ok(expires)
             }
-            Ok(Err(code)) => Err(quota_refusal(code)),
+            Ok(Err(HoldRefusal::IdTaken)) => Err(id_taken()),
+            Ok(Err(HoldRefusal::Over(limit))) => Err(over_quota(limit, &self.policy.limits)),
             Err(e) => Err(store_failure(&e)),
         }
     }
@@ -345,6 +399,7 @@ pub struct Mailroom {
     online: HashSet<PublicKey>,
     /// Envelopes being handed on now, so none is offered twice at once.
     in_flight: Arc<Mutex<HashSet<MessageId>>>,
+    registrations: RegisterLimiter,
 }
 
 impl Mailroom {
@@ -352,9 +407,14 @@ impl Mailroom {
         Mailroom {
             store,
             courier,
-            policy,
             online: HashSet::new(),
             in_flight: Arc::new(Mutex::new(HashSet::new())),
+            registrations: RegisterLimiter::new(
+                policy.registrations_per_hour,
+                REGISTER_WINDOW,
+                limiter_capacity(policy.max_registrations),
+            ),
+            policy,
         }
     }
 
@@ -419,10 +479,26 @@ impl Mailroom {
     }
 
     async fn register(&mut self, from: PublicKey, asked: u64) {
+        if let Err(e) = self.registrations.admit(from, Instant::now()) {
+            tracing::info!(reason = %e, "registration refused (policy.registrations_per_hour)");
+            return self.refuse_registration(from, e.to_string()).await;
+        }
         let expires = asked.min(now().saturating_add(self.policy.max_hold_secs));
-        if let Err(e) = self.store.register(&from, expires).await {
-            tracing::warn!(peer = %from, error = %e, "registration not recorded");
-            return;
+        let max = self.policy.max_registrations;
+        match self.store.register(&from, expires, max).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    max_registrations = max,
+                    "registration of a new recipient refused: policy.max_registrations in force"
+                );
+                let detail = "this relay takes no more recipients now; try later or another relay";
+                return self.refuse_registration(from, detail.into()).await;
+            }
+            Err(e) => {
+                tracing::warn!(peer = %from, error = %e, "registration not recorded");
+                return;
+            }
         }
         let (count, bytes) = self.store.holdings(&from).await.unwrap_or((0, 0));
         tracing::info!(peer = %from, expires, count, bytes, "recipient registered");
@@ -436,6 +512,18 @@ impl Mailroom {
             self.online.insert(from);
             self.release(from).await;
         }
+    }
+
+    /// Tells `to` its `Register` was not taken (a temporary `QuotaCount` refusal of
+    /// [`REGISTER_SUBJECT`]); a registration it had stays as it was.
+    async fn refuse_registration(&self, to: PublicKey, detail: String) {
+        let frame = RelayFrame::Refuse(Refuse {
+            message_id: REGISTER_SUBJECT,
+            class: NackClass::Temporary,
+            code: RelayRefusal::QuotaCount,
+            detail,
+        });
+        self.courier.send_relay_frame(to, frame).await;
     }
 
     /// Hands every envelope held for `recipient` to it; each is deleted after its ack.
@@ -527,7 +615,11 @@ mod tests {
                 daily_count: 1,
                 daily_bytes: 1,
                 recipient_bytes: 1,
+                total_bytes: 1,
             },
+            registered_only: true,
+            max_registrations: 1,
+            registrations_per_hour: 1,
         };
         let later = now() + 3600;
         let code = |from: PublicKey, d: Deposit| policy.judge(&from, &d).map(|r| (r.code, r.class));

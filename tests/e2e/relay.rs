@@ -168,8 +168,9 @@ async fn relay_refuses_forged_over_quota_and_oversized_keeps_mail_across_sigkill
     toxmail_tests::init_logging();
     let dir = tempfile::tempdir().unwrap();
     let boot = BootstrapDaemon::start(dir.path()).unwrap();
-    let policy =
-        "daily_count = 2\nmax_envelope_bytes = 65536\nmax_hold_secs = 25\npurge_interval_secs = 1";
+    // The recipient never registers: this relay holds mail for unregistered keys too.
+    let policy = "daily_count = 2\nmax_envelope_bytes = 65536\nmax_hold_secs = 25\n\
+                  purge_interval_secs = 1\nregistered_recipients_only = false";
     let mut relay = RelayProcess::start(&dir.path().join("r"), &boot.node, policy);
     // The relay is a DHT node too: this depositor bootstraps from it alone.
     let a = Peer::start(

@@ -1,9 +1,15 @@
 //! Held envelopes, registrations and per-depositor daily usage. A deposit is counted against
-//! its depositor's quota and the recipient's total in the same transaction that stores it.
+//! its depositor's quota, the recipient's total and the relay's total in the same transaction
+//! that stores it; deposits queue on the one-row `held_total` lock, so two cannot both pass on
+//! the same free space.
 
 use toxmail_protocol::{MessageId, PublicKey, RelayRefusal};
 
 use super::{Store, StoreError};
+
+/// Serialises registrations, so two new recipients cannot both take the last free place
+/// ("toxregis" in ASCII).
+const REGISTRATIONS_LOCK: i64 = 0x746f_7872_6567_6973;
 
 /// The quota part of the relay policy.
 #[derive(Clone, Copy, Debug)]
@@ -11,6 +17,45 @@ pub struct DepositLimits {
     pub daily_count: u32,
     pub daily_bytes: u64,
     pub recipient_bytes: u64,
+    /// Bytes held across all recipients.
+    pub total_bytes: u64,
+}
+
+/// The quota a deposit would break.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    DailyCount,
+    DailyBytes,
+    RecipientBytes,
+    TotalBytes,
+}
+
+impl Limit {
+    /// The refusal code on the wire; every quota is temporary (space frees, days pass).
+    pub fn code(self) -> RelayRefusal {
+        match self {
+            Limit::DailyCount => RelayRefusal::QuotaCount,
+            Limit::DailyBytes | Limit::TotalBytes => RelayRefusal::QuotaBytes,
+            Limit::RecipientBytes => RelayRefusal::RecipientFull,
+        }
+    }
+}
+
+/// Why [`Store::hold`] stored nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldRefusal {
+    /// The recipient already has an envelope under this id from another depositor.
+    IdTaken,
+    Over(Limit),
+}
+
+/// What a deposit is measured against: its depositor's usage today, and what is held.
+#[derive(Clone, Copy, Debug, Default)]
+struct Usage {
+    count: i32,
+    bytes: i64,
+    for_recipient: i64,
+    total: i64,
 }
 
 /// One envelope held for a recipient.
@@ -58,14 +103,14 @@ impl Store {
         .transpose()
     }
 
-    /// The refusal a deposit of `size` bytes would get now, if any (checked again when stored).
+    /// The quota a deposit of `size` bytes would break now, if any (checked again when stored).
     pub async fn quota_refusal(
         &self,
         depositor: &PublicKey,
         recipient: &PublicKey,
         size: u64,
         limits: DepositLimits,
-    ) -> Result<Option<RelayRefusal>, StoreError> {
+    ) -> Result<Option<Limit>, StoreError> {
         let client = self.client().await?;
         let row = client
             .query_one(
@@ -74,12 +119,18 @@ impl Store {
                              WHERE depositor = $1 AND day = (now() AT TIME ZONE 'UTC')::date), 0),
                    COALESCE((SELECT bytes FROM deposit_usage
                              WHERE depositor = $1 AND day = (now() AT TIME ZONE 'UTC')::date), 0),
-                   COALESCE((SELECT sum(size) FROM held WHERE recipient = $2), 0)::bigint",
+                   COALESCE((SELECT sum(size) FROM held WHERE recipient = $2), 0)::bigint,
+                   (SELECT bytes FROM held_total)",
                 &[&depositor.0.as_slice(), &recipient.0.as_slice()],
             )
             .await?;
-        let (count, bytes, for_recipient): (i32, i64, i64) = (row.get(0), row.get(1), row.get(2));
-        Ok(over_limits(count, bytes, for_recipient, size, limits))
+        let usage = Usage {
+            count: row.get(0),
+            bytes: row.get(1),
+            for_recipient: row.get(2),
+            total: row.get(3),
+        };
+        Ok(over_limits(usage, size, limits))
     }
 
     /// Stores a deposit and counts it, all or nothing. `Ok(Err(_))`: refused by quota, or the
@@ -90,21 +141,29 @@ impl Store {
         held: &Held,
         depositor: &PublicKey,
         limits: DepositLimits,
-    ) -> Result<Result<u64, RelayRefusal>, StoreError> {
+    ) -> Result<Result<u64, HoldRefusal>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        // Deposits queue here, before any other lock: each one after sees what the one before
+        // committed (READ COMMITTED takes a new snapshot per statement). Deletes of held rows
+        // take this row only after their own (through the triggers), so the order never cycles;
+        // hence no `FOR UPDATE` on an existing row below: a delivery deleting it waits for us.
+        let total: i64 = tx
+            .query_one("SELECT bytes FROM held_total FOR UPDATE", &[])
+            .await?
+            .get(0);
         let id = held.message_id.0.as_slice();
         if let Some(row) = tx
             .query_opt(
                 "SELECT depositor, extract(epoch FROM expires_at)::bigint FROM held
-                 WHERE recipient = $1 AND message_id = $2 FOR UPDATE",
+                 WHERE recipient = $1 AND message_id = $2",
                 &[&held.recipient.0.as_slice(), &id],
             )
             .await?
         {
             let by: &[u8] = row.get(0);
             if by != depositor.0.as_slice() {
-                return Ok(Err(RelayRefusal::NotAllowed));
+                return Ok(Err(HoldRefusal::IdTaken));
             }
             return Ok(Ok(row.get::<_, i64>(1).max(0) as u64));
         }
@@ -125,9 +184,14 @@ impl Store {
             )
             .await?
             .get(0);
-        if let Some(refusal) = over_limits(usage.get(0), usage.get(1), for_recipient, size, limits)
-        {
-            return Ok(Err(refusal)); // dropping the transaction rolls it back
+        let usage = Usage {
+            count: usage.get(0),
+            bytes: usage.get(1),
+            for_recipient,
+            total,
+        };
+        if let Some(limit) = over_limits(usage, size, limits) {
+            return Ok(Err(HoldRefusal::Over(limit))); // dropping the transaction rolls it back
         }
         tx.execute(
             "UPDATE deposit_usage SET count = count + 1, bytes = bytes + $2
@@ -220,25 +284,48 @@ impl Store {
         Ok(n)
     }
 
-    /// Records (or, with an expiry in the past, ends) a recipient's registration.
-    pub async fn register(&self, recipient: &PublicKey, expires: u64) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO registrations (recipient, expires_at)
-                 VALUES ($1, to_timestamp($2::bigint))
-                 ON CONFLICT (recipient) DO UPDATE
-                 SET expires_at = excluded.expires_at, registered_at = now()",
-                &[&recipient.0.as_slice(), &i64_of(expires)],
+    /// Records (or, with an expiry in the past, ends) a recipient's registration. `Ok(false)`:
+    /// refused, nothing changed: `max` other registrations are in force. Renewing or ending
+    /// one is never refused.
+    pub async fn register(
+        &self,
+        recipient: &PublicKey,
+        expires: u64,
+        max: u32,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&REGISTRATIONS_LOCK])
+            .await?;
+        let key = recipient.0.as_slice();
+        let row = tx
+            .query_one(
+                "SELECT to_timestamp($2::bigint) > now(),
+                        EXISTS (SELECT 1 FROM registrations
+                                WHERE recipient = $1 AND expires_at > now()),
+                        (SELECT count(*) FROM registrations WHERE expires_at > now())",
+                &[&key, &i64_of(expires)],
             )
             .await?;
-        client
-            .execute(
-                "DELETE FROM registrations WHERE recipient = $1 AND expires_at <= now()",
-                &[&recipient.0.as_slice()],
-            )
-            .await?;
-        Ok(())
+        let (starts, renewal, in_force): (bool, bool, i64) = (row.get(0), row.get(1), row.get(2));
+        if starts && !renewal && in_force >= i64::from(max) {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO registrations (recipient, expires_at)
+             VALUES ($1, to_timestamp($2::bigint))
+             ON CONFLICT (recipient) DO UPDATE
+             SET expires_at = excluded.expires_at, registered_at = now()",
+            &[&key, &i64_of(expires)],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM registrations WHERE recipient = $1 AND expires_at <= now()",
+            &[&key],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// True if `recipient` has a registration in force.
@@ -274,21 +361,17 @@ impl Store {
 }
 
 /// The first limit a deposit of `size` bytes would break, given today's usage of its depositor
-/// (`count`, `bytes`) and what is already held for its recipient.
-fn over_limits(
-    count: i32,
-    bytes: i64,
-    for_recipient: i64,
-    size: u64,
-    limits: DepositLimits,
-) -> Option<RelayRefusal> {
+/// and what is already held for its recipient and in all.
+fn over_limits(usage: Usage, size: u64, limits: DepositLimits) -> Option<Limit> {
     let size = i64_of(size);
-    if i64::from(count) >= i64::from(limits.daily_count) {
-        Some(RelayRefusal::QuotaCount)
-    } else if bytes.saturating_add(size) > i64_of(limits.daily_bytes) {
-        Some(RelayRefusal::QuotaBytes)
-    } else if for_recipient.saturating_add(size) > i64_of(limits.recipient_bytes) {
-        Some(RelayRefusal::RecipientFull)
+    if i64::from(usage.count) >= i64::from(limits.daily_count) {
+        Some(Limit::DailyCount)
+    } else if usage.bytes.saturating_add(size) > i64_of(limits.daily_bytes) {
+        Some(Limit::DailyBytes)
+    } else if usage.for_recipient.saturating_add(size) > i64_of(limits.recipient_bytes) {
+        Some(Limit::RecipientBytes)
+    } else if usage.total.saturating_add(size) > i64_of(limits.total_bytes) {
+        Some(Limit::TotalBytes)
     } else {
         None
     }
@@ -302,23 +385,47 @@ mod tests {
         daily_count: 2,
         daily_bytes: 100,
         recipient_bytes: 150,
+        total_bytes: 200,
     };
 
+    fn usage(count: i32, bytes: i64, for_recipient: i64, total: i64) -> Usage {
+        Usage {
+            count,
+            bytes,
+            for_recipient,
+            total,
+        }
+    }
+
     #[test]
-    fn limits_are_checked_count_then_bytes_then_recipient() {
-        assert_eq!(over_limits(0, 0, 0, 100, LIMITS), None);
+    fn limits_are_checked_count_then_bytes_then_recipient_then_total() {
+        assert_eq!(over_limits(usage(0, 0, 0, 0), 100, LIMITS), None);
         assert_eq!(
-            over_limits(2, 0, 0, 1, LIMITS),
-            Some(RelayRefusal::QuotaCount)
+            over_limits(usage(2, 0, 0, 0), 1, LIMITS),
+            Some(Limit::DailyCount)
         );
         assert_eq!(
-            over_limits(1, 50, 0, 51, LIMITS),
-            Some(RelayRefusal::QuotaBytes)
+            over_limits(usage(1, 50, 0, 0), 51, LIMITS),
+            Some(Limit::DailyBytes)
         );
         assert_eq!(
-            over_limits(1, 0, 100, 51, LIMITS),
-            Some(RelayRefusal::RecipientFull)
+            over_limits(usage(1, 0, 100, 100), 51, LIMITS),
+            Some(Limit::RecipientBytes)
         );
-        assert_eq!(over_limits(1, 50, 100, 50, LIMITS), None);
+        assert_eq!(
+            over_limits(usage(1, 0, 0, 151), 50, LIMITS),
+            Some(Limit::TotalBytes)
+        );
+        assert_eq!(over_limits(usage(1, 50, 100, 150), 50, LIMITS), None);
+    }
+
+    #[test]
+    fn the_total_is_refused_as_a_temporary_byte_quota() {
+        assert_eq!(Limit::TotalBytes.code(), RelayRefusal::QuotaBytes);
+        assert_eq!(
+            Limit::TotalBytes.code().default_class(),
+            toxmail_protocol::NackClass::Temporary
+        );
+        assert_eq!(Limit::RecipientBytes.code(), RelayRefusal::RecipientFull);
     }
 }

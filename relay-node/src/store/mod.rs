@@ -9,7 +9,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
-pub use mailbox::{DepositLimits, Held, Status};
+pub use mailbox::{DepositLimits, Held, HoldRefusal, Limit, Status};
 
 const POOL_TIMEOUT: Duration = Duration::from_secs(2);
 

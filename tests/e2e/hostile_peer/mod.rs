@@ -10,6 +10,7 @@ mod bounds;
 mod dns;
 mod headers;
 mod identity;
+mod relayed;
 mod revocation;
 mod squatting;
 
@@ -99,6 +100,25 @@ pub(super) fn refused_for_good(result: Result<(), DeliveryError>, what: &str) ->
         Err(DeliveryError::Refused(n)) if n.class == NackClass::Permanent => n.code,
         other => panic!("{what}: expected a permanent refusal, got {other:?}"),
     }
+}
+
+/// Seals `letter` from `from` to `to` and deposits it at relay `r` for an hour.
+pub(super) async fn deposit(
+    r: &toxmail_tests::relay::RelayProcess,
+    from: &Peer,
+    to: toxmail_protocol::PublicKey,
+    letter: &Letter,
+) -> Result<(), DeliveryError> {
+    let envelope = seal(letter, &from.secret, &to).expect("seal");
+    let custody = from.courier.deposit(
+        r.address(),
+        letter.message_id,
+        envelope.into(),
+        now() + 3600,
+    );
+    tokio::time::timeout(CONNECT, custody)
+        .await
+        .unwrap_or_else(|_| panic!("no answer from the relay\n{}", r.log()))
 }
 
 /// The control delivery every scenario makes: a plain letter from `from` to bob whose body is

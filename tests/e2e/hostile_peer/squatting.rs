@@ -41,34 +41,18 @@ async fn a_stranger_squatting_a_message_id_does_not_suppress_the_real_mail() {
     assert_eq!(copies, 1);
 }
 
-/// Seals `letter` from `from` to `to` and deposits it at relay `r` for an hour.
-async fn deposit(
-    r: &toxmail_tests::relay::RelayProcess,
-    from: &Peer,
-    to: toxmail_protocol::PublicKey,
-    letter: &Letter,
-) -> Result<(), DeliveryError> {
-    let envelope = seal(letter, &from.secret, &to).expect("seal");
-    let custody = from.courier.deposit(
-        r.address(),
-        letter.message_id,
-        envelope.into(),
-        now() + 3600,
-    );
-    tokio::time::timeout(CONNECT, custody)
-        .await
-        .unwrap_or_else(|_| panic!("no answer from the relay\n{}", r.log()))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_never_confirms_custody_of_a_message_id_another_depositor_took() {
     let (root, boot) = scene();
-    let r = toxmail_tests::relay::RelayProcess::start(&root.path().join("relay"), &boot.node, "");
+    // Bob and carol never register: this relay holds mail for unregistered keys too.
+    let policy = "registered_recipients_only = false";
+    let r =
+        toxmail_tests::relay::RelayProcess::start(&root.path().join("relay"), &boot.node, policy);
     let (s, a) = tokio::join!(
         attacker(root.path(), "squatter", &boot),
         attacker(root.path(), "alice", &boot)
     );
-    // Bob and carol are offline; only their keys matter to the relay.
+    // Bob and carol stay offline; only their keys matter to the relay.
     let bob = toxmail_protocol::public_key_of(&toxmail_protocol::SecretKey::from([5u8; 32]));
     let carol = toxmail_protocol::public_key_of(&toxmail_protocol::SecretKey::from([6u8; 32]));
     // A relay started without a key file encrypts its savedata with one it made itself.

@@ -1,0 +1,208 @@
+//! The relay's store against a real private PostgreSQL 15 (`toxmail_tests::postgres`): the
+//! relay-wide byte cap and the registration cap hold under concurrent writers, and the running
+//! total follows deposits, deliveries and the purge.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::task::JoinSet;
+use toxmail_protocol::{MessageId, PublicKey};
+use toxmail_relay::store::{DepositLimits, Held, HoldRefusal, Limit, Store};
+use toxmail_tests::postgres::PgServer;
+
+const SIZE: usize = 1000;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn fresh(connections: usize) -> (PgServer, Store) {
+    let server = tokio::task::spawn_blocking(PgServer::start)
+        .await
+        .unwrap()
+        .expect("start private PostgreSQL");
+    let store = Store::connect(&server.url(), connections).unwrap();
+    assert_eq!(store.migrate().await.unwrap(), 3, "every migration applied");
+    (server, store)
+}
+
+/// Generous per-depositor and per-recipient quotas: only `total_bytes` can bind.
+fn limits(total_bytes: u64) -> DepositLimits {
+    DepositLimits {
+        daily_count: 1000,
+        daily_bytes: 1 << 30,
+        recipient_bytes: 1 << 30,
+        total_bytes,
+    }
+}
+
+fn envelope(recipient: u8, expires: u64) -> Held {
+    Held {
+        message_id: MessageId::random(),
+        recipient: PublicKey([recipient; 32]),
+        envelope: vec![0xee; SIZE],
+        expires,
+    }
+}
+
+/// `held_total` as the deposits see it, and what `held` really sums to.
+async fn totals(server: &PgServer) -> (i64, i64) {
+    let (client, conn) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let row = client
+        .query_one(
+            "SELECT (SELECT bytes FROM held_total),
+                    (SELECT COALESCE(sum(size), 0)::bigint FROM held)",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+const fn bytes(n: i64) -> (i64, i64) {
+    (n * SIZE as i64, n * SIZE as i64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_deposits_never_hold_more_than_total_bytes() {
+    let (server, store) = fresh(16).await;
+    let limits = limits(5 * SIZE as u64);
+    // 24 deposits at once, each from its own depositor for its own recipient: room for 5.
+    let mut set = JoinSet::new();
+    for n in 0..24u8 {
+        let store = store.clone();
+        set.spawn(async move {
+            let held = envelope(n, now() + 3600);
+            store.hold(&held, &PublicKey([100 + n; 32]), limits).await
+        });
+    }
+    let (mut held, mut full) = (0, 0);
+    while let Some(result) = set.join_next().await {
+        match result.unwrap().expect("no storage error") {
+            Ok(_) => held += 1,
+            Err(HoldRefusal::Over(Limit::TotalBytes)) => full += 1,
+            Err(other) => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    println!("24 concurrent deposits against room for 5: {held} held, {full} refused");
+    assert_eq!((held, full), (5, 19));
+    assert_eq!(totals(&server).await, bytes(5));
+    assert_eq!(store.status().await.unwrap().held, 5);
+
+    // The check made before any byte moves agrees.
+    let one = PublicKey([1; 32]);
+    let refusal = store.quota_refusal(&one, &one, SIZE as u64, limits).await;
+    assert_eq!(refusal.unwrap(), Some(Limit::TotalBytes));
+}
+
+#[tokio::test]
+async fn the_running_total_follows_deliveries_and_the_purge() {
+    let (server, store) = fresh(4).await;
+    let limits = limits(3 * SIZE as u64);
+    let depositor = PublicKey([7; 32]);
+    let first = envelope(1, now() + 3600);
+    store
+        .hold(&first, &depositor, limits)
+        .await
+        .unwrap()
+        .unwrap();
+    // Held for a second, then expired: the purge takes it.
+    let soon = envelope(2, now() + 1);
+    store
+        .hold(&soon, &depositor, limits)
+        .await
+        .unwrap()
+        .unwrap();
+    let third = envelope(3, now() + 3600);
+    store
+        .hold(&third, &depositor, limits)
+        .await
+        .unwrap()
+        .unwrap();
+    let fourth = envelope(4, now() + 3600);
+    assert_eq!(
+        store.hold(&fourth, &depositor, limits).await.unwrap(),
+        Err(HoldRefusal::Over(Limit::TotalBytes)),
+        "full"
+    );
+    // The same deposit again is confirmed, not counted twice, even when full.
+    assert!(
+        store
+            .hold(&first, &depositor, limits)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    assert_eq!(totals(&server).await, bytes(3));
+
+    // A delivery frees its bytes.
+    assert!(
+        store
+            .release(&first.recipient, &first.message_id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(totals(&server).await, bytes(2));
+    store
+        .hold(&fourth, &depositor, limits)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(totals(&server).await, bytes(3));
+
+    // The purge frees the expired one's.
+    let purged = async {
+        while store.purge_expired().await.unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), purged)
+        .await
+        .expect("expired envelope purged");
+    assert_eq!(totals(&server).await, bytes(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_registrations_never_pass_max_registrations_and_renewals_always_do() {
+    let (_server, store) = fresh(16).await;
+    let until = now() + 3600;
+    let mut set = JoinSet::new();
+    for n in 0..16u8 {
+        let store = store.clone();
+        set.spawn(async move {
+            let key = PublicKey([n; 32]);
+            (key, store.register(&key, until, 3).await.unwrap())
+        });
+    }
+    let mut taken = Vec::new();
+    while let Some(result) = set.join_next().await {
+        let (key, registered) = result.unwrap();
+        if registered {
+            taken.push(key);
+        }
+    }
+    assert_eq!(taken.len(), 3, "exactly max_registrations recorded");
+    assert_eq!(store.status().await.unwrap().registrations, 3);
+    let outsider = (0..16u8)
+        .map(|n| PublicKey([n; 32]))
+        .find(|k| !taken.contains(k))
+        .unwrap();
+    assert!(!store.is_registered(&outsider).await.unwrap());
+    assert!(
+        !store.register(&outsider, until, 3).await.unwrap(),
+        "still full"
+    );
+
+    // Renewing one in force is never refused, nor is ending one; an ended one frees a place.
+    assert!(store.register(&taken[0], until + 60, 3).await.unwrap());
+    assert!(store.register(&taken[1], 0, 3).await.unwrap());
+    assert!(!store.is_registered(&taken[1]).await.unwrap());
+    assert!(store.register(&outsider, until, 3).await.unwrap());
+    assert!(store.is_registered(&outsider).await.unwrap());
+    assert_eq!(store.status().await.unwrap().registrations, 3);
+}
