@@ -355,8 +355,31 @@ pub fn postfix_config(config: &Config) -> String {
          toxlmtp   unix  -       -       n       -       -       lmtp\n  \
            -o lmtp_send_xforward_command=yes\n",
     );
+    out.push_str(&lmtp_route(config));
     out.push_str(&injection_service(&config.next_hop()));
     out
+}
+
+/// How Postfix reaches the bridge's LMTP server: the transport the socketmap answers, and for a
+/// UNIX socket the directory it needs; a TCP port gets a warning.
+fn lmtp_route(config: &Config) -> String {
+    let transport = config.socketmap_nexthop();
+    match crate::config::parse_listen(&config.lmtp.listen) {
+        Ok(crate::config::ListenAddr::Unix(path)) => {
+            let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+            format!(
+                "\n# The socketmap routes Tox recipients to {transport}\n\
+                 # (a path relative to queue_directory works for a chrooted lmtp too). The bridge\n\
+                 # makes the socket mode 0660 with the group of its directory; create that once:\n\
+                 #   install -d -o toxmail -g postfix -m 2750 {dir}\n\n",
+                dir = dir.display()
+            )
+        }
+        _ => format!(
+            "\n# The socketmap routes Tox recipients to {transport}. Any local user can connect\n\
+             # to that port and hand in mail as any identity: prefer [lmtp] listen = \"unix:...\".\n\n"
+        ),
+    }
 }
 
 /// The smtpd the bridge injects received mail into (`inbound.next_hop`): it takes mail for this
@@ -409,6 +432,19 @@ mod tests {
         assert!(out.contains("transport_maps = socketmap:inet:127.0.0.1:9025:transport"));
         assert!(out.contains("toxlmtp   unix"));
         assert!(!out.contains("smtpd_milters"));
+        assert!(
+            out.contains("routes Tox recipients to toxlmtp:unix:toxmail/lmtp"),
+            "{out}"
+        );
+        assert!(
+            out.contains("install -d -o toxmail -g postfix -m 2750 /var/spool/postfix/toxmail")
+        );
+        config.lmtp.listen = "127.0.0.1:2424".into();
+        let out = postfix_config(&config);
+        assert!(
+            out.contains("to toxlmtp:inet:[127.0.0.1]:2424. Any local user"),
+            "{out}"
+        );
         config.milter.listen = "127.0.0.1:8892".into();
         let out = postfix_config(&config);
         assert!(out.contains("smtpd_milters = { inet:127.0.0.1:8892, default_action=accept }"));

@@ -18,7 +18,7 @@ use crate::delivery::outbound::Dispatcher;
 use crate::delivery::via_relay::{self, RelaySettings};
 use crate::identity::{self, DEFAULT_IDENTITY};
 use crate::intake::BridgeIntake;
-use crate::postfix::{lmtp, milter, socketmap};
+use crate::postfix::{lmtp, milter, socket, socketmap};
 use crate::resolve::{Resolver, ResolverConfig, normalise};
 use crate::roster::{self, Roster};
 use crate::store::{IdentityRow, Store, StoreError};
@@ -34,6 +34,8 @@ pub enum AppError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("binding {0}: {1}")]
+    Socket(&'static str, socket::SocketError),
     #[error("database: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -60,12 +62,9 @@ async fn bind_one(what: &'static str, addr: &str) -> Result<ListenAddrBound, App
         ListenAddr::Tcp(a) => Ok(ListenAddrBound::Tcp(
             tokio::net::TcpListener::bind(a).await.map_err(err)?,
         )),
-        ListenAddr::Unix(p) => {
-            let _ = std::fs::remove_file(&p);
-            Ok(ListenAddrBound::Unix(
-                tokio::net::UnixListener::bind(&p).map_err(err)?,
-            ))
-        }
+        ListenAddr::Unix(p) => Ok(ListenAddrBound::Unix(
+            socket::bind(&p).map_err(|e| AppError::Socket(what, e))?,
+        )),
     }
 }
 

@@ -178,9 +178,15 @@ fn default_map_name() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LmtpSection {
-    /// "127.0.0.1:2424" or "unix:/path/to/socket".
+    /// "unix:/var/spool/postfix/toxmail/lmtp" (preferred: only Postfix may connect) or
+    /// "127.0.0.1:2424" (any local user could connect and hand in mail as any identity).
     #[serde(default = "default_lmtp_listen")]
     pub listen: String,
+    /// Postfix's `queue_directory`. A socket below it is named to Postfix relative to it
+    /// ("unix:toxmail/lmtp"): Postfix daemons run there, chrooted or not, while a chrooted lmtp(8)
+    /// would look for an absolute path inside its chroot.
+    #[serde(default = "default_postfix_queue_directory")]
+    pub postfix_queue_directory: PathBuf,
     #[serde(default = "default_max_message_size")]
     pub max_message_size: u64,
     #[serde(default = "default_max_recipients")]
@@ -197,6 +203,7 @@ impl Default for LmtpSection {
     fn default() -> Self {
         LmtpSection {
             listen: default_lmtp_listen(),
+            postfix_queue_directory: default_postfix_queue_directory(),
             max_message_size: default_max_message_size(),
             max_recipients: default_max_recipients(),
             max_connections: default_lmtp_connections(),
@@ -215,6 +222,10 @@ fn default_transaction_timeout() -> u64 {
 
 fn default_lmtp_listen() -> String {
     "127.0.0.1:2424".into()
+}
+
+fn default_postfix_queue_directory() -> PathBuf {
+    "/var/spool/postfix".into()
 }
 
 fn default_max_message_size() -> u64 {
@@ -639,7 +650,11 @@ impl Config {
         }
         match parse_listen(&self.lmtp.listen) {
             Ok(ListenAddr::Tcp(a)) => format!("toxlmtp:inet:[{}]:{}", a.ip(), a.port()),
-            Ok(ListenAddr::Unix(p)) => format!("toxlmtp:unix:{}", p.display()),
+            Ok(ListenAddr::Unix(p)) => {
+                let queue = &self.lmtp.postfix_queue_directory;
+                let seen = p.strip_prefix(queue).unwrap_or(&p);
+                format!("toxlmtp:unix:{}", seen.display())
+            }
             Err(_) => String::new(),
         }
     }
@@ -659,8 +674,8 @@ impl Config {
 
 pub fn parse_listen(value: &str) -> Result<ListenAddr, String> {
     if let Some(path) = value.strip_prefix("unix:") {
-        if path.is_empty() {
-            return Err("empty unix socket path".into());
+        if !path.starts_with('/') {
+            return Err(format!("{path:?}: a unix socket path must be absolute"));
         }
         return Ok(ListenAddr::Unix(PathBuf::from(path)));
     }
@@ -761,6 +776,29 @@ local_domains = ["a.test"]
         );
         let missing = format!("{ok}\ntrust_anchor = \"{}/none\"", dir.path().display());
         assert!(parse(with(&missing)).is_err());
+    }
+
+    #[test]
+    fn a_socket_in_the_postfix_queue_directory_is_named_relative_to_it() {
+        let with = |listen: &str| {
+            let text = MINIMAL.replace(
+                "[inbound]",
+                &format!("[lmtp]\nlisten = {listen:?}\n[inbound]"),
+            );
+            Config::parse(Path::new("t.toml"), &text).map(|c| c.socketmap_nexthop())
+        };
+        let queued = with("unix:/var/spool/postfix/toxmail/lmtp").unwrap();
+        assert_eq!(queued, "toxlmtp:unix:toxmail/lmtp");
+        let private = with("unix:/var/spool/postfix/private/toxmail").unwrap();
+        assert_eq!(private, "toxlmtp:unix:private/toxmail");
+        let elsewhere = with("unix:/run/toxmail/lmtp").unwrap();
+        assert_eq!(elsewhere, "toxlmtp:unix:/run/toxmail/lmtp");
+        assert_eq!(with("127.0.0.1:24").unwrap(), "toxlmtp:inet:[127.0.0.1]:24");
+        let err = with("unix:toxmail/lmtp").unwrap_err().to_string();
+        assert!(
+            err.contains("lmtp.listen") && err.contains("absolute"),
+            "{err}"
+        );
     }
 
     #[test]

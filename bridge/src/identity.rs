@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tox_runtime::{BootstrapNode, Node, Options};
 use toxmail_protocol::{PublicKey, ToxId};
+use zeroize::Zeroizing;
 
 use crate::config::Config;
 
@@ -54,8 +55,9 @@ pub enum IdentityError {
     },
 }
 
-/// Reads the operator's key file; its bytes are the toxencryptsave passphrase.
-pub fn read_key_file(path: &Path) -> Result<Vec<u8>, IdentityError> {
+/// Reads the operator's key file; its bytes are the toxencryptsave passphrase. Every copy made
+/// here, and the one returned, is wiped from memory when dropped.
+pub fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, IdentityError> {
     use std::os::unix::fs::PermissionsExt;
     let io = |source| IdentityError::KeyFile {
         path: path.to_path_buf(),
@@ -68,8 +70,8 @@ pub fn read_key_file(path: &Path) -> Result<Vec<u8>, IdentityError> {
             mode,
         });
     }
-    let bytes = std::fs::read(path).map_err(io)?;
-    let trimmed = bytes.trim_ascii().to_vec();
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(io)?);
+    let trimmed = Zeroizing::new(bytes.trim_ascii().to_vec());
     if trimmed.len() < 16 {
         return Err(IdentityError::KeyFileShort(path.to_path_buf()));
     }
@@ -207,6 +209,31 @@ pub fn dns_record(address: &str, id: &ToxId, relays: &[ToxId]) -> Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_file_is_read_into_memory_that_is_wiped_on_drop() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, b"  a passphrase of 16+ bytes\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let pass: Zeroizing<Vec<u8>> = read_key_file(&path).unwrap();
+        assert_eq!(&pass[..], b"a passphrase of 16+ bytes");
+        // What the bridge hands the node keeps being wiped on drop.
+        let options = node_options(&test_config(dir.path()), "a@x.test", &pass);
+        let kept: &Zeroizing<Vec<u8>> = options.passphrase.as_ref().unwrap();
+        assert_eq!(kept.as_slice(), pass.as_slice());
+    }
+
+    fn test_config(dir: &Path) -> Config {
+        let text = format!(
+            "[bridge]\nhostname = \"mx.x.test\"\nstate_dir = {dir:?}\nkey_file = {key:?}\n\
+             [database]\nurl = \"host=127.0.0.1\"\n\
+             [inbound]\nnext_hop = \"smtp:127.0.0.1:25\"\nlocal_domains = [\"x.test\"]\n",
+            key = dir.join("key"),
+        );
+        Config::parse(Path::new("t.toml"), &text).unwrap()
+    }
 
     #[test]
     fn savedata_path_keeps_addresses_readable_and_safe() {

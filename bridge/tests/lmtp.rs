@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -432,17 +432,60 @@ async fn shutdown_lets_a_message_in_data_finish() {
     );
 }
 
-#[tokio::test]
-async fn unix_socket_serves_a_transaction() {
+/// The socket as the bridge binds it (`[lmtp] listen = "unix:…"`), in a temp dir kept alive with it.
+async fn unix_server(config: LmtpConfig) -> (Server, tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lmtp.sock");
-    let server = Server::start(Listener::Unix(UnixListener::bind(&path).unwrap()), config());
-    let mut c = Client(BufReader::new(UnixStream::connect(&path).await.unwrap()));
+    let path = dir.path().join("lmtp");
+    let listener = toxmail_bridge::postfix::socket::bind(&path).unwrap();
+    (Server::start(Listener::Unix(listener), config), dir, path)
+}
+
+async fn unix_client(path: &std::path::Path) -> Client<UnixStream> {
+    Client(BufReader::new(UnixStream::connect(path).await.unwrap()))
+}
+
+#[tokio::test]
+async fn unix_socket_serves_a_transaction_and_is_mode_0660() {
+    use std::os::unix::fs::PermissionsExt;
+    let (server, _dir, path) = unix_server(config()).await;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let mut c = unix_client(&path).await;
     assert_eq!(c.reply().await, "220 mx.test LMTP toxmail ready");
     assert!(c.run(OPEN).await.ends_with("354"));
     let got = c.pipeline("over unix\r\n.\r\nQUIT\r\n", 2).await;
     assert_eq!(got, "250 2.0.0,221 2.0.0");
-    assert_eq!(server.intake.take()[0].data, b"over unix\r\n");
+    let tx = server.intake.take();
+    assert_eq!(tx[0].data, b"over unix\r\n");
+    assert_eq!(tx[0].recipients, ["b@y.test"]);
+}
+
+#[tokio::test]
+async fn unix_connections_over_the_cap_are_told_421() {
+    let config = LmtpConfig {
+        max_connections: 1,
+        ..config()
+    };
+    let (_server, _dir, path) = unix_server(config).await;
+    let mut first = unix_client(&path).await;
+    assert!(first.reply().await.starts_with("220 "));
+    let mut second = unix_client(&path).await;
+    assert!(second.reply().await.starts_with("421 4.3.2 "));
+    assert!(second.closed().await);
+    assert!(first.run(&["QUIT"]).await.starts_with("221"));
+}
+
+#[tokio::test]
+async fn idle_unix_connection_is_closed_with_421() {
+    let config = LmtpConfig {
+        idle_timeout: Duration::from_millis(200),
+        ..config()
+    };
+    let (_server, _dir, path) = unix_server(config).await;
+    let mut c = unix_client(&path).await;
+    assert!(c.reply().await.starts_with("220 "));
+    assert!(c.reply().await.starts_with("421 4.4.2 "));
+    assert!(c.closed().await);
 }
 
 #[tokio::test]

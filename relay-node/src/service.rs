@@ -287,7 +287,8 @@ pub fn node_options(config: &Config) -> Result<Options, RelayError> {
         .savedata(config.relay.state_dir.join("relay.tox"))
         .name("toxmail relay");
     if let Some(path) = key_file(config)? {
-        o = o.passphrase(read_key_file(&path)?);
+        // Moved into the options, which wipe it on drop; this copy is wiped here.
+        o = o.passphrase(read_key_file(&path)?.to_vec());
     }
     Ok(o)
 }
@@ -319,15 +320,15 @@ fn key_file(config: &Config) -> Result<Option<PathBuf>, RelayError> {
         .mode(0o600)
         .open(&path)
         .map_err(io)?;
-    let key = toxmail_protocol::MessageId::random().to_string();
+    let key = zeroize::Zeroizing::new(toxmail_protocol::MessageId::random().to_string());
     file.write_all(key.as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)?;
     tracing::info!(path = %path.display(), "generated the key file that encrypts the relay's savedata");
     Ok(Some(path))
 }
 
-/// The passphrase in a key file only its owner may read.
-fn read_key_file(path: &Path) -> Result<Vec<u8>, RelayError> {
+/// The passphrase in a key file only its owner may read; wiped from memory when dropped.
+fn read_key_file(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, RelayError> {
     let io = |source| RelayError::File {
         path: path.to_path_buf(),
         source,
@@ -339,7 +340,7 @@ fn read_key_file(path: &Path) -> Result<Vec<u8>, RelayError> {
             mode,
         });
     }
-    std::fs::read(path).map_err(io)
+    std::fs::read(path).map(zeroize::Zeroizing::new).map_err(io)
 }
 
 /// Where `run` writes the relay's Tox ID and DHT contact for `status` and operators.
@@ -602,6 +603,23 @@ mod tests {
             size,
             expires,
         }
+    }
+
+    #[test]
+    fn the_key_file_is_read_into_memory_wiped_on_drop_and_only_when_owner_only() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.key");
+        std::fs::write(&path, b"relay passphrase").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let pass = read_key_file(&path).unwrap();
+        wiped_on_drop(&pass);
+        assert_eq!(&pass[..], b"relay passphrase");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(
+            read_key_file(&path),
+            Err(RelayError::KeyFileMode { .. })
+        ));
     }
 
     #[test]

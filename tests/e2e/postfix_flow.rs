@@ -51,6 +51,8 @@ async fn mail_reaches_the_other_site_in_all_three_addressing_modes() {
     a_spec.dns_domains = vec!["b.test".into()];
     a_spec.nameserver = Some(dns.addr());
     a_spec.relay_sink = true;
+    // Site A takes Postfix's mail on a UNIX socket in the queue directory, as deploy/ advises.
+    a_spec.lmtp_unix = true;
     let mut a = Site::prepare(root.path(), a_spec, &boot.node);
     a.admin(&["contact", "add", "carol@b.test", &carol_id.to_string()])
         .unwrap();
@@ -84,6 +86,12 @@ async fn mail_reaches_the_other_site_in_all_three_addressing_modes() {
         "A:\n{}\nB:\n{}",
         a.bridge_log(),
         b.bridge_log()
+    );
+    // Postfix's lmtp(8) names the socket it delivered to, relative to its queue directory.
+    let maillog = a.postfix.maillog();
+    assert!(
+        maillog.contains("relay=mx.a.test[toxmail/lmtp]"),
+        "{maillog}"
     );
 
     let alice_key = a.identities["alice@a.test"].public_key().to_string();

@@ -133,6 +133,22 @@ impl PostfixSite {
         self.dir.as_ref().expect("dir lives until drop").path()
     }
 
+    /// The instance's `queue_directory`, where its daemons run.
+    pub fn queue_dir(&self) -> PathBuf {
+        self.dir().join("queue")
+    }
+
+    /// A directory `<queue_directory>/<name>` for a socket Postfix connects to, as an operator
+    /// makes it: group postfix, setgid, mode 2750 (owner root here, the bridge's user in production).
+    pub fn socket_dir(&self, name: &str) -> std::io::Result<PathBuf> {
+        let dir = self.queue_dir().join(name);
+        let (_, gid) = user_ids("postfix")?;
+        std::fs::create_dir(&dir)?;
+        chown(&dir, None, Some(gid))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2750))?;
+        Ok(dir)
+    }
+
     /// Files in the mailbox's `new/` and `cur/`, oldest first, as virtual(8) wrote them: with
     /// `Delivered-To:` and `Return-Path:` prepended and LF (not CRLF) line endings.
     pub fn maildir_messages(&self, local: &str) -> Vec<Vec<u8>> {

@@ -39,6 +39,9 @@ pub struct SiteSpec {
     /// UDP ports of this site's Tox nodes; default the shared loopback range. A scenario that
     /// stops one site while others start gives each its own, so no node inherits another's port.
     pub tox_ports: Option<(u16, u16)>,
+    /// LMTP on a UNIX socket in Postfix's queue directory (`toxmail/lmtp`, as deploy/ advises)
+    /// instead of a loopback TCP port.
+    pub lmtp_unix: bool,
 }
 
 /// The toxmail-bridge binary built next to the running test binary.
@@ -101,7 +104,10 @@ pub struct Site {
     pub pg: PgServer,
     pub postfix: PostfixSite,
     pub config: PathBuf,
+    /// The LMTP port; unused (nothing listens) when `lmtp_socket` is set.
     pub lmtp: SocketAddr,
+    /// The LMTP socket, with [`SiteSpec::lmtp_unix`].
+    pub lmtp_socket: Option<PathBuf>,
     pub socketmap: SocketAddr,
     /// The Postfix service the bridge injects received mail into (local domains only).
     pub inject: SocketAddr,
@@ -141,7 +147,8 @@ impl Site {
             inject,
             notice: inject,
         };
-        let draft = bridge_config(&spec, &dir, &pg, hops, socketmap, lmtp, bootstrap);
+        let tcp = format!("listen = \"{lmtp}\"");
+        let draft = bridge_config(&spec, &dir, &pg, hops, socketmap, &tcp, bootstrap);
         std::fs::write(&config, draft).unwrap();
         let fragment =
             run_admin(&bridge_binary(), &config, &["postfix-config"]).expect("postfix-config");
@@ -159,7 +166,19 @@ impl Site {
             inject,
             notice: postfix.smtp_addr(),
         };
-        let mut text = bridge_config(&spec, &dir, &pg, hops, socketmap, lmtp, bootstrap);
+        let lmtp_socket = spec.lmtp_unix.then(|| {
+            let dir = postfix.socket_dir("toxmail").expect("socket dir");
+            dir.join("lmtp")
+        });
+        let lmtp_section = match &lmtp_socket {
+            Some(path) => format!(
+                "listen = \"unix:{}\"\npostfix_queue_directory = \"{}\"",
+                path.display(),
+                postfix.queue_dir().display()
+            ),
+            None => tcp,
+        };
+        let mut text = bridge_config(&spec, &dir, &pg, hops, socketmap, &lmtp_section, bootstrap);
         if let (Some(addr), Some(policy)) = (milter, &spec.milter) {
             text.push_str(&format!(
                 "\n[milter]\nlisten = \"{addr}\"\npolicy = \"{policy}\"\n"
@@ -174,6 +193,7 @@ impl Site {
             postfix,
             config,
             lmtp,
+            lmtp_socket,
             socketmap,
             inject,
             identities: HashMap::new(),
@@ -210,7 +230,11 @@ impl Site {
         let deadline = Instant::now() + Duration::from_secs(30);
         let running =
             |site: &Site| site.bridge_log().matches("toxmail-bridge running").count() > before;
-        while !running(self) || std::net::TcpStream::connect(self.lmtp).is_err() {
+        let listening = |site: &Site| match &site.lmtp_socket {
+            Some(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
+            None => std::net::TcpStream::connect(site.lmtp).is_ok(),
+        };
+        while !running(self) || !listening(self) {
             if let Some(status) = self.bridge.as_mut().unwrap().try_wait().unwrap() {
                 panic!("bridge exited: {status}\n{}", self.bridge_log());
             }
@@ -277,7 +301,7 @@ fn bridge_config(
     pg: &PgServer,
     hops: Hops,
     socketmap: SocketAddr,
-    lmtp: SocketAddr,
+    lmtp: &str,
     bootstrap: &BootstrapNode,
 ) -> String {
     let list = |v: &[String]| {
@@ -304,7 +328,7 @@ max_connections = 8
 listen = "{socketmap}"
 
 [lmtp]
-listen = "{lmtp}"
+{lmtp}
 
 [resolver]
 dns_domains = [{dns}]

@@ -5,6 +5,7 @@ use std::ffi::CString;
 use std::ptr::NonNull;
 
 use toxmail_protocol::{PublicKey, TOX_ID_SIZE, ToxId};
+use zeroize::Zeroizing;
 
 use crate::callbacks::{self, Sink};
 use crate::error::{Result, RuntimeError};
@@ -170,11 +171,12 @@ impl Instance {
     }
 
     /// The long-term secret key; envelopes sealed to our public key open with it.
+    /// The copy made here is wiped; the key's own `Drop` wipes what it keeps (see docs/security.md).
     pub(crate) fn secret_key(&self) -> toxmail_protocol::SecretKey {
-        let mut buf = [0u8; 32];
+        let mut buf = Zeroizing::new([0u8; 32]);
         // SAFETY: the buffer has TOX_SECRET_KEY_SIZE bytes.
         unsafe { sys::tox_self_get_secret_key(self.ptr(), buf.as_mut_ptr()) };
-        toxmail_protocol::SecretKey::from(buf)
+        toxmail_protocol::SecretKey::from(*buf)
     }
 
     pub(crate) fn udp_port(&self) -> Option<u16> {
@@ -213,10 +215,11 @@ impl Instance {
             .ok_or(RuntimeError::tox("tox_bootstrap", err.0))
     }
 
-    pub(crate) fn savedata(&self) -> Vec<u8> {
+    /// The full state, secret key included: wiped when dropped.
+    pub(crate) fn savedata(&self) -> Zeroizing<Vec<u8>> {
         // SAFETY: valid instance.
         let size = unsafe { sys::tox_get_savedata_size(self.ptr()) };
-        let mut buf = vec![0u8; size];
+        let mut buf = Zeroizing::new(vec![0u8; size]);
         // SAFETY: `buf` holds exactly tox_get_savedata_size bytes.
         unsafe { sys::tox_get_savedata(self.ptr(), buf.as_mut_ptr()) };
         buf
@@ -413,6 +416,21 @@ mod tests {
         assert_eq!(pk as usize, toxmail_protocol::PUBLIC_KEY_SIZE);
         assert_eq!(file_id as usize, toxmail_protocol::MESSAGE_ID_SIZE);
         assert_eq!(packet as usize, toxmail_protocol::MAX_FRAME_SIZE);
+    }
+
+    /// Compiles only for types that wipe themselves on drop (reading freed memory would be UB).
+    fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+
+    #[test]
+    fn savedata_copies_are_wiped_on_drop_and_hold_the_secret_key() {
+        let tox = Instance::new(&Options::loopback(), None).unwrap();
+        let data = tox.savedata();
+        wiped_on_drop(&data);
+        let secret = tox.secret_key().to_bytes();
+        assert!(
+            data.windows(32).any(|w| w == secret),
+            "why it must be wiped"
+        );
     }
 
     #[test]

@@ -261,7 +261,7 @@ fn create(
         None => None,
     };
     let is_new = saved.is_none();
-    let tox = Instance::new(options, saved.as_deref())?;
+    let tox = Instance::new(options, saved.as_ref().map(|s| s.as_slice()))?;
     let mut owner = Owner::new(tox, commands, events, file, stats);
     if is_new {
         owner.save()?;

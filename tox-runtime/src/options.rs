@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use toxmail_protocol::PublicKey;
+use zeroize::Zeroizing;
 
 /// A DHT node to bootstrap from: its address and DHT public key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,8 +29,8 @@ pub struct Options {
     pub tcp_port: u16,
     /// Where the full savedata is kept; `None` = an ephemeral identity.
     pub savedata_path: Option<PathBuf>,
-    /// Encrypts the savedata file with toxencryptsave when set.
-    pub passphrase: Option<Vec<u8>>,
+    /// Encrypts the savedata file with toxencryptsave when set; wiped from memory on drop.
+    pub passphrase: Option<Zeroizing<Vec<u8>>>,
     pub bootstrap: Vec<BootstrapNode>,
     /// Name shown to friends (≤ 128 bytes).
     pub name: String,
@@ -96,8 +97,9 @@ impl Options {
         self
     }
 
+    /// Takes the bytes over (moved, not copied) and wipes them when the options are dropped.
     pub fn passphrase(mut self, passphrase: impl Into<Vec<u8>>) -> Self {
-        self.passphrase = Some(passphrase.into());
+        self.passphrase = Some(Zeroizing::new(passphrase.into()));
         self
     }
 

@@ -1,11 +1,14 @@
 //! The savedata file: full c-toxcore state (keys, nospam, friends, DHT nodes), written atomically
 //! (temp file, fsync, rename, fsync of the directory) and optionally encrypted with toxencryptsave.
-//! The passphrase key is derived once (scrypt is slow) and reused for every later save.
+//! The passphrase key is derived once (scrypt is slow) and reused for every later save. Plaintext
+//! savedata holds the identity's secret key: every buffer of it here is wiped when dropped.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
+
+use zeroize::Zeroizing;
 
 use crate::error::{Result, RuntimeError};
 use crate::sys;
@@ -64,9 +67,9 @@ impl PassKey {
         ok.then_some(out).ok_or(RuntimeError::Encrypt)
     }
 
-    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+    fn decrypt(&self, cipher: &[u8]) -> Option<Plain> {
         let len = cipher.len().checked_sub(EXTRA)?;
-        let mut out = vec![0u8; len];
+        let mut out = Zeroizing::new(vec![0u8; len]);
         let mut err = sys::Tox_Err_Decryption::TOX_ERR_DECRYPTION_OK;
         // SAFETY: `out` has ciphertext length − TOX_PASS_ENCRYPTION_EXTRA_LENGTH bytes.
         let ok = unsafe {
@@ -95,15 +98,19 @@ fn salt_of(data: &[u8]) -> Option<[u8; SALT]> {
     ok.then_some(salt)
 }
 
+/// Plaintext savedata (it holds the secret key), wiped when dropped.
+pub(crate) type Plain = Zeroizing<Vec<u8>>;
+
 /// Where one instance's savedata lives and how it is protected.
 pub(crate) struct SavedataFile {
     path: PathBuf,
-    passphrase: Option<Vec<u8>>,
+    passphrase: Option<Zeroizing<Vec<u8>>>,
+    /// Freed by c-toxcore, which wipes it first (`tox_pass_key_free`).
     key: Option<PassKey>,
 }
 
 impl SavedataFile {
-    pub(crate) fn new(path: PathBuf, passphrase: Option<Vec<u8>>) -> Self {
+    pub(crate) fn new(path: PathBuf, passphrase: Option<Zeroizing<Vec<u8>>>) -> Self {
         SavedataFile {
             path,
             passphrase,
@@ -112,9 +119,10 @@ impl SavedataFile {
     }
 
     /// Reads and, if needed, decrypts the savedata; `None` when no file exists yet.
-    pub(crate) fn load(&mut self) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn load(&mut self) -> Result<Option<Plain>> {
+        // Wiped too: without a passphrase these bytes are the plaintext.
         let data = match fs::read(&self.path) {
-            Ok(d) => d,
+            Ok(d) => Zeroizing::new(d),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {
                 return Err(RuntimeError::ReadSavedata {
@@ -142,7 +150,7 @@ impl SavedataFile {
 
     /// c-toxcore starts a *new* identity from savedata it cannot parse, and the next save would
     /// then overwrite the old one: refuse anything that does not start like Tox savedata.
-    fn checked(&self, data: Vec<u8>) -> Result<Vec<u8>> {
+    fn checked(&self, data: Plain) -> Result<Plain> {
         if data.starts_with(&SAVEDATA_MAGIC) {
             Ok(data)
         } else {
@@ -153,12 +161,12 @@ impl SavedataFile {
     /// Writes `data` atomically, encrypting it when a passphrase is configured.
     pub(crate) fn save(&mut self, data: &[u8]) -> Result<()> {
         let bytes = match &self.passphrase {
-            None => data.to_vec(),
+            None => Zeroizing::new(data.to_vec()),
             Some(pass) => {
                 if self.key.is_none() {
                     self.key = Some(PassKey::derive(pass, None)?);
                 }
-                self.key.as_ref().expect("derived above").encrypt(data)?
+                Zeroizing::new(self.key.as_ref().expect("derived above").encrypt(data)?)
             }
         };
         write_atomically(&self.path, &bytes).map_err(|source| RuntimeError::WriteSavedata {
@@ -195,16 +203,16 @@ mod tests {
     fn encrypted_savedata_round_trips_and_rejects_wrong_passphrase() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.tox");
-        let mut file = SavedataFile::new(path.clone(), Some(b"correct horse".to_vec()));
+        let mut file = SavedataFile::new(path.clone(), Some(b"correct horse".to_vec().into()));
         file.save(&tox_like(b"state bytes")).unwrap();
         let raw = fs::read(&path).unwrap();
         assert!(is_encrypted(&raw));
         assert_eq!(raw.len(), tox_like(b"state bytes").len() + EXTRA);
 
-        let mut again = SavedataFile::new(path.clone(), Some(b"correct horse".to_vec()));
-        assert_eq!(again.load().unwrap().unwrap(), tox_like(b"state bytes"));
+        let mut again = SavedataFile::new(path.clone(), Some(b"correct horse".to_vec().into()));
+        assert_eq!(*again.load().unwrap().unwrap(), tox_like(b"state bytes"));
 
-        let mut wrong = SavedataFile::new(path.clone(), Some(b"wrong".to_vec()));
+        let mut wrong = SavedataFile::new(path.clone(), Some(b"wrong".to_vec().into()));
         assert!(matches!(
             wrong.load(),
             Err(RuntimeError::SavedataDecrypt(_))
@@ -222,7 +230,7 @@ mod tests {
         let mut file = SavedataFile::new(dir.path().join("x.tox"), None);
         assert!(file.load().unwrap().is_none());
         file.save(&tox_like(b"plain")).unwrap();
-        assert_eq!(file.load().unwrap().unwrap(), tox_like(b"plain"));
+        assert_eq!(*file.load().unwrap().unwrap(), tox_like(b"plain"));
         file.save(b"not savedata").unwrap();
         assert!(matches!(file.load(), Err(RuntimeError::SavedataCorrupt(_))));
     }
@@ -239,6 +247,26 @@ mod tests {
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
         assert_eq!(names.len(), 1, "{names:?}");
         assert_eq!(fs::read(&path).unwrap(), b"secret 2");
+    }
+
+    /// Compiles only for types that wipe themselves on drop. Reading the freed memory to prove
+    /// it would be undefined behaviour; the bound is what can be checked.
+    fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+
+    #[test]
+    fn plaintext_savedata_and_the_passphrase_are_wiped_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.tox");
+        let mut file = SavedataFile::new(path.clone(), Some(b"pass".to_vec().into()));
+        file.save(&tox_like(b"secret key inside")).unwrap();
+        wiped_on_drop(file.passphrase.as_ref().unwrap());
+        let loaded = SavedataFile::new(path, Some(b"pass".to_vec().into()))
+            .load()
+            .unwrap()
+            .unwrap();
+        wiped_on_drop(&loaded);
+        let options = crate::Options::loopback().passphrase(b"pass".to_vec());
+        wiped_on_drop(options.passphrase.as_ref().unwrap());
     }
 
     fn tox_like(body: &[u8]) -> Vec<u8> {
