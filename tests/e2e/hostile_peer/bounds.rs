@@ -198,3 +198,45 @@ async fn an_offer_flood_without_files_is_bounded_per_peer() {
     .expect("another peer's delivery during the flood");
     assert!(in_bobs_maildir(&b, "CONTROL-2").await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_of_large_envelopes_are_bounded_in_bytes_per_peer() {
+    let (root, boot) = scene();
+    let b = site_b(root.path(), &boot);
+    let bob = b.identities["bob@b.test"];
+    let m = attacker(root.path(), "mallory", &boot).await;
+    control(&b, &m, bob, "CONTROL-1").await;
+
+    // Five offers of 60 MB each, no file ever follows: the spool space they claim would be
+    // 300 MB, over one peer's 256 MiB. Four are taken, the fifth waits.
+    let friend = m.friend_number(bob.public_key()).await;
+    let raw = m.courier.node().clone();
+    for _ in 0..5 {
+        let offer = toxmail_protocol::Frame::Offer(toxmail_protocol::Offer {
+            message_id: MessageId::random(),
+            size: 60_000_000,
+        });
+        while raw.send_packet(friend, offer.encode()).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    const BOUND: &str = "offer refused for now: too many bytes outstanding";
+    let refused = wait_for(CONNECT, || b.bridge_log().contains(BOUND));
+    assert!(refused.await, "{}", b.bridge_log());
+    assert_eq!(
+        b.bridge_log().matches(BOUND).count(),
+        1,
+        "the fifth offer only"
+    );
+    // The bound counts bytes, not offers: a small mail still fits in mallory's remaining room.
+    let small = letter("m@m.test", "bob@b.test", &body("SMALL"));
+    send(&b, &m, bob, &small).await.expect("a small mail fits");
+    assert!(in_bobs_maildir(&b, "SMALL").await);
+    // Another peer is not affected at all.
+    let a = attacker(root.path(), "alice", &boot).await;
+    let control_2 = letter("alice@a.test", "bob@b.test", &body("CONTROL-2"));
+    send(&b, &a, bob, &control_2)
+        .await
+        .expect("another peer's delivery");
+    assert!(in_bobs_maildir(&b, "CONTROL-2").await);
+}

@@ -20,11 +20,29 @@ const FILE_KIND_DATA: u32 = 0;
 /// A file may overtake its Offer (the sender's packet queue was full while the file started):
 /// it waits this long, paused, for the Offer before it is cancelled.
 const ORPHAN_WAIT: Duration = Duration::from_secs(3);
-/// Offers one peer may have outstanding (no file taken yet); more are refused for now. A
+/// Offers one peer may have outstanding or in transfer at once; more are refused for now. A
 /// sender offers one message at a time per file; this leaves room for bursts and relays.
 pub(super) const MAX_OFFERS_PER_PEER: usize = 64;
 /// An offer whose file has not been taken this long after it came is forgotten.
 const OFFER_TTL: Duration = Duration::from_secs(120);
+
+/// Which per-peer bound a new offer would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PeerBound {
+    /// `MAX_OFFERS_PER_PEER` offers outstanding or files in transfer.
+    Count,
+    /// `max_peer_bytes` offered or in transfer.
+    Bytes,
+}
+
+impl PeerBound {
+    pub(super) fn detail(self) -> &'static str {
+        match self {
+            PeerBound::Count => "too many offers outstanding",
+            PeerBound::Bytes => "too many bytes outstanding",
+        }
+    }
+}
 
 pub(super) struct Orphan {
     friend: FriendNumber,
@@ -106,8 +124,8 @@ impl<I: Inbox> Engine<I> {
                 )
                 .await;
         }
-        if self.too_many_offers(from, id) {
-            let refusal = Refusal::new(NackCode::Busy, "too many offers outstanding");
+        if let Some(bound) = self.over_peer_bounds(from, id, size) {
+            let refusal = Refusal::new(NackCode::Busy, bound.detail());
             return self.refuse(from, id, refusal).await;
         }
         if !self.expect_file(from, id, size, None).await {
@@ -124,18 +142,33 @@ impl<I: Inbox> Engine<I> {
         });
     }
 
-    /// True when `from` already has as many offers outstanding as one peer may (a new id only:
-    /// a repeated offer replaces its own).
-    pub(super) fn too_many_offers(&self, from: PublicKey, id: MessageId) -> bool {
+    /// Why a new offer of `size` bytes from `from` must wait, if it must: the peer already has
+    /// as many offers outstanding or files in transfer as one peer may, or as many bytes (a
+    /// repeated offer replaces its own and is not counted twice).
+    pub(super) fn over_peer_bounds(
+        &self,
+        from: PublicKey,
+        id: MessageId,
+        size: u64,
+    ) -> Option<PeerBound> {
         if self.incoming.offers.contains_key(&(from, id)) {
-            return false;
+            return None;
         }
-        let outstanding = self.incoming.offers.keys().filter(|k| k.0 == from).count();
+        let offers = self.incoming.offers.iter().filter(|(k, _)| k.0 == from);
+        let files = self.incoming.files.values().filter(|r| r.from == from);
+        let outstanding = offers.clone().count() + files.clone().count();
         if outstanding >= MAX_OFFERS_PER_PEER {
             tracing::warn!(peer = %from, outstanding, "offer refused for now: too many outstanding");
-            return true;
+            return Some(PeerBound::Count);
         }
-        false
+        let bytes: u64 =
+            offers.map(|(_, o)| o.size).sum::<u64>() + files.map(|r| r.size).sum::<u64>();
+        let cap = self.config.max_peer_bytes.max(self.config.max_envelope);
+        if bytes.saturating_add(size) > cap {
+            tracing::warn!(peer = %from, bytes, size, cap, "offer refused for now: too many bytes outstanding");
+            return Some(PeerBound::Bytes);
+        }
+        None
     }
 
     /// Forgets offers whose file never came (or was never taken) within `OFFER_TTL`.

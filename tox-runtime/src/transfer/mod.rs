@@ -179,6 +179,9 @@ pub struct TransferConfig {
     pub spool_max_age: Duration,
     /// ...and the oldest ones while the spool holds more than this many bytes.
     pub spool_max_bytes: u64,
+    /// Bytes one peer may have offered and in transfer to us at once (never less than one
+    /// `max_envelope`); further offers are refused for now (`Busy`).
+    pub max_peer_bytes: u64,
 }
 
 impl TransferConfig {
@@ -195,6 +198,7 @@ impl TransferConfig {
             // A sender retries for days; a break-off resumes from the spool within that time.
             spool_max_age: Duration::from_secs(2 * 86_400),
             spool_max_bytes: 4 * 1024 * 1024 * 1024,
+            max_peer_bytes: 256 * 1024 * 1024,
         }
     }
 }

@@ -12,7 +12,7 @@ use toxmail_protocol::{
 };
 
 use super::engine::{Engine, Internal};
-use super::incoming::check_header;
+use super::incoming::{PeerBound, check_header};
 use super::{DeliveryError, DepositRefusal, Inbox, PeerEvent};
 use crate::event::FriendNumber;
 
@@ -78,9 +78,12 @@ impl<I: Inbox> Engine<I> {
             let refusal = DepositRefusal::new(RelayRefusal::Malformed, "empty envelope");
             return self.refuse_deposit(from, id, refusal).await;
         }
-        if self.too_many_offers(from, id) {
-            let refusal =
-                DepositRefusal::new(RelayRefusal::QuotaCount, "too many deposits outstanding");
+        if let Some(bound) = self.over_peer_bounds(from, id, d.size) {
+            let code = match bound {
+                PeerBound::Bytes => RelayRefusal::QuotaBytes,
+                PeerBound::Count => RelayRefusal::QuotaCount,
+            };
+            let refusal = DepositRefusal::new(code, format!("deposits: {}", bound.detail()));
             return self.refuse_deposit(from, id, refusal).await;
         }
         if !self.expect_file(from, id, d.size, Some(d.clone())).await {
