@@ -13,6 +13,7 @@
 
 mod engine;
 mod incoming;
+mod lanes;
 mod policy;
 mod relay;
 mod spool;
@@ -34,6 +35,7 @@ use toxmail_protocol::{
 use crate::error::RuntimeError;
 use crate::node::{Handle, Node};
 
+pub use lanes::MAX_IN_FLIGHT_PER_PEER;
 pub use policy::FriendPolicy;
 pub use strangers::StrangerLimits;
 
@@ -317,6 +319,7 @@ pub struct Courier {
     commands: mpsc::UnboundedSender<Command>,
     handle: Handle,
     stats: Arc<TransferStats>,
+    lanes: Arc<lanes::Lanes>,
 }
 
 /// Keeps the engine task and the node so both can be stopped in order.
@@ -336,6 +339,7 @@ impl Courier {
             commands: tx,
             handle: node.handle.clone(),
             stats: stats.clone(),
+            lanes: Arc::default(),
         };
         let engine = engine::Engine::new(node, Arc::new(inbox), config, stats);
         let task = tokio::spawn(engine.run(rx, stop_rx));
@@ -358,19 +362,35 @@ impl Courier {
 
     /// Delivers one sealed envelope and returns once the peer acknowledged that it stored it, or
     /// refused it. Disconnects and restarts in between are ridden out; dropping the future gives up.
+    /// At most [`MAX_IN_FLIGHT_PER_PEER`] deliveries to one peer are under way; the others wait.
     pub async fn deliver(
         &self,
         to: impl Into<Destination>,
         id: MessageId,
         envelope: Arc<[u8]>,
     ) -> Result<(), DeliveryError> {
+        self.in_lane(to.into(), id, envelope, None).await
+    }
+
+    async fn in_lane(
+        &self,
+        to: Destination,
+        id: MessageId,
+        envelope: Arc<[u8]>,
+        deposit_until: Option<u64>,
+    ) -> Result<(), DeliveryError> {
+        let _room = self
+            .lanes
+            .enter(to.public_key(), envelope.len())
+            .await
+            .ok_or(DeliveryError::Stopped)?;
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Deliver {
-                to: to.into(),
+                to,
                 id,
                 envelope,
-                deposit_until: None,
+                deposit_until,
                 reply,
             })
             .map_err(|_| DeliveryError::Stopped)?;
@@ -386,17 +406,8 @@ impl Courier {
         envelope: Arc<[u8]>,
         expires: u64,
     ) -> Result<(), DeliveryError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Deliver {
-                to: relay.into(),
-                id,
-                envelope,
-                deposit_until: Some(expires),
-                reply,
-            })
-            .map_err(|_| DeliveryError::Stopped)?;
-        rx.await.map_err(|_| DeliveryError::Stopped)?
+        self.in_lane(relay.into(), id, envelope, Some(expires))
+            .await
     }
 
     /// Events about peers from now on; the stream ends when the engine stops.
