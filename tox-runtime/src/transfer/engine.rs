@@ -104,6 +104,10 @@ pub(crate) struct Engine<I> {
     /// Keys the operator blocked: their friend requests are ignored.
     blocked: std::collections::HashSet<PublicKey>,
     last_sweep: Instant,
+    /// Our files whose envelope the peer acknowledged before c-toxcore reported the file sent:
+    /// left to finish on their own (a kill now could cross the peer's own end of the transfer
+    /// and reach the next file given the same, reused number), cancelled only if they never do.
+    finishing: HashMap<(FriendNumber, FileNumber), Instant>,
 }
 
 impl<I: Inbox> Engine<I> {
@@ -132,6 +136,7 @@ impl<I: Inbox> Engine<I> {
             known: Default::default(),
             blocked: Default::default(),
             last_sweep: Instant::now(),
+            finishing: HashMap::new(),
         }
     }
 
@@ -473,7 +478,12 @@ impl<I: Inbox> Engine<I> {
         if let OutState::Sending { file, .. } = out.state
             && let Some(peer) = self.peers.get(&from)
         {
-            self.handle.file_cancel_now(peer.friend, file);
+            if result.is_ok() {
+                // Stored: the peer has every byte, the file ends by itself.
+                self.finishing.insert((peer.friend, file), Instant::now());
+            } else {
+                self.handle.file_cancel_now(peer.friend, file);
+            }
         }
         let _ = out.reply.send(result);
     }
@@ -671,7 +681,24 @@ impl<I: Inbox> Engine<I> {
         }
     }
 
+    /// Files acknowledged long ago that c-toxcore still has not reported sent: cancelled.
+    fn cancel_unfinished_files(&mut self) {
+        let limit = self.config.ack_timeout;
+        let stale: Vec<_> = self
+            .finishing
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= limit)
+            .map(|(k, _)| *k)
+            .collect();
+        for (friend, file) in stale {
+            self.finishing.remove(&(friend, file));
+            tracing::debug!(friend, file, "acknowledged file never finished; cancelled");
+            self.handle.file_cancel_now(friend, file);
+        }
+    }
+
     fn file_done(&mut self, friend: FriendNumber, file: FileNumber, aborted: bool) {
+        self.finishing.remove(&(friend, file));
         let Some(pk) = self
             .peers
             .iter()
@@ -694,6 +721,7 @@ impl<I: Inbox> Engine<I> {
         self.expire_orphans().await;
         self.outbound.retain(|_, o| !o.reply.is_closed());
         self.cancel_stalled_files();
+        self.cancel_unfinished_files();
         self.drop_expired_strangers().await;
         self.expire_offers().await;
         let sweep_every = (self.config.spool_max_age / 4).clamp(SECOND, SWEEP_MAX_INTERVAL);
