@@ -681,6 +681,26 @@ impl<I: Inbox> Engine<I> {
         }
     }
 
+    /// Deliveries whose caller gave up (the mail expired, the bridge stops it) are forgotten, and a
+    /// file still sending is cancelled: the receiver must not store a mail the sender bounced.
+    fn drop_abandoned_deliveries(&mut self) {
+        let abandoned: Vec<OutKey> = self
+            .outbound
+            .iter()
+            .filter(|(_, o)| o.reply.is_closed())
+            .map(|(k, _)| *k)
+            .collect();
+        for key in abandoned {
+            let out = self.outbound.remove(&key).expect("listed above");
+            if let OutState::Sending { file, .. } = out.state
+                && let Some(peer) = self.peers.get(&key.0)
+            {
+                tracing::info!(peer = %key.0, id = %key.1, file, "delivery given up; its file cancelled");
+                self.handle.file_cancel_now(peer.friend, file);
+            }
+        }
+    }
+
     /// Files acknowledged long ago that c-toxcore still has not reported sent: cancelled.
     fn cancel_unfinished_files(&mut self) {
         let limit = self.config.ack_timeout;
@@ -719,7 +739,7 @@ impl<I: Inbox> Engine<I> {
 
     async fn on_tick(&mut self) {
         self.expire_orphans().await;
-        self.outbound.retain(|_, o| !o.reply.is_closed());
+        self.drop_abandoned_deliveries();
         self.cancel_stalled_files();
         self.cancel_unfinished_files();
         self.drop_expired_strangers().await;

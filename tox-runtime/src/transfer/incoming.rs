@@ -70,7 +70,16 @@ struct Receiving {
     deposit: Option<Deposit>,
     spool: File,
     received: u64,
+    /// Taken up from a spool file left by an earlier, broken-off transfer.
+    resumed: bool,
+    /// Bytes received when the spool was last synced to disk.
+    synced: u64,
 }
+
+/// The spool is synced to disk after each this many bytes, so that a transfer resumed after a
+/// power loss starts from bytes that are really there (a resumed envelope that does not open is
+/// fetched again from the start anyway; this keeps that rare).
+const SPOOL_SYNC_EVERY: u64 = 4 * 1024 * 1024;
 
 #[derive(Default)]
 pub(super) struct Incoming {
@@ -333,6 +342,8 @@ impl<I: Inbox> Engine<I> {
             deposit,
             spool,
             received: offset,
+            resumed: offset > 0,
+            synced: offset,
         };
         self.incoming.files.insert((friend, file), receiving);
     }
@@ -369,6 +380,12 @@ impl<I: Inbox> Engine<I> {
             return self.cancel_file(friend, file).await;
         }
         r.received = r.received.max(end);
+        if r.received - r.synced >= SPOOL_SYNC_EVERY {
+            if let Err(e) = r.spool.sync_data() {
+                tracing::warn!(error = %e, "spool sync failed");
+            }
+            r.synced = r.received;
+        }
     }
 
     async fn file_complete(&mut self, r: Receiving) {
@@ -376,7 +393,7 @@ impl<I: Inbox> Engine<I> {
             return; // ended early; the spool keeps what arrived for the next offer
         }
         let path = self.spool_path(&r.from, &r.id);
-        let (from, id) = (r.from, r.id);
+        let (from, id, resumed) = (r.from, r.id, r.resumed);
         drop(r.spool);
         self.incoming.storing.insert((from, id));
         if let Some(deposit) = r.deposit {
@@ -401,6 +418,7 @@ impl<I: Inbox> Engine<I> {
                     (from, Err(Refusal::new(NackCode::StorageFailure, detail)))
                 }
             };
+            let result = result.map_err(|refusal| resumed_refusal(refusal, resumed));
             let stored = Internal::Stored {
                 from,
                 origin,
@@ -489,6 +507,23 @@ impl<I: Inbox> Engine<I> {
     }
 }
 
+/// A permanent refusal of a *resumed* transfer may come from the part kept before the break
+/// (a power loss after bytes were reported written, a spool damaged on disk) rather than from
+/// the sender: it becomes a temporary one that makes the sender offer again, and the spool is
+/// discarded (`Malformed` + temporary, as for a mixed-up transfer), so the next attempt starts
+/// from byte 0 and gets the real verdict. The price is one more transfer at worst.
+fn resumed_refusal(refusal: Refusal, resumed: bool) -> Refusal {
+    if !resumed || refusal.class != toxmail_protocol::NackClass::Permanent {
+        return refusal;
+    }
+    tracing::info!(code = ?refusal.code, detail = %refusal.detail, "resumed envelope refused; fetching it again from the start");
+    Refusal {
+        class: toxmail_protocol::NackClass::Temporary,
+        code: NackCode::Malformed,
+        detail: "the resumed transfer did not give a valid envelope; offer it again".into(),
+    }
+}
+
 /// The envelope must be the one offered (same id) and sealed by the friend who sent it, or, when
 /// that friend is a relay we trust (`relayed_to` = our key), sealed to us. Returns the sealer.
 pub(super) fn check_header(
@@ -521,5 +556,31 @@ pub(super) fn check_header(
             NackCode::Forged,
             "envelope not sealed by the sending friend",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use toxmail_protocol::NackClass;
+
+    #[test]
+    fn a_resumed_transfer_is_never_refused_for_good_only_fetched_again() {
+        let forged = Refusal::new(NackCode::Forged, "does not open");
+        assert_eq!(forged.class, NackClass::Permanent);
+        let again = resumed_refusal(forged.clone(), true);
+        assert_eq!(
+            (again.class, again.code),
+            (NackClass::Temporary, NackCode::Malformed)
+        );
+        // A transfer from byte 0 gets the verdict as it is.
+        assert_eq!(resumed_refusal(forged, false).class, NackClass::Permanent);
+        // Temporary refusals pass unchanged.
+        let busy = Refusal {
+            class: NackClass::Temporary,
+            code: NackCode::Busy,
+            detail: "busy".into(),
+        };
+        assert_eq!(resumed_refusal(busy, true).code, NackCode::Busy);
     }
 }
