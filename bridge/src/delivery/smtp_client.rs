@@ -148,8 +148,24 @@ pub async fn send(
     Ok(())
 }
 
-/// Asks the next hop whether it takes mail for `recipient` (RCPT without DATA).
+/// The whole mailbox check, connection to QUIT, well under a sender's ack timeout (30 s): the
+/// envelope waits for it before its ack, and a slow MTA must not make the sender offer again.
+pub const PROBE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Asks the next hop whether it takes mail for `recipient` (RCPT without DATA), within
+/// `deadline` for the whole exchange (`Timeout` after it: a temporary answer).
 pub async fn probe(
+    hop: &NextHop,
+    hostname: &str,
+    recipient: &MailAddress,
+    deadline: Duration,
+) -> Result<(), SmtpError> {
+    tokio::time::timeout(deadline, probe_unbounded(hop, hostname, recipient))
+        .await
+        .unwrap_or(Err(SmtpError::Timeout))
+}
+
+async fn probe_unbounded(
     hop: &NextHop,
     hostname: &str,
     recipient: &MailAddress,
@@ -188,6 +204,28 @@ pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_next_hop_that_never_answers_fails_the_probe_at_its_deadline_temporarily() {
+        // Accepts the connection and never says a word, as a wedged MTA would.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hop = NextHop {
+            lmtp: false,
+            addr: silent.local_addr().unwrap(),
+        };
+        let held = tokio::spawn(async move { silent.accept().await });
+        let to = MailAddress::parse("bob@b.test").unwrap();
+        let deadline = Duration::from_millis(300);
+        let result = tokio::time::timeout(
+            Duration::from_secs(30),
+            probe(&hop, "mx.b.test", &to, deadline),
+        )
+        .await
+        .expect("the probe ends at its own deadline, not at the per-read timeout");
+        assert!(matches!(result, Err(SmtpError::Timeout)), "{result:?}");
+        assert!(!result.unwrap_err().is_permanent());
+        held.abort();
+    }
 
     #[test]
     fn requests_render_one_line_from_validated_parts() {

@@ -757,7 +757,7 @@ impl<I: Inbox> Engine<I> {
                     let wait = if aborted {
                         ABORT_GRACE
                     } else {
-                        self.config.ack_timeout
+                        self.config.ack_timeout + verdict_allowance(o.envelope.len())
                     };
                     now.duration_since(since) >= wait
                 }
@@ -798,7 +798,27 @@ fn stall_allowance(len: usize) -> Duration {
     Duration::from_secs((len / (64 * 1024)) as u64)
 }
 
+/// How long the receiver may take to store `len` bytes (read the spool, open the envelope,
+/// commit it) beyond the ack timeout: 1 s per MiB, for a slow disk on a small board.
+fn verdict_allowance(len: usize) -> Duration {
+    Duration::from_secs((len / (1024 * 1024)) as u64)
+}
+
 /// A temporary `Malformed` nack: the receiver's spool did not hold the offered envelope.
 fn is_mixed_up(nack: &toxmail_protocol::Nack) -> bool {
     nack.class == NackClass::Temporary && nack.code == NackCode::Malformed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_envelopes_get_more_time_to_be_stored_and_to_be_sent() {
+        let mib = 1024 * 1024;
+        assert_eq!(verdict_allowance(10 * 1024), Duration::ZERO);
+        assert_eq!(verdict_allowance(64 * mib), Duration::from_secs(64));
+        assert_eq!(stall_allowance(64 * 1024), Duration::from_secs(1));
+        assert_eq!(stall_allowance(64 * mib), Duration::from_secs(1024));
+    }
 }

@@ -188,7 +188,9 @@ impl BridgeInbox {
                 "sealed by another key than this site knows for the envelope sender",
             ));
         }
-        match smtp_client::probe(&self.ctx.next_hop, &self.ctx.hostname, &mailbox).await {
+        let deadline = smtp_client::PROBE_DEADLINE;
+        let hop = &self.ctx.next_hop;
+        match smtp_client::probe(hop, &self.ctx.hostname, &mailbox, deadline).await {
             Err(e) if e.is_permanent() => Err(Refusal::new(
                 NackCode::UnknownMailbox,
                 "no such mailbox at this site",
