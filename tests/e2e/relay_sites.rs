@@ -196,8 +196,12 @@ async fn a_friends_site_holds_mail_for_an_offline_site() {
     let mut b = toxmail_tests::site::Site::prepare(root.path(), b_spec, &boot.node);
     let bob = b.identities["bob@b.test"];
     b.start_bridge();
-    let registered = wait_for(Duration::from_secs(90), || {
-        b.bridge_log().contains("registered with relay")
+    // Each of B's identities registers on its own: wait for bob's (carol's site keeps mail only
+    // for registered recipients), not just the first "registered with relay".
+    let bob_key = bob.public_key().to_string().to_lowercase();
+    let sql = "SELECT encode(recipient, 'hex') FROM registrations WHERE expires_at > now()";
+    let registered = poll(Duration::from_secs(90), || async {
+        query_strings(&c, sql).await.contains(&bob_key)
     });
     assert!(
         registered.await,
