@@ -20,9 +20,3 @@ use std::time::Duration;
 
 /// A friend connection over loopback takes ~10 s (c-toxcore's onion lookup); allow a margin.
 pub const CONNECT: Duration = Duration::from_secs(90);
-
-/// After a peer restarts (a new, random DHT key), the other side keeps trying the old DHT key
-/// until c-toxcore drops it as a bad node (`BAD_NODE_TIMEOUT`, 122 s) when the two cannot find
-/// each other through the onion, as on a two-node test network: seen reconnecting after 8 s or
-/// after 124 s, nothing in between. Then the usual connection time.
-pub const RECONNECT_AFTER_RESTART: Duration = Duration::from_secs(122 + 90);

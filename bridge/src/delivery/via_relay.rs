@@ -56,6 +56,8 @@ pub async fn agent(
 ) {
     let mut events = courier.subscribe();
     let own: HashSet<PublicKey> = settings.own.iter().map(|r| r.public_key()).collect();
+    // Which identity registered, in the log: each identity registers on its own.
+    let me = courier.node().info().await.ok().map(|i| i.public_key);
     for relay in &settings.own {
         if let Err(e) = courier.add_relay(*relay).await {
             tracing::warn!(relay = %relay, error = %e, "cannot befriend relay");
@@ -83,7 +85,7 @@ pub async fn agent(
                 });
                 courier.send_relay_frame(pk, list).await;
             }
-            PeerEvent::Relay { from, frame } => on_relay_frame(&store, &own, from, frame).await,
+            PeerEvent::Relay { from, frame } => on_relay_frame(&store, &own, me, from, frame).await,
             PeerEvent::Relayed { origin, via, id } => {
                 tracing::info!(peer = %origin, relay = %via, %id, "received through a relay")
             }
@@ -92,7 +94,13 @@ pub async fn agent(
     }
 }
 
-async fn on_relay_frame(store: &Store, own: &HashSet<PublicKey>, from: PublicKey, f: RelayFrame) {
+async fn on_relay_frame(
+    store: &Store,
+    own: &HashSet<PublicKey>,
+    me: Option<PublicKey>,
+    from: PublicKey,
+    f: RelayFrame,
+) {
     match f {
         RelayFrame::RelayList(list) => {
             tracing::info!(peer = %from, relays = list.relays.len(), "peer told us its relays");
@@ -101,7 +109,8 @@ async fn on_relay_frame(store: &Store, own: &HashSet<PublicKey>, from: PublicKey
             }
         }
         RelayFrame::Holding(h) if own.contains(&from) => {
-            tracing::info!(relay = %from, until = h.expires, held = h.count, "registered with relay")
+            let key = me.map(|k| k.to_string()).unwrap_or_default();
+            tracing::info!(relay = %from, %key, until = h.expires, held = h.count, "registered with relay")
         }
         RelayFrame::Refuse(r) if own.contains(&from) => {
             tracing::warn!(relay = %from, code = ?r.code, detail = %r.detail, "relay refused our registration")

@@ -28,7 +28,13 @@ async fn under_the_contacts_policy_a_strangers_envelope_through_a_relay_is_refus
     ])
     .expect("contact add");
     b.start_bridge();
-    let registered = wait_for(CONNECT, || b.bridge_log().contains("registered with relay"));
+    // Bob's own registration (each identity registers on its own), not the default identity's.
+    let bob_key = format!("key={}", bob.public_key());
+    let registered = wait_for(CONNECT, || {
+        let log = b.bridge_log();
+        let mut lines = log.lines().filter(|l| l.contains("registered with relay"));
+        lines.any(|l| l.contains(&bob_key))
+    });
     assert!(
         registered.await,
         "B:\n{}\nR:\n{}",
