@@ -498,3 +498,86 @@ async fn dns_pins_first_wins_changes_are_noted_and_the_operator_decides() {
     assert!(!store.pin_remove("bob@b.test").await.unwrap());
     assert!(store.pins().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_relay_receipt_closes_the_copy_in_its_custody_once_and_no_one_elses_does() {
+    let (_server, store) = fresh().await;
+    let (relay, other) = (tox_id(8), tox_id(9));
+    let held = copy(None, "bob@b.example", b"sealed");
+    let plain = copy(None, "carol@b.example", b"sealed");
+    let ids = store.enqueue(&[held.clone(), plain.clone()]).await.unwrap();
+    let (held_row, plain_row) = (ids[0].id, ids[1].id);
+    store
+        .mark_relayed(held_row, &relay.to_string())
+        .await
+        .unwrap();
+    let state = |id| {
+        let store = store.clone();
+        async move {
+            let list = store.queue_list().await.unwrap();
+            list.iter().find(|e| e.id == id).map(|e| e.state.clone())
+        }
+    };
+    // Another key, an unknown id, a copy no relay holds: nothing changes.
+    assert_eq!(
+        store
+            .close_released(&held.message_id, &other.public_key())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .close_released(&MessageId::random(), &relay.public_key())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .close_released(&plain.message_id, &relay.public_key())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(state(held_row).await.as_deref(), Some("queued"));
+    // The custodian's receipt closes it, once.
+    assert_eq!(
+        store
+            .close_released(&held.message_id, &relay.public_key())
+            .await
+            .unwrap(),
+        Some(held_row)
+    );
+    assert_eq!(
+        store
+            .close_released(&held.message_id, &relay.public_key())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(state(held_row).await, None, "delivered rows leave the list");
+
+    // The recipient's own late ack: only from the peer the copy is sealed to.
+    assert_eq!(
+        store
+            .close_acked(&plain.message_id, &PublicKey([8; 32]))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .close_acked(&plain.message_id, &PublicKey([7; 32]))
+            .await
+            .unwrap(),
+        Some(plain_row)
+    );
+    assert_eq!(
+        store
+            .close_acked(&plain.message_id, &PublicKey([7; 32]))
+            .await
+            .unwrap(),
+        None
+    );
+}

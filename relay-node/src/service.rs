@@ -1,7 +1,7 @@
 //! The running relay: a Tox node whose transfer engine takes deposits through [`RelayInbox`]
 //! (policy, quota, durable store, then custody), and a loop that hands held envelopes to their
-//! registered recipients when they are online, deletes each after the recipient's ack, and
-//! purges what expired.
+//! registered recipients when they are online, deletes each after the recipient's ack (owing its
+//! depositor a `Released` receipt, sent when the depositor is online), and purges what expired.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -18,7 +18,7 @@ use tox_runtime::transfer::{
 use tox_runtime::{BootstrapNode, Node, Options};
 use toxmail_protocol::{
     Deposit, Holding, MessageId, NackClass, NackCode, PublicKey, REGISTER_SUBJECT, Refuse,
-    RelayFrame, RelayRefusal,
+    RelayFrame, RelayRefusal, ReleaseOutcome, Released,
 };
 
 use crate::config::Config;
@@ -401,11 +401,17 @@ pub struct Mailroom {
     /// Envelopes being handed on now, so none is offered twice at once.
     in_flight: Arc<Mutex<HashSet<MessageId>>>,
     registrations: RegisterLimiter,
+    /// Depositors just owed a receipt (see [`hand_on`]), so the loop can send it if they are online.
+    released: mpsc::UnboundedSender<PublicKey>,
+    released_rx: Option<mpsc::UnboundedReceiver<PublicKey>>,
 }
 
 impl Mailroom {
     pub fn new(store: Store, courier: Courier, policy: Arc<Policy>) -> Mailroom {
+        let (released, released_rx) = mpsc::unbounded_channel();
         Mailroom {
+            released,
+            released_rx: Some(released_rx),
             store,
             courier,
             online: HashSet::new(),
@@ -429,10 +435,16 @@ impl Mailroom {
     ) {
         let mut events = self.courier.subscribe();
         let mut purge = tokio::time::interval(purge_every);
+        let mut released = self.released_rx.take().expect("serve runs once");
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 Some(event) = events.recv() => self.on_event(event).await,
+                Some(depositor) = released.recv() => {
+                    if self.online.contains(&depositor) {
+                        self.send_receipts(depositor).await;
+                    }
+                }
                 Some(recipient) = deposited.recv() => {
                     if self.online.contains(&recipient) && self.is_registered(&recipient).await {
                         self.release(recipient).await;
@@ -461,6 +473,7 @@ impl Mailroom {
         match event {
             PeerEvent::Online(pk) => {
                 self.online.insert(pk);
+                self.send_receipts(pk).await;
                 if self.is_registered(&pk).await {
                     self.release(pk).await;
                 }
@@ -527,6 +540,28 @@ impl Mailroom {
         self.courier.send_relay_frame(to, frame).await;
     }
 
+    /// Sends `depositor` the receipts it is owed; each is forgotten once handed to Tox. One that
+    /// does not go out stays for the depositor's next visit.
+    async fn send_receipts(&self, depositor: PublicKey) {
+        let receipts = match self.store.receipts_for(&depositor).await {
+            Ok(r) => r,
+            Err(e) => return tracing::warn!(peer = %depositor, error = %e, "cannot read receipts"),
+        };
+        for r in receipts {
+            let frame = RelayFrame::Released(Released {
+                message_id: r.message_id,
+                outcome: r.outcome,
+            });
+            if !self.courier.send_relay_frame(depositor, frame).await {
+                return tracing::info!(peer = %depositor, "receipt not sent; kept for later");
+            }
+            tracing::info!(peer = %depositor, id = %r.message_id, outcome = ?r.outcome, "receipt sent");
+            if let Err(e) = self.store.receipt_sent(&depositor, &r.message_id).await {
+                tracing::warn!(id = %r.message_id, error = %e, "sent receipt not forgotten; may be sent again");
+            }
+        }
+    }
+
     /// Hands every envelope held for `recipient` to it; each is deleted after its ack.
     async fn release(&self, recipient: PublicKey) {
         let held = match self.store.held_for(&recipient).await {
@@ -538,10 +573,12 @@ impl Mailroom {
                 continue;
             }
             let (courier, store) = (self.courier.clone(), self.store.clone());
-            let in_flight = self.in_flight.clone();
+            let (in_flight, released) = (self.in_flight.clone(), self.released.clone());
             tokio::spawn(async move {
                 let id = h.message_id;
-                hand_on(&courier, &store, h).await;
+                if let Some(depositor) = hand_on(&courier, &store, h).await {
+                    let _ = released.send(depositor);
+                }
                 // Only now, with the row gone or kept on purpose, may a later release retry it.
                 in_flight.lock().unwrap().remove(&id);
             });
@@ -552,16 +589,16 @@ impl Mailroom {
 /// Delivers one held envelope to its recipient (the key it is sealed to) and deletes it once
 /// acknowledged, or once the recipient refused it for good. A temporary refusal is retried after
 /// a growing pause while the envelope is still held; other failures leave it for the next time
-/// the recipient comes online.
-async fn hand_on(courier: &Courier, store: &Store, h: Held) {
+/// the recipient comes online. Returns the depositor once it is owed a receipt.
+async fn hand_on(courier: &Courier, store: &Store, h: Held) -> Option<PublicKey> {
     let id = h.message_id;
     let envelope: Arc<[u8]> = Arc::from(h.envelope);
     let mut pause = Duration::from_secs(2);
-    let delete = loop {
+    let outcome = loop {
         match courier.deliver(h.recipient, id, envelope.clone()).await {
             Ok(()) => {
                 tracing::info!(peer = %h.recipient, %id, "held envelope delivered; deleting it");
-                break true;
+                break ReleaseOutcome::Delivered;
             }
             Err(DeliveryError::Refused(n)) if n.class == NackClass::Temporary => {
                 tracing::info!(peer = %h.recipient, %id, detail = %n.detail, retry_in = ?pause,
@@ -569,26 +606,29 @@ async fn hand_on(courier: &Courier, store: &Store, h: Held) {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(300));
                 if !matches!(store.held_by(&h.recipient, &id).await, Ok(Some(_))) {
-                    break false; // expired and purged meanwhile, or the store is down
+                    return None; // expired and purged meanwhile, or the store is down
                 }
             }
             Err(e) if e.is_temporary() => {
                 tracing::info!(peer = %h.recipient, %id, error = %e, "hand-on failed; kept");
-                break false;
+                return None;
             }
             Err(e) => {
                 tracing::warn!(peer = %h.recipient, %id, error = %e, "recipient refused for good; deleting");
-                break true;
+                break ReleaseOutcome::Rejected;
             }
         }
     };
-    if delete {
-        let mut wait = Duration::from_millis(200);
-        while let Err(e) = store.release(&h.recipient, &id).await {
-            tracing::warn!(%id, error = %e, "cannot delete a delivered envelope; retrying");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(30));
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match store.release(&h.recipient, &id, outcome).await {
+            Ok(depositor) => return depositor,
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "cannot delete a delivered envelope; retrying")
+            }
         }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
     }
 }
 

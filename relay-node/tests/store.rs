@@ -1,12 +1,13 @@
 //! The relay's store against a real private PostgreSQL 15 (`toxmail_tests::postgres`): the
 //! relay-wide byte cap and the registration cap hold under concurrent writers, and the running
-//! total follows deposits, deliveries and the purge.
+//! total follows deposits, deliveries and the purge; a release owes its depositor exactly one
+//! receipt, which lives no longer than the envelope would have been held.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::task::JoinSet;
-use toxmail_protocol::{MessageId, PublicKey};
-use toxmail_relay::store::{DepositLimits, Held, HoldRefusal, Limit, Store};
+use toxmail_protocol::{MessageId, PublicKey, ReleaseOutcome};
+use toxmail_relay::store::{DepositLimits, Held, HoldRefusal, Limit, Receipt, Store};
 use toxmail_tests::postgres::PgServer;
 
 const SIZE: usize = 1000;
@@ -24,7 +25,7 @@ async fn fresh(connections: usize) -> (PgServer, Store) {
         .unwrap()
         .expect("start private PostgreSQL");
     let store = Store::connect(&server.url(), connections).unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 3, "every migration applied");
+    assert_eq!(store.migrate().await.unwrap(), 4, "every migration applied");
     (server, store)
 }
 
@@ -141,11 +142,16 @@ async fn the_running_total_follows_deliveries_and_the_purge() {
     assert_eq!(totals(&server).await, bytes(3));
 
     // A delivery frees its bytes.
-    assert!(
+    assert_eq!(
         store
-            .release(&first.recipient, &first.message_id)
+            .release(
+                &first.recipient,
+                &first.message_id,
+                ReleaseOutcome::Delivered
+            )
             .await
-            .unwrap()
+            .unwrap(),
+        Some(depositor)
     );
     assert_eq!(totals(&server).await, bytes(2));
     store
@@ -205,4 +211,64 @@ async fn concurrent_registrations_never_pass_max_registrations_and_renewals_alwa
     assert!(store.register(&outsider, until, 3).await.unwrap());
     assert!(store.is_registered(&outsider).await.unwrap());
     assert_eq!(store.status().await.unwrap().registrations, 3);
+}
+
+#[tokio::test]
+async fn a_release_owes_its_depositor_one_receipt_until_sent_or_expired() {
+    let (_server, store) = fresh(4).await;
+    let (depositor, other) = (PublicKey([7; 32]), PublicKey([8; 32]));
+    let kept = envelope(1, now() + 3600);
+    let brief = envelope(1, now() + 2);
+    for held in [&kept, &brief] {
+        store
+            .hold(held, &depositor, limits(1 << 30))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let released = store
+        .release(&kept.recipient, &kept.message_id, ReleaseOutcome::Delivered)
+        .await
+        .unwrap();
+    assert_eq!(released, Some(depositor));
+    // Released again (a second ack, a race with the purge): nothing more is owed.
+    let again = store
+        .release(&kept.recipient, &kept.message_id, ReleaseOutcome::Delivered)
+        .await
+        .unwrap();
+    assert_eq!(again, None);
+    let owed = Receipt {
+        message_id: kept.message_id,
+        outcome: ReleaseOutcome::Delivered,
+    };
+    assert_eq!(store.receipts_for(&depositor).await.unwrap(), vec![owed]);
+    assert!(
+        store.receipts_for(&other).await.unwrap().is_empty(),
+        "only the depositor's"
+    );
+    store
+        .receipt_sent(&depositor, &kept.message_id)
+        .await
+        .unwrap();
+    assert!(store.receipts_for(&depositor).await.unwrap().is_empty());
+
+    // A receipt for an envelope held until `brief.expires` is purged with that expiry.
+    store
+        .release(
+            &brief.recipient,
+            &brief.message_id,
+            ReleaseOutcome::Rejected,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.receipts_for(&depositor).await.unwrap().len(), 1);
+    let gone = async {
+        while !store.receipts_for(&depositor).await.unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        store.purge_expired().await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(30), gone)
+        .await
+        .unwrap();
 }

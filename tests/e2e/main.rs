@@ -9,6 +9,7 @@ mod postfix_harness;
 mod postfix_recovery;
 mod relay;
 mod relay_bounds;
+mod relay_receipts;
 mod relay_sites;
 mod tox_bad_input;
 mod tox_burst;

@@ -280,7 +280,8 @@ fn outcome(r: &RecipientStatus) -> String {
         ),
         Action::Relayed => format!(
             "handed to a relay node that holds it, sealed, until the recipient's mail server \
-             comes online (status {status}); you will hear again only if it then fails."
+             comes online (status {status}); the relay reports delivery when it can, but no \
+             further notice is certain."
         ),
     }
 }

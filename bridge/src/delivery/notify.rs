@@ -1,5 +1,7 @@
 //! Telling the sender: a "failed" DSN when a copy expires or the peer refuses it for good (then
-//! the row is removed), and one "delayed" DSN after a configurable wait. DSNs go through the local
+//! the row is removed), and one "delayed" DSN after a configurable wait. A copy that expires in a
+//! relay's custody with no receipt is not reported failed: its DSN says "relayed", outcome
+//! unknown, since the recipient may well have it and a resent copy would be a duplicate. DSNs go through the local
 //! MTA with a null sender; none is ever sent about a message whose own sender is <>.
 
 use std::time::{Duration, SystemTime};
@@ -90,15 +92,7 @@ impl Notifier {
             }
             if let Ok(failed) = self.store.failed_copies().await {
                 for copy in failed {
-                    let diagnostic = copy.last_error.clone().unwrap_or_default();
-                    let status = status_for(&diagnostic);
-                    self.failed(Outcome {
-                        copy,
-                        action: Action::Failed,
-                        status,
-                        diagnostic,
-                    })
-                    .await;
+                    self.failed(final_outcome(copy)).await;
                 }
             }
             tokio::select! {
@@ -144,6 +138,35 @@ fn delayed(copy: CopyInfo) -> Outcome {
     }
 }
 
+/// The notice for a copy given up on: "failed", unless it expired in a relay's custody, where
+/// nothing says whether the recipient got it ("relayed", outcome unknown).
+fn final_outcome(copy: CopyInfo) -> Outcome {
+    let reason = copy.last_error.clone().unwrap_or_default();
+    match copy.relayed_to.clone() {
+        Some(relays) if reason.starts_with("expired") => {
+            let diagnostic = format!(
+                "relay node(s) {relays} took custody of the message, sealed, for the recipient's \
+                 mail server, which was not reachable over Tox before the message expired on {}; \
+                 no receipt came back, so whether the recipient has it is unknown: ask them \
+                 before sending it again",
+                rfc5322_date(copy.expires),
+            );
+            Outcome {
+                copy,
+                action: Action::Relayed,
+                status: (2, 0, 0),
+                diagnostic,
+            }
+        }
+        _ => Outcome {
+            status: status_for(&reason),
+            copy,
+            action: Action::Failed,
+            diagnostic: reason,
+        },
+    }
+}
+
 /// The enhanced status of a permanent failure, from the reason recorded with it.
 pub fn status_for(reason: &str) -> (u8, u16, u16) {
     if reason.starts_with("expired") {
@@ -156,5 +179,41 @@ pub fn status_for(reason: &str) -> (u8, u16, u16) {
         (5, 7, 0)
     } else {
         (5, 0, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use toxmail_protocol::MessageId;
+
+    fn copy(last_error: &str, relayed_to: Option<&str>) -> CopyInfo {
+        CopyInfo {
+            id: 1,
+            message_id: MessageId([1; 32]),
+            recipient: "bob@b.example".into(),
+            envelope_sender: "alice@a.example".into(),
+            idem_key: None,
+            created: SystemTime::UNIX_EPOCH,
+            expires: SystemTime::UNIX_EPOCH + Duration::from_secs(86400),
+            attempts: 3,
+            last_error: Some(last_error.into()),
+            relayed_to: relayed_to.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_copy_expired_in_a_relays_custody_is_reported_relayed_outcome_unknown_not_failed() {
+        let o = final_outcome(copy(
+            "expired: the peer did not come online in time",
+            Some("R"),
+        ));
+        assert_eq!((o.action, o.status), (Action::Relayed, (2, 0, 0)));
+        assert!(o.diagnostic.contains("unknown"), "{}", o.diagnostic);
+        let o = final_outcome(copy("expired: the peer did not come online in time", None));
+        assert_eq!((o.action, o.status), (Action::Failed, (5, 4, 7)));
+        // Refused for good by the recipient itself: failed, custody or not.
+        let o = final_outcome(copy("refused by the peer (UnknownMailbox): no", Some("R")));
+        assert_eq!((o.action, o.status), (Action::Failed, (5, 1, 1)));
     }
 }

@@ -1,7 +1,8 @@
 //! Relay nodes, bridge side (docs/relay.md). Each identity befriends and registers with the
 //! relays of `[relays].register_with` (renewed at every connection), tells every other peer that
 //! comes online which relays hold its mail (`RelayList`), learns its peers' relays from theirs,
-//! and deposits a queued copy at the peer's relays once it has waited `deposit_after_secs`.
+//! deposits a queued copy at the peer's relays once it has waited `deposit_after_secs`, and closes
+//! the copy as delivered on a relay's `Released` receipt (or the recipient's own late ack).
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -10,7 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 use tox_runtime::transfer::{Courier, PeerEvent};
-use toxmail_protocol::{PublicKey, Register, RelayFrame, RelayList, ToxId};
+use toxmail_protocol::{
+    MessageId, PublicKey, Register, RelayFrame, RelayList, ReleaseOutcome, Released, ToxId,
+};
 
 use crate::config::Config;
 use crate::store::{OutboundRow, Store};
@@ -89,7 +92,8 @@ pub async fn agent(
             PeerEvent::Relayed { origin, via, id } => {
                 tracing::info!(peer = %origin, relay = %via, %id, "received through a relay")
             }
-            PeerEvent::Online(_) | PeerEvent::Offline(_) | PeerEvent::Receipt { .. } => {}
+            PeerEvent::Receipt { from, id } => on_receipt(&store, from, id).await,
+            PeerEvent::Online(_) | PeerEvent::Offline(_) => {}
         }
     }
 }
@@ -115,7 +119,41 @@ async fn on_relay_frame(
         RelayFrame::Refuse(r) if own.contains(&from) => {
             tracing::warn!(relay = %from, code = ?r.code, detail = %r.detail, "relay refused our registration")
         }
+        RelayFrame::Released(r) => on_released(store, from, r).await,
         other => tracing::debug!(peer = %from, frame = ?other, "relay frame ignored"),
+    }
+}
+
+/// A relay says it no longer holds `r.message_id`. Only `Delivered` from the relay recorded as
+/// holding our copy closes it; anything else (another key, an id we do not hold there, a copy
+/// already closed) changes nothing. Other outcomes leave the copy to its own retries and expiry.
+async fn on_released(store: &Store, from: PublicKey, r: Released) {
+    let id = r.message_id;
+    if r.outcome != ReleaseOutcome::Delivered {
+        return tracing::info!(relay = %from, %id, outcome = ?r.outcome, "relay no longer holds a copy");
+    }
+    match store.close_released(&id, &from).await {
+        Ok(Some(row)) => {
+            tracing::info!(row, relay = %from, %id, "delivered via relay: the recipient acked it there")
+        }
+        Ok(None) => {
+            tracing::debug!(relay = %from, %id, "receipt for no copy in its custody; ignored")
+        }
+        Err(e) => tracing::warn!(relay = %from, %id, error = %e, "receipt not recorded"),
+    }
+}
+
+/// The recipient acked an id we are not sending (it got the copy through a relay): closes our
+/// queued copy of it to that peer, if there is one.
+async fn on_receipt(store: &Store, from: PublicKey, id: MessageId) {
+    match store.close_acked(&id, &from).await {
+        Ok(Some(row)) => {
+            tracing::info!(row, peer = %from, %id, "delivered: the recipient acked it")
+        }
+        Ok(None) => {
+            tracing::debug!(peer = %from, %id, "ack for no queued copy to this peer; ignored")
+        }
+        Err(e) => tracing::warn!(peer = %from, %id, error = %e, "receipt not recorded"),
     }
 }
 

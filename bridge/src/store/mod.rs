@@ -1,5 +1,6 @@
-//! The bridge's PostgreSQL store: the outbound queue (`queue`), inbound dedup and injection
-//! (`inbound`), identities and contacts (`directory`), versioned schema (`migrations`).
+//! The bridge's PostgreSQL store: the outbound queue (`queue`) and the receipts that close it
+//! (`receipts`), inbound dedup and injection (`inbound`), identities and contacts (`directory`),
+//! versioned schema (`migrations`).
 //! Only sealed envelopes and delivery metadata are stored, never plaintext mail. Every method
 //! runs in its own transaction (or statement) and is committed when it returns `Ok`.
 
@@ -9,6 +10,7 @@ mod migrations;
 mod notices;
 mod pins;
 mod queue;
+mod receipts;
 
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ pub use inbound::{InboundKey, InboundRow, NewInbound};
 pub use notices::CopyInfo;
 pub use pins::PinRow;
 pub use queue::{Enqueued, NewOutbound, OutboundRow, QueueEntry};
+pub use receipts::in_custody_of;
 
 /// How long to wait for a free pooled connection, and to open a new one (TCP connect plus
 /// startup): a database that is down must fail a caller within seconds, not hang it.

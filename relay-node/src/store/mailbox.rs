@@ -254,19 +254,8 @@ impl Store {
         Ok((count.clamp(0, u32::MAX as i64) as u32, bytes.max(0) as u64))
     }
 
-    /// Deletes a held envelope once its recipient acknowledged it (or refused it for good).
-    pub async fn release(&self, recipient: &PublicKey, id: &MessageId) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "DELETE FROM held WHERE recipient = $1 AND message_id = $2",
-                &[&recipient.0.as_slice(), &id.0.as_slice()],
-            )
-            .await?;
-        Ok(n > 0)
-    }
-
-    /// Deletes expired envelopes, registrations and old usage counters; returns the envelopes.
+    /// Deletes expired envelopes, registrations, receipts and old usage counters; returns the
+    /// envelopes.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -274,6 +263,8 @@ impl Store {
             .execute("DELETE FROM held WHERE expires_at <= now()", &[])
             .await?;
         tx.execute("DELETE FROM registrations WHERE expires_at <= now()", &[])
+            .await?;
+        tx.execute("DELETE FROM receipts WHERE expires_at <= now()", &[])
             .await?;
         tx.execute(
             "DELETE FROM deposit_usage WHERE day < (now() AT TIME ZONE 'UTC')::date - 1",

@@ -9,6 +9,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_held_by_recipient.sql")),
     (3, include_str!("migrations/0003_held_total.sql")),
+    (4, include_str!("migrations/0004_receipts.sql")),
 ];
 
 /// Serialises relays migrating the same database at once ("toxrelay" in ASCII).

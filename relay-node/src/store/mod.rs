@@ -1,8 +1,10 @@
 //! The relay's PostgreSQL store: held envelopes, registrations and deposit quotas (`mailbox`),
+//! receipts owed to depositors (`receipts`),
 //! versioned schema (`migrations`). Every method is one transaction, committed when it returns Ok.
 
 mod mailbox;
 mod migrations;
+mod receipts;
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use tokio_postgres::NoTls;
 
 pub use mailbox::{DepositLimits, Held, HoldRefusal, Limit, Status};
+pub use receipts::Receipt;
 
 const POOL_TIMEOUT: Duration = Duration::from_secs(2);
 
