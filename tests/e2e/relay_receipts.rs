@@ -39,8 +39,12 @@ async fn a_depositor_offline_at_delivery_closes_its_copy_on_the_relays_receipt()
     let mut b = toxmail_tests::site::Site::prepare(root.path(), b_spec, &boot.node);
     let bob = b.identities["bob@b.test"];
     b.start_bridge();
+    // Bob's own registration (each identity registers on its own), not the default identity's.
+    let bob_key = format!("key={}", bob.public_key());
     let registered = wait_for(Duration::from_secs(90), || {
-        b.bridge_log().contains("registered with relay")
+        let log = b.bridge_log();
+        let mut lines = log.lines().filter(|l| l.contains("registered with relay"));
+        lines.any(|l| l.contains(&bob_key))
     });
     assert!(registered.await, "B:\n{}\n{}", b.bridge_log(), relay.log());
     b.stop_bridge();
