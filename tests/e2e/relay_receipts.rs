@@ -5,24 +5,13 @@
 
 use std::time::Duration;
 
-use toxmail_tests::bootstrapd::{BootstrapDaemon, free_udp_port};
-use toxmail_tests::dns::DnsServer;
+use toxmail_tests::bootstrapd::BootstrapDaemon;
 use toxmail_tests::relay::RelayProcess;
 use toxmail_tests::{smtp, wait_for};
 
 use crate::postfix_flow::spec;
 use crate::postfix_recovery::{poll, query_strings};
-
-fn own_ports() -> Option<(u16, u16)> {
-    let p = free_udp_port();
-    Some((p, p.saturating_add(9)))
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
+use crate::relay_sites::{contains, depositing_site_a, own_ports};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_depositor_offline_at_delivery_closes_its_copy_on_the_relays_receipt() {
@@ -40,23 +29,12 @@ async fn a_depositor_offline_at_delivery_closes_its_copy_on_the_relays_receipt()
     let bob = b.identities["bob@b.test"];
     b.start_bridge();
     // Bob's own registration (each identity registers on its own), not the default identity's.
-    let bob_key = format!("key={}", bob.public_key());
-    let registered = wait_for(Duration::from_secs(90), || {
-        let log = b.bridge_log();
-        let mut lines = log.lines().filter(|l| l.contains("registered with relay"));
-        lines.any(|l| l.contains(&bob_key))
-    });
+    let registered = wait_for(Duration::from_secs(90), || b.relay_registrations(&bob) >= 1);
     assert!(registered.await, "B:\n{}\n{}", b.bridge_log(), relay.log());
     b.stop_bridge();
 
     // A deposits bob's mail at the relay after 2 s, then goes offline before B is back.
-    let record = format!("v=tox1;id={bob};relay={relay_id}");
-    let dns = DnsServer::start(&[("bob._tox.b.test", vec![record])]).unwrap();
-    let mut a_spec = spec("site-a", "a.test", &["alice"]);
-    a_spec.dns_domains = vec!["b.test".into()];
-    a_spec.nameserver = Some(dns.addr());
-    a_spec.extra_sections = "\n[relays]\ndeposit_after_secs = 2\n".into();
-    a_spec.tox_ports = own_ports();
+    let (_dns, a_spec) = depositing_site_a(bob, &[relay_id]);
     let mut a = toxmail_tests::site::Site::prepare(root.path(), a_spec, &boot.node);
     a.start_bridge();
     let to = ["bob@b.test"];

@@ -5,21 +5,36 @@
 
 use std::time::Duration;
 
-use toxmail_protocol::MessageId;
+use toxmail_protocol::{MessageId, ToxId};
 use toxmail_tests::bootstrapd::{BootstrapDaemon, free_udp_port};
 use toxmail_tests::dns::DnsServer;
 use toxmail_tests::relay::RelayProcess;
+use toxmail_tests::site::SiteSpec;
 use toxmail_tests::{smtp, wait_for};
 
 use crate::postfix_flow::spec;
 use crate::postfix_recovery::{log_seconds, poll, query_strings};
 
-fn own_ports() -> Option<(u16, u16)> {
+pub(crate) fn own_ports() -> Option<(u16, u16)> {
     let p = free_udp_port();
     Some((p, p.saturating_add(9)))
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
+/// Site A as the relay scenarios need it: it finds bob and his `relays` in a DNS record the
+/// returned server serves, and deposits at them after 2 s (keep the server alive).
+pub(crate) fn depositing_site_a(bob: ToxId, relays: &[ToxId]) -> (DnsServer, SiteSpec) {
+    let relays: String = relays.iter().map(|r| format!(";relay={r}")).collect();
+    let record = format!("v=tox1;id={bob}{relays}");
+    let dns = DnsServer::start(&[("bob._tox.b.test", vec![record])]).unwrap();
+    let mut a_spec = spec("site-a", "a.test", &["alice"]);
+    a_spec.dns_domains = vec!["b.test".into()];
+    a_spec.nameserver = Some(dns.addr());
+    a_spec.extra_sections = "\n[relays]\ndeposit_after_secs = 2\n".into();
+    a_spec.tox_ports = own_ports();
+    (dns, a_spec)
+}
+
+pub(crate) fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
@@ -43,25 +58,14 @@ async fn offline_site_gets_its_mail_from_two_relays_and_later_directly_exactly_o
     let bob = b.identities["bob@b.test"];
     b.start_bridge();
     // Each identity registers on its own: wait for bob's two (one per relay).
-    let bob_key = format!("key={}", bob.public_key());
-    let registered = wait_for(Duration::from_secs(90), || {
-        let log = b.bridge_log();
-        let lines = log.lines().filter(|l| l.contains("registered with relay"));
-        lines.filter(|l| l.contains(&bob_key)).count() >= 2
-    });
+    let registered = wait_for(Duration::from_secs(90), || b.relay_registrations(&bob) >= 2);
     assert!(registered.await, "B:\n{}\n{}", b.bridge_log(), relay_logs());
     b.stop_bridge();
 
     // Site A finds bob and his relays in DNS, and deposits at both after 2 s.
-    let record = format!("v=tox1;id={bob};relay={r1_id};relay={r2_id}");
-    let dns = DnsServer::start(&[("bob._tox.b.test", vec![record])]).unwrap();
-    let mut a_spec = spec("site-a", "a.test", &["alice"]);
-    a_spec.dns_domains = vec!["b.test".into()];
-    a_spec.nameserver = Some(dns.addr());
-    a_spec.extra_sections = "\n[relays]\ndeposit_after_secs = 2\n".into();
+    let (_dns, mut a_spec) = depositing_site_a(bob, &[r1_id, r2_id]);
     // The one interim notice comes after the deposit: it says "relayed", not "delayed".
     a_spec.extra_queue = "delay_notice_secs = 30".into();
-    a_spec.tox_ports = own_ports();
     let mut a = toxmail_tests::site::Site::prepare(root.path(), a_spec, &boot.node);
     a.start_bridge();
     let marker = format!("RELAYMARK-{}", MessageId::random());
@@ -202,11 +206,7 @@ async fn a_friends_site_holds_mail_for_an_offline_site() {
     b.start_bridge();
     // Each of B's identities registers on its own: wait for bob's (carol's site keeps mail only
     // for registered recipients), not just the first "registered with relay".
-    let bob_key = bob.public_key().to_string().to_lowercase();
-    let sql = "SELECT encode(recipient, 'hex') FROM registrations WHERE expires_at > now()";
-    let registered = poll(Duration::from_secs(90), || async {
-        query_strings(&c, sql).await.contains(&bob_key)
-    });
+    let registered = wait_for(Duration::from_secs(90), || b.relay_registrations(&bob) >= 1);
     assert!(
         registered.await,
         "B:\n{}\nC:\n{}",
@@ -216,13 +216,7 @@ async fn a_friends_site_holds_mail_for_an_offline_site() {
     b.stop_bridge();
 
     // A deposits bob's mail at carol's site after 2 s, then goes offline.
-    let record = format!("v=tox1;id={bob};relay={carol}");
-    let dns = DnsServer::start(&[("bob._tox.b.test", vec![record])]).unwrap();
-    let mut a_spec = spec("site-a", "a.test", &["alice"]);
-    a_spec.dns_domains = vec!["b.test".into()];
-    a_spec.nameserver = Some(dns.addr());
-    a_spec.extra_sections = "\n[relays]\ndeposit_after_secs = 2\n".into();
-    a_spec.tox_ports = own_ports();
+    let (_dns, a_spec) = depositing_site_a(bob, &[carol]);
     let mut a = toxmail_tests::site::Site::prepare(root.path(), a_spec, &boot.node);
     a.start_bridge();
     let to = ["bob@b.test"];

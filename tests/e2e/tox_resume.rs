@@ -56,11 +56,7 @@ async fn broken_off_and_resumed(damage: bool) -> (u64, u64) {
         .await
         .unwrap();
 
-    let (letter, envelope) = sealed_mail(&a.secret, &b.public_key(), 20 * 1000 * 1000);
-    let size = envelope.len() as u64;
-    let courier = a.courier.clone();
-    let (id, to) = (letter.message_id, b.info.address);
-    let delivery = tokio::spawn(async move { courier.deliver(to, id, envelope).await });
+    let (letter, size, delivery) = deliver_20_mb(&a, &b);
 
     let past_30 = wait_for(CONNECT + Duration::from_secs(60), || {
         spooled_bytes(&b_dir) * 10 > size * 3
@@ -118,12 +114,8 @@ async fn a_delivery_given_up_mid_transfer_leaves_nothing_stored() {
     swarm::link(&[(a.courier.node(), &a.info), (b.courier.node(), &b.info)])
         .await
         .unwrap();
-    let (letter, envelope) = sealed_mail(&a.secret, &b.public_key(), 20 * 1000 * 1000);
-    let size = envelope.len() as u64;
-    let courier = a.courier.clone();
-    let (id, to) = (letter.message_id, b.info.address);
     // The bridge drops a delivery whose mail expired (and bounces it): the same as aborting here.
-    let delivery = tokio::spawn(async move { courier.deliver(to, id, envelope).await });
+    let (_, size, delivery) = deliver_20_mb(&a, &b);
     let started = wait_for(CONNECT + Duration::from_secs(60), || {
         spooled_bytes(&b_dir) * 10 > size
     });
@@ -150,4 +142,22 @@ async fn a_delivery_given_up_mid_transfer_leaves_nothing_stored() {
     );
     a.task.shutdown().await;
     b.task.shutdown().await;
+}
+
+/// Starts delivering a sealed 20 MB mail from `a` to `b`; returns the letter, the envelope size
+/// and the delivery's task.
+fn deliver_20_mb(
+    a: &Peer,
+    b: &Peer,
+) -> (
+    toxmail_protocol::Letter,
+    u64,
+    tokio::task::JoinHandle<Result<(), tox_runtime::transfer::DeliveryError>>,
+) {
+    let (letter, envelope) = sealed_mail(&a.secret, &b.public_key(), 20 * 1000 * 1000);
+    let size = envelope.len() as u64;
+    let courier = a.courier.clone();
+    let (id, to) = (letter.message_id, b.info.address);
+    let delivery = tokio::spawn(async move { courier.deliver(to, id, envelope).await });
+    (letter, size, delivery)
 }

@@ -267,6 +267,17 @@ impl Site {
         std::fs::read_to_string(self.dir.join("bridge.log")).unwrap_or_default()
     }
 
+    /// How many times the identity `id` was told by a relay that its registration holds (the
+    /// bridge's "registered with relay" lines name the identity's key: each identity registers
+    /// on its own, the default identity too).
+    pub fn relay_registrations(&self, id: &ToxId) -> usize {
+        let key = format!("key={}", id.public_key());
+        self.bridge_log()
+            .lines()
+            .filter(|l| l.contains("registered with relay") && l.contains(&key))
+            .count()
+    }
+
     pub fn address(&self, local: &str) -> String {
         format!("{local}@{}", self.spec.domain)
     }

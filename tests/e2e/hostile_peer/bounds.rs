@@ -153,18 +153,7 @@ async fn an_offer_flood_without_files_is_bounded_per_peer() {
     control(&b, &m, bob, "CONTROL-1").await;
 
     // Raw frames from mallory's node: 300 offers, no file ever follows.
-    let friend = m.friend_number(bob.public_key()).await;
-    let raw = m.courier.node().clone();
-    for _ in 0..300 {
-        let offer = toxmail_protocol::Frame::Offer(toxmail_protocol::Offer {
-            message_id: MessageId::random(),
-            size: 10_000,
-        });
-        // The packet queue may be full for a moment: wait and send again.
-        while raw.send_packet(friend, offer.encode()).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    send_raw_offers(&m, bob, 300, 10_000).await;
     let refused = wait_for(CONNECT, || {
         b.bridge_log()
             .matches("offer refused for now: too many outstanding")
@@ -209,17 +198,7 @@ async fn offers_of_large_envelopes_are_bounded_in_bytes_per_peer() {
 
     // Five offers of 60 MB each, no file ever follows: the spool space they claim would be
     // 300 MB, over one peer's 256 MiB. Four are taken, the fifth waits.
-    let friend = m.friend_number(bob.public_key()).await;
-    let raw = m.courier.node().clone();
-    for _ in 0..5 {
-        let offer = toxmail_protocol::Frame::Offer(toxmail_protocol::Offer {
-            message_id: MessageId::random(),
-            size: 60_000_000,
-        });
-        while raw.send_packet(friend, offer.encode()).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    send_raw_offers(&m, bob, 5, 60_000_000).await;
     const BOUND: &str = "offer refused for now: too many bytes outstanding";
     let refused = wait_for(CONNECT, || b.bridge_log().contains(BOUND));
     assert!(refused.await, "{}", b.bridge_log());
@@ -239,4 +218,21 @@ async fn offers_of_large_envelopes_are_bounded_in_bytes_per_peer() {
         .await
         .expect("another peer's delivery");
     assert!(in_bobs_maildir(&b, "CONTROL-2").await);
+}
+
+/// Sends `count` `Offer` frames of `size` bytes under fresh ids from `from`'s node to `to`,
+/// below the courier: no file ever follows.
+async fn send_raw_offers(from: &Peer, to: ToxId, count: usize, size: u64) {
+    let friend = from.friend_number(to.public_key()).await;
+    let raw = from.courier.node().clone();
+    for _ in 0..count {
+        let offer = toxmail_protocol::Frame::Offer(toxmail_protocol::Offer {
+            message_id: MessageId::random(),
+            size,
+        });
+        // The packet queue may be full for a moment: wait and send again.
+        while raw.send_packet(friend, offer.encode()).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }

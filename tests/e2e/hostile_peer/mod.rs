@@ -59,6 +59,22 @@ pub(super) async fn attacker(root: &std::path::Path, name: &str, boot: &Bootstra
     Peer::start(&root.join(name), options, Duration::ZERO).await
 }
 
+/// Two raw Tox nodes: mallory, a stranger, and alice, whom `b`'s operator added as a contact.
+pub(super) async fn mallory_and_contact_alice(
+    root: &std::path::Path,
+    boot: &BootstrapDaemon,
+    b: &Site,
+) -> (Peer, Peer) {
+    let (m, a) = tokio::join!(
+        attacker(root, "mallory", boot),
+        attacker(root, "alice", boot)
+    );
+    let alice = a.info.address.to_string();
+    b.admin(&["contact", "add", "alice@a.test", &alice])
+        .expect("contact add");
+    (m, a)
+}
+
 /// A letter as the attacker writes it: every field its own choice.
 pub(super) fn letter(sender: &str, recipient: &str, message: &str) -> Letter {
     Letter {

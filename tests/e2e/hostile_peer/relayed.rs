@@ -16,25 +16,10 @@ async fn under_the_contacts_policy_a_strangers_envelope_through_a_relay_is_refus
     b_spec.extra_sections = format!("\n[relays]\nregister_with = [\"{relay_id}\"]\n");
     let mut b = Site::prepare(root.path(), b_spec, &boot.node);
     let bob = b.identities["bob@b.test"];
-    let (m, a) = tokio::join!(
-        attacker(root.path(), "mallory", &boot),
-        attacker(root.path(), "alice", &boot)
-    );
-    b.admin(&[
-        "contact",
-        "add",
-        "alice@a.test",
-        &a.info.address.to_string(),
-    ])
-    .expect("contact add");
+    let (m, a) = mallory_and_contact_alice(root.path(), &boot, &b).await;
     b.start_bridge();
     // Bob's own registration (each identity registers on its own), not the default identity's.
-    let bob_key = format!("key={}", bob.public_key());
-    let registered = wait_for(CONNECT, || {
-        let log = b.bridge_log();
-        let mut lines = log.lines().filter(|l| l.contains("registered with relay"));
-        lines.any(|l| l.contains(&bob_key))
-    });
+    let registered = wait_for(CONNECT, || b.relay_registrations(&bob) >= 1);
     assert!(
         registered.await,
         "B:\n{}\nR:\n{}",

@@ -7,17 +7,7 @@ async fn blocked_keys_removed_contacts_and_a_rotated_nospam_revoke_friendships()
     let (root, boot) = scene();
     let b = site_b(root.path(), &boot);
     let bob = b.identities["bob@b.test"];
-    let (m, a) = tokio::join!(
-        attacker(root.path(), "mallory", &boot),
-        attacker(root.path(), "alice", &boot)
-    );
-    b.admin(&[
-        "contact",
-        "add",
-        "alice@a.test",
-        &a.info.address.to_string(),
-    ])
-    .expect("contact add");
+    let (m, a) = mallory_and_contact_alice(root.path(), &boot, &b).await;
     control(&b, &m, bob, "CONTROL-M").await;
     send(
         &b,
