@@ -11,11 +11,11 @@
 //! `Offer`, `Custody`/`Refuse` instead of `Ack`/`Nack`); a relay hands it on with an ordinary
 //! offer; a recipient accepts envelopes sealed by others only from relays it trusts.
 
+mod core;
 mod engine;
-mod incoming;
+mod friends;
 mod lanes;
 mod policy;
-mod relay;
 mod spool;
 mod strangers;
 

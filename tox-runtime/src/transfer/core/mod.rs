@@ -1,0 +1,472 @@
+//! The transfer engine's pure core: every per-peer and per-transfer state, and every decision.
+//! No FFI, no clock, no I/O: it takes [`Input`]s (c-toxcore callbacks, frames, results of the
+//! work it asked for, ticks) with an explicit `now` and returns [`Action`]s (send a frame, start,
+//! accept or cancel a file, write a chunk, ask the inbox, complete a delivery, tell subscribers).
+//! The engine task (`engine.rs`) only translates between these and the node, the spool and the
+//! inbox; the simulation in `sim.rs` drives two cores over a simulated link instead.
+//!
+//! Concerns, one file each: `sending.rs` (our deliveries), `receiving.rs` (offers and files
+//! coming in), `deposits.rs` (the relay roles), `checks.rs` (pure checks of envelope headers).
+
+mod checks;
+mod deposits;
+#[cfg(test)]
+mod props;
+mod receiving;
+mod sending;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use toxmail_protocol::{Deposit, Frame, Hello, MessageId, PROTOCOL_VERSION, PublicKey, RelayFrame};
+
+use super::{DeliveryError, DepositRefusal, PeerEvent, Refusal, TransferStats};
+use crate::event::{FileNumber, FriendNumber};
+
+pub(crate) use checks::{check_deposit_header, check_header, resumed_refusal};
+use receiving::PeerBound;
+
+/// One delivery: to which peer, which message (one message may go to a peer and its relays).
+pub(crate) type OutKey = (PublicKey, MessageId);
+/// One file transfer as c-toxcore numbers it (per friend and direction, reused once it ended).
+pub(crate) type FileKey = (FriendNumber, FileNumber);
+
+/// What the core needs of [`super::TransferConfig`].
+#[derive(Clone, Debug)]
+pub(crate) struct CoreConfig {
+    pub max_envelope: u64,
+    pub ack_timeout: Duration,
+    pub max_peer_bytes: u64,
+    pub trusted_relays: HashSet<PublicKey>,
+}
+
+/// Everything that happens to the core.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// `pk` is a friend under `friend` (loaded at start, accepted, or befriended by us).
+    Friend {
+        pk: PublicKey,
+        friend: FriendNumber,
+    },
+    /// The friendship with `pk` ended (revoked by the operator, or a stranger dropped).
+    Unfriended(PublicKey),
+    Connection {
+        pk: PublicKey,
+        friend: FriendNumber,
+        online: bool,
+    },
+    /// A lossless packet from a friend, still undecoded.
+    Packet {
+        friend: FriendNumber,
+        from: PublicKey,
+        data: Vec<u8>,
+    },
+    FileRecv {
+        friend: FriendNumber,
+        from: PublicKey,
+        file: FileNumber,
+        kind: u32,
+        size: u64,
+        id: MessageId,
+    },
+    FileChunk {
+        key: FileKey,
+        position: u64,
+        data: Vec<u8>,
+    },
+    /// The sender cancelled a file coming to us.
+    IncomingCancelled(FileKey),
+    /// c-toxcore handed every byte of our file over (`aborted`: it stopped before the end).
+    FileDone {
+        key: FileKey,
+        aborted: bool,
+    },
+    Deliver {
+        to: PublicKey,
+        id: MessageId,
+        envelope: Arc<[u8]>,
+        /// `Some(expires)`: deposit with the relay `to` instead of delivering to it.
+        deposit_until: Option<u64>,
+    },
+    /// The caller of a delivery gave up on it (the mail expired, the bridge stops).
+    Abandoned(OutKey),
+    TrustRelay(PublicKey),
+    /// Result of [`Action::Offer`].
+    Offered {
+        key: OutKey,
+        outcome: OfferOutcome,
+    },
+    /// Result of [`Action::Accept`].
+    Accepted {
+        key: FileKey,
+        outcome: AcceptOutcome,
+    },
+    /// A chunk of `key` could not be written to the spool.
+    WriteFailed(FileKey),
+    /// Result of [`Action::Check`].
+    Checked {
+        from: PublicKey,
+        id: MessageId,
+        already_stored: bool,
+    },
+    /// Result of [`Action::Store`] without a deposit.
+    Stored {
+        from: PublicKey,
+        /// Who sealed the envelope: `from` itself, or someone else when `from` is a relay.
+        origin: PublicKey,
+        id: MessageId,
+        result: Result<(), Refusal>,
+    },
+    /// Result of [`Action::CheckDeposit`].
+    DepositChecked {
+        from: PublicKey,
+        id: MessageId,
+        result: Result<Option<u64>, DepositRefusal>,
+    },
+    /// Result of [`Action::Store`] with a deposit.
+    Deposited {
+        from: PublicKey,
+        id: MessageId,
+        result: Result<u64, DepositRefusal>,
+    },
+    /// Time passed: timeouts are checked against `now`.
+    Tick,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OfferOutcome {
+    /// The offer frame could not be sent (packet queue full, friend gone): wait for a chance.
+    FrameNotSent,
+    Started(FileNumber),
+    /// The frame went out, the file did not start.
+    FileNotStarted,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AcceptOutcome {
+    /// Accepted from `offset` (the bytes the spool already held).
+    Accepted { offset: u64 },
+    /// The spool file could not be opened.
+    SpoolUnavailable,
+    /// c-toxcore refused the accept (the transfer is gone).
+    NotAccepted,
+}
+
+/// What the core asks its shell to do, in this order.
+#[derive(Debug)]
+pub(crate) enum Action {
+    /// A frame to an online friend; a failure to send is ignored (timeouts cover it).
+    Send {
+        to: PublicKey,
+        friend: FriendNumber,
+        frame: Frame,
+    },
+    /// Sends the offer frame, then starts the file; answer with [`Input::Offered`].
+    Offer {
+        key: OutKey,
+        friend: FriendNumber,
+        frame: Frame,
+        envelope: Arc<[u8]>,
+    },
+    /// Cancels a file (either direction) before any later `Offer` or `Accept` reaches the node.
+    Cancel(FileKey),
+    /// Opens the spool of (`from`, `id`), resumes from its length (at most `size`, else from 0),
+    /// accepts the file; answer with [`Input::Accepted`].
+    Accept {
+        key: FileKey,
+        from: PublicKey,
+        id: MessageId,
+        size: u64,
+    },
+    /// Writes a chunk to the spool opened for `key` (`sync`: to disk, a checkpoint); answer
+    /// only a failure ([`Input::WriteFailed`]).
+    Write {
+        key: FileKey,
+        position: u64,
+        data: Vec<u8>,
+        sync: bool,
+    },
+    /// The transfer ended without a complete envelope: close its spool (the bytes stay there).
+    Close(FileKey),
+    /// Does the inbox hold (`from`, `id`) already? Answer with [`Input::Checked`].
+    Check {
+        from: PublicKey,
+        id: MessageId,
+    },
+    /// May `from` deposit this? Answer with [`Input::DepositChecked`].
+    CheckDeposit {
+        from: PublicKey,
+        deposit: Deposit,
+    },
+    /// The complete envelope of `key` is in the spool: close it, read it, check the header
+    /// (`checks.rs`) and hand it to the inbox; answer with [`Input::Stored`] or
+    /// [`Input::Deposited`].
+    Store {
+        key: FileKey,
+        from: PublicKey,
+        id: MessageId,
+        resumed: bool,
+        /// Our key when `from` is a relay we trust (the envelope may be sealed by others).
+        relayed_to: Option<PublicKey>,
+        deposit: Option<Deposit>,
+    },
+    /// Deletes the spool of (`from`, `id`).
+    RemoveSpool {
+        from: PublicKey,
+        id: MessageId,
+    },
+    Emit(PeerEvent),
+    /// The delivery `key` is over: stored (acked / custody), or refused.
+    Complete {
+        key: OutKey,
+        result: Result<(), DeliveryError>,
+    },
+}
+
+pub(crate) struct Peer {
+    pub(crate) friend: FriendNumber,
+    pub(crate) online: bool,
+    hello_sent: bool,
+    pub(crate) hello: Option<Hello>,
+}
+
+pub(crate) struct Core {
+    config: CoreConfig,
+    /// Our own key, for envelopes that reach us through a relay.
+    self_key: Option<PublicKey>,
+    stats: Arc<TransferStats>,
+    pub(crate) peers: HashMap<PublicKey, Peer>,
+    sending: sending::Sending,
+    receiving: receiving::Receiving,
+    actions: Vec<Action>,
+    now: Instant,
+}
+
+impl Core {
+    pub(crate) fn new(
+        config: CoreConfig,
+        self_key: Option<PublicKey>,
+        stats: Arc<TransferStats>,
+        now: Instant,
+    ) -> Self {
+        Core {
+            config,
+            self_key,
+            stats,
+            peers: HashMap::new(),
+            sending: Default::default(),
+            receiving: Default::default(),
+            actions: Vec::new(),
+            now,
+        }
+    }
+
+    /// Our own key, once the node told it (envelopes through a relay must be sealed to it).
+    pub(crate) fn set_self_key(&mut self, key: PublicKey) {
+        self.self_key = Some(key);
+    }
+
+    pub(crate) fn is_friend(&self, pk: &PublicKey) -> bool {
+        self.peers.contains_key(pk)
+    }
+
+    /// Applies one input at `now` and returns what to do, in order.
+    pub(crate) fn handle(&mut self, now: Instant, input: Input) -> Vec<Action> {
+        self.now = self.now.max(now);
+        match input {
+            Input::Friend { pk, friend } => self.upsert_peer(pk, friend),
+            Input::Unfriended(pk) => {
+                if let Some(peer) = self.peers.remove(&pk) {
+                    self.receiving_friend_gone(pk, peer.friend);
+                }
+            }
+            Input::Connection { pk, friend, online } => {
+                self.upsert_peer(pk, friend);
+                tracing::info!(peer = %pk, online, "friend connection");
+                if online {
+                    self.peer_online(pk);
+                } else {
+                    self.peer_offline(pk, friend);
+                }
+            }
+            Input::Packet { friend, from, data } => self.on_packet(friend, from, &data),
+            Input::FileRecv {
+                friend,
+                from,
+                file,
+                kind,
+                size,
+                id,
+            } => self.on_file_recv(friend, from, file, kind, size, id),
+            Input::FileChunk {
+                key,
+                position,
+                data,
+            } => self.on_file_chunk(key, position, data),
+            Input::IncomingCancelled(key) => self.incoming_cancelled(key),
+            Input::FileDone { key, aborted } => self.file_done(key, aborted),
+            Input::Deliver {
+                to,
+                id,
+                envelope,
+                deposit_until,
+            } => self.deliver(to, id, envelope, deposit_until),
+            Input::Abandoned(key) => self.abandoned(key),
+            Input::TrustRelay(pk) => {
+                self.config.trusted_relays.insert(pk);
+            }
+            Input::Offered { key, outcome } => self.offered(key, outcome),
+            Input::Accepted { key, outcome } => self.accepted(key, outcome),
+            Input::WriteFailed(key) => self.write_failed(key),
+            Input::Checked {
+                from,
+                id,
+                already_stored,
+            } => self.offer_checked(from, id, already_stored),
+            Input::Stored {
+                from,
+                origin,
+                id,
+                result,
+            } => self.stored(from, origin, id, result),
+            Input::DepositChecked { from, id, result } => self.deposit_checked(from, id, result),
+            Input::Deposited { from, id, result } => self.deposited(from, id, result),
+            Input::Tick => {
+                self.tick_receiving();
+                self.tick_sending();
+            }
+        }
+        std::mem::take(&mut self.actions)
+    }
+
+    fn upsert_peer(&mut self, pk: PublicKey, friend: FriendNumber) {
+        let peer = self.peers.entry(pk).or_insert(Peer {
+            friend,
+            online: false,
+            hello_sent: false,
+            hello: None,
+        });
+        peer.friend = friend;
+    }
+
+    fn act(&mut self, action: Action) {
+        self.actions.push(action);
+    }
+
+    fn count(&self, counter: fn(&TransferStats) -> &std::sync::atomic::AtomicU64) {
+        counter(&self.stats).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Queues `frame` to `to` if it is an online friend; false otherwise.
+    fn send(&mut self, to: PublicKey, frame: Frame) -> bool {
+        let Some(peer) = self.peers.get(&to).filter(|p| p.online) else {
+            return false;
+        };
+        let friend = peer.friend;
+        self.act(Action::Send { to, friend, frame });
+        true
+    }
+
+    fn emit(&mut self, event: PeerEvent) {
+        self.act(Action::Emit(event));
+    }
+
+    /// The public key of friend number `friend`.
+    fn key_of(&self, friend: FriendNumber) -> Option<PublicKey> {
+        self.peers
+            .iter()
+            .find(|(_, p)| p.friend == friend)
+            .map(|(k, _)| *k)
+    }
+
+    fn peer_online(&mut self, pk: PublicKey) {
+        let Some(peer) = self.peers.get_mut(&pk) else {
+            return;
+        };
+        peer.online = true;
+        if !peer.hello_sent {
+            peer.hello_sent = true;
+            let hello = Frame::Hello(Hello {
+                version_min: PROTOCOL_VERSION,
+                version_max: PROTOCOL_VERSION,
+                max_envelope: self.config.max_envelope,
+            });
+            self.send(pk, hello);
+        }
+    }
+
+    fn peer_offline(&mut self, pk: PublicKey, friend: FriendNumber) {
+        let said_hello = self
+            .peers
+            .get_mut(&pk)
+            .and_then(|peer| {
+                peer.online = false;
+                peer.hello_sent = false;
+                peer.hello.take()
+            })
+            .is_some();
+        if said_hello {
+            self.emit(PeerEvent::Offline(pk));
+        }
+        self.sending_peer_offline(pk);
+        self.receiving_friend_gone(pk, friend);
+    }
+
+    fn on_packet(&mut self, friend: FriendNumber, from: PublicKey, data: &[u8]) {
+        if data.first() != Some(&toxmail_protocol::PACKET_ID) {
+            return; // another application's lossless packet
+        }
+        let frame = match Frame::decode(data) {
+            Ok(f) => f,
+            Err(e) => {
+                self.count(|s| &s.frames_rejected);
+                tracing::warn!(peer = %from, error = %e, len = data.len(), "malformed frame refused");
+                return;
+            }
+        };
+        match frame {
+            Frame::Hello(hello) => self.on_hello(from, hello),
+            Frame::Offer(offer) => self.on_offer(from, offer),
+            Frame::Ack(id) => self.verdict(from, id, Ok(())),
+            Frame::Nack(nack) => self.on_nack(from, nack),
+            Frame::Relay(relay) => self.on_relay_frame(friend, from, relay),
+        }
+    }
+
+    fn on_hello(&mut self, from: PublicKey, hello: Hello) {
+        let Some(peer) = self.peers.get_mut(&from) else {
+            return;
+        };
+        let first = peer.hello.replace(hello.clone()).is_none();
+        if !peer.hello_sent {
+            self.peer_online(from);
+        }
+        if first {
+            self.emit(PeerEvent::Online(from));
+        }
+        self.offer_waiting(from, &hello);
+    }
+
+    fn on_relay_frame(&mut self, _friend: FriendNumber, from: PublicKey, frame: RelayFrame) {
+        match frame {
+            RelayFrame::Deposit(d) => self.on_deposit(from, d),
+            RelayFrame::Custody(c) => self.verdict(from, c.message_id, Ok(())),
+            RelayFrame::Refuse(r) if r.message_id != toxmail_protocol::REGISTER_SUBJECT => {
+                let id = r.message_id;
+                self.verdict(from, id, Err(DeliveryError::RelayRefused(r)))
+            }
+            frame => self.emit(PeerEvent::Relay { from, frame }),
+        }
+    }
+
+    /// Transfers coming in whose spool must be kept (receiving or being stored).
+    pub(crate) fn active_spools(&self) -> Vec<(PublicKey, MessageId)> {
+        self.receiving.active()
+    }
+}
