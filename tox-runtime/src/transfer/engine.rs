@@ -4,7 +4,7 @@
 //! requests and the operator's friendship decisions are in `friends.rs`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,15 +12,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use toxmail_protocol::{Frame, MessageId, NackCode, PublicKey};
 
-use super::core::{
-    AcceptOutcome, Action, Core, CoreConfig, FileKey, Input, OfferOutcome, OutKey,
-    check_deposit_header, check_header, resumed_refusal,
-};
+use super::core::{Action, Core, CoreConfig, FileKey, Input, OfferOutcome, OutKey};
 use super::strangers::Strangers;
-use super::{
-    Command, DeliveryError, DepositRefusal, Inbox, PeerEvent, Refusal, TransferConfig,
-    TransferStats,
-};
+use super::{Command, DeliveryError, Inbox, PeerEvent, TransferConfig, TransferStats};
 use crate::event::{Event, FileControl};
 use crate::node::{Handle, Node};
 
@@ -31,16 +25,16 @@ const SWEEP_MAX_INTERVAL: Duration = Duration::from_secs(600);
 pub(crate) struct Engine<I> {
     pub(super) node: Node,
     pub(super) handle: Handle,
-    inbox: Arc<I>,
+    pub(super) inbox: Arc<I>,
     pub(super) config: TransferConfig,
     pub(super) stats: Arc<TransferStats>,
     pub(super) core: Core,
     /// Callers waiting for their delivery's verdict.
     replies: HashMap<OutKey, oneshot::Sender<Result<(), DeliveryError>>>,
     /// Spool files of transfers coming in, open while the transfer lives.
-    spools: HashMap<FileKey, File>,
+    pub(super) spools: HashMap<FileKey, File>,
     /// Results of inbox calls, back into the core.
-    internal: mpsc::UnboundedSender<Input>,
+    pub(super) internal: mpsc::UnboundedSender<Input>,
     subscribers: Vec<mpsc::UnboundedSender<PeerEvent>>,
     /// Friends accepted from strangers this run, until they prove themselves.
     pub(super) strangers: Strangers,
@@ -413,93 +407,5 @@ impl<I: Inbox> Engine<I> {
             }
         }
         None
-    }
-
-    /// Opens the spool, resumes from what it holds (from 0 when it holds more than offered),
-    /// and accepts the file.
-    async fn accept(
-        &mut self,
-        key: FileKey,
-        from: PublicKey,
-        id: MessageId,
-        size: u64,
-    ) -> AcceptOutcome {
-        let path = self.spool_path(&from, &id);
-        let opened = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path);
-        let spool = match opened {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "cannot open spool file");
-                return AcceptOutcome::SpoolUnavailable;
-            }
-        };
-        let mut offset = spool.metadata().map(|m| m.len()).unwrap_or(0);
-        if offset > size {
-            offset = 0;
-            let _ = spool.set_len(0);
-        }
-        if let Err(e) = self.handle.file_accept(key.0, key.1, offset).await {
-            tracing::debug!(peer = %from, %id, error = %e, "could not accept file");
-            return AcceptOutcome::NotAccepted;
-        }
-        self.spools.insert(key, spool);
-        AcceptOutcome::Accepted { offset }
-    }
-
-    /// Reads the complete envelope from the spool, checks its header and hands it to the inbox,
-    /// in a task of its own; the result comes back as an input.
-    fn store(
-        &self,
-        from: PublicKey,
-        id: MessageId,
-        resumed: bool,
-        relayed_to: Option<PublicKey>,
-        deposit: Option<toxmail_protocol::Deposit>,
-    ) {
-        let path = self.spool_path(&from, &id);
-        let (inbox, internal) = (self.inbox.clone(), self.internal.clone());
-        tokio::spawn(async move {
-            let bytes = tokio::fs::read(&path).await;
-            let done = match deposit {
-                Some(deposit) => {
-                    let result = match bytes {
-                        Ok(bytes) => match check_deposit_header(&bytes, from, &deposit) {
-                            Ok(()) => inbox.store_deposit(from, deposit, bytes).await,
-                            Err(refusal) => Err(refusal),
-                        },
-                        Err(e) => Err(DepositRefusal::new(
-                            toxmail_protocol::RelayRefusal::StorageFailure,
-                            format!("spool read: {e}"),
-                        )),
-                    };
-                    Input::Deposited { from, id, result }
-                }
-                None => {
-                    let (origin, result) = match bytes {
-                        Ok(bytes) => match check_header(&bytes, from, id, relayed_to) {
-                            Ok(origin) => (origin, inbox.store(origin, id, bytes).await),
-                            Err(refusal) => (from, Err(refusal)),
-                        },
-                        Err(e) => {
-                            let detail = format!("spool read: {e}");
-                            (from, Err(Refusal::new(NackCode::StorageFailure, detail)))
-                        }
-                    };
-                    let result = result.map_err(|refusal| resumed_refusal(refusal, resumed));
-                    Input::Stored {
-                        from,
-                        origin,
-                        id,
-                        result,
-                    }
-                }
-            };
-            let _ = internal.send(done);
-        });
     }
 }

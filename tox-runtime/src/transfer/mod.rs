@@ -16,6 +16,7 @@ mod engine;
 mod friends;
 mod lanes;
 mod policy;
+mod receive;
 mod spool;
 mod strangers;
 
