@@ -79,6 +79,12 @@ pub fn run_admin(binary: &Path, config: &Path, args: &[&str]) -> Result<String, 
 }
 
 /// Starts `<binary> --config <config> run`, appending its output to `log`.
+/// The daemons' log filter: `TOXMAIL_TEST_LOG` when set (e.g. `info,tox_runtime=debug` to follow
+/// transfers in a benchmark or a failing test), else `info,toxcore=warn`.
+fn daemon_log_filter() -> String {
+    std::env::var("TOXMAIL_TEST_LOG").unwrap_or_else(|_| "info,toxcore=warn".into())
+}
+
 pub fn spawn_daemon(binary: &Path, config: &Path, log: &Path) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -89,7 +95,7 @@ pub fn spawn_daemon(binary: &Path, config: &Path, log: &Path) -> Child {
         .arg("--config")
         .arg(config)
         .arg("run")
-        .env("TOXMAIL_LOG", "info,toxcore=warn")
+        .env("TOXMAIL_LOG", daemon_log_filter())
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
