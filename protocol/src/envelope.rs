@@ -19,6 +19,11 @@ pub use padding::{MIN_ENVELOPE_SIZE, padded_len};
 /// Largest envelope, padding included, that `seal` produces and `open` accepts (64 MiB).
 pub const MAX_ENVELOPE_SIZE: usize = 64 * 1024 * 1024;
 pub const ENVELOPE_VERSION: u8 = 1;
+/// An envelope whose message is DEFLATE-compressed inside the sealed inner block; sealed by
+/// [`seal_compressed`] for peers whose `Hello` announces protocol level 2.
+pub const ENVELOPE_VERSION_COMPRESSED: u8 = 2;
+/// Messages up to this size are compressed at DEFLATE level 6, larger ones at level 1 (fast).
+const COMPRESS_WELL_UP_TO: usize = 1024 * 1024;
 
 /// What the sending bridge knows about a message besides its bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,7 +88,7 @@ pub enum OpenError {
     TooLarge,
     #[error("not a toxmail envelope (magic bytes are not \"TXM1\")")]
     BadMagic,
-    #[error("unsupported envelope version {0} (this node reads version 1)")]
+    #[error("unsupported envelope version {0} (this node reads versions 1 and 2)")]
     UnsupportedVersion(u8),
     #[error("envelope is addressed to a different key")]
     WrongRecipient,
@@ -140,6 +145,43 @@ pub fn seal(
     seal_with_nonce(letter, sender, recipient, nonce)
 }
 
+/// Seals `letter` like [`seal`], with its message DEFLATE-compressed (envelope version 2) when
+/// that makes it smaller; an incompressible message is sealed as version 1. Only for a
+/// recipient known to open version 2 (its `Hello` announced protocol level 2 or more).
+///
+/// The compressed size is still padded to its Padmé bucket; what the size of a sealed envelope
+/// tells an observer changes from "how long" to "how long once compressed" (docs/security.md).
+pub fn seal_compressed(
+    letter: &Letter,
+    sender: &SecretKey,
+    recipient: &PublicKey,
+) -> Result<Vec<u8>, SealError> {
+    let mut nonce = [0u8; NONCE_SIZE];
+    OsRng.fill_bytes(&mut nonce);
+    let message = &letter.message;
+    let level = if message.len() <= COMPRESS_WELL_UP_TO {
+        6
+    } else {
+        1
+    };
+    let compressed = miniz_oxide::deflate::compress_to_vec(message, level);
+    if compressed.len() + 4 >= message.len() {
+        return seal_with_nonce(letter, sender, recipient, nonce);
+    }
+    let body = layout::Body::Compressed {
+        original_len: message.len(),
+        data: &compressed,
+    };
+    seal_body(
+        letter,
+        body,
+        ENVELOPE_VERSION_COMPRESSED,
+        sender,
+        recipient,
+        nonce,
+    )
+}
+
 /// `seal` with a caller-chosen nonce. Reusing a nonce for the same key pair breaks the
 /// encryption; this exists only so golden vectors are reproducible.
 #[doc(hidden)]
@@ -149,7 +191,25 @@ pub fn seal_with_nonce(
     recipient: &PublicKey,
     nonce: [u8; NONCE_SIZE],
 ) -> Result<Vec<u8>, SealError> {
-    let inner_len = layout::inner_len(letter)?;
+    let body = layout::Body::Plain(&letter.message);
+    seal_body(letter, body, ENVELOPE_VERSION, sender, recipient, nonce)
+}
+
+fn seal_body(
+    letter: &Letter,
+    body: layout::Body<'_>,
+    version: u8,
+    sender: &SecretKey,
+    recipient: &PublicKey,
+    nonce: [u8; NONCE_SIZE],
+) -> Result<Vec<u8>, SealError> {
+    if letter.message.len() > MAX_ENVELOPE_SIZE {
+        return Err(SealError::TooLarge {
+            size: letter.message.len(),
+            max: MAX_ENVELOPE_SIZE,
+        });
+    }
+    let inner_len = layout::inner_len(letter, body)?;
     let unpadded = (HEADER_SIZE + TAG_SIZE).saturating_add(inner_len);
     if unpadded > MAX_ENVELOPE_SIZE {
         return Err(SealError::TooLarge {
@@ -161,7 +221,7 @@ pub fn seal_with_nonce(
         return Err(SealError::Crypto);
     }
     let header = EnvelopeHeader {
-        version: ENVELOPE_VERSION,
+        version,
         message_id: letter.message_id,
         sender: public_key_of(sender),
         recipient: *recipient,
@@ -170,7 +230,7 @@ pub fn seal_with_nonce(
     let mut out = Vec::with_capacity(total);
     layout::write_header(&mut out, &header, &nonce);
     out.extend_from_slice(&[0u8; TAG_SIZE]); // filled in once the tag is known
-    layout::write_inner(&mut out, &header, letter);
+    layout::write_inner(&mut out, &header, letter, body);
     out.resize(total, 0);
 
     let (head, body) = out.split_at_mut(HEADER_SIZE + TAG_SIZE);
@@ -217,7 +277,7 @@ pub fn open(bytes: &[u8], recipient: &SecretKey) -> Result<Opened, OpenError> {
         .map_err(|_| OpenError::Decrypt)?;
 
     let header_copy = &head[..HEADER_COPY_SIZE];
-    let letter = layout::read_inner(plaintext, header_copy, bytes.len())?;
+    let letter = layout::read_inner(plaintext, header_copy, bytes.len(), header.version)?;
     Ok(Opened {
         sender: header.sender,
         letter,

@@ -1,7 +1,7 @@
 //! Byte layout of the envelope: the 128-byte cleartext header and the plaintext inner block
 //! (header copy, metadata, message, zero padding). Big-endian throughout; see docs/protocol.md.
 
-use super::{ENVELOPE_VERSION, padded_len};
+use super::{ENVELOPE_VERSION, ENVELOPE_VERSION_COMPRESSED, MAX_ENVELOPE_SIZE, padded_len};
 use super::{EnvelopeHeader, Letter, Metadata, OpenError, SealError};
 use crate::id::{MessageId, PublicKey};
 use crate::reader::Reader;
@@ -48,7 +48,7 @@ pub fn parse_header(head: &[u8; HEADER_SIZE]) -> Result<EnvelopeHeader, OpenErro
         return Err(OpenError::BadMagic);
     }
     let version = r.u8().map_err(short)?;
-    if version != ENVELOPE_VERSION {
+    if version != ENVELOPE_VERSION && version != ENVELOPE_VERSION_COMPRESSED {
         return Err(OpenError::UnsupportedVersion(version));
     }
     if r.array::<3>().map_err(short)? != [0; 3] {
@@ -62,8 +62,25 @@ pub fn parse_header(head: &[u8; HEADER_SIZE]) -> Result<EnvelopeHeader, OpenErro
     })
 }
 
+/// The message as it goes into the inner block: as is (version 1), or DEFLATE-compressed with
+/// its original length in front (version 2).
+#[derive(Clone, Copy, Debug)]
+pub enum Body<'a> {
+    Plain(&'a [u8]),
+    Compressed { original_len: usize, data: &'a [u8] },
+}
+
+impl Body<'_> {
+    fn stored_len(&self) -> usize {
+        match self {
+            Body::Plain(m) => m.len(),
+            Body::Compressed { data, .. } => 4 + data.len(),
+        }
+    }
+}
+
 /// Length of the unpadded inner block, after checking every metadata field's length.
-pub fn inner_len(letter: &Letter) -> Result<usize, SealError> {
+pub fn inner_len(letter: &Letter, body: Body<'_>) -> Result<usize, SealError> {
     let m = &letter.metadata;
     let mut len = INNER_FIXED_SIZE;
     for (name, value) in [
@@ -76,12 +93,12 @@ pub fn inner_len(letter: &Letter) -> Result<usize, SealError> {
         }
         len += value.len();
     }
-    Ok(len.saturating_add(letter.message.len()))
+    Ok(len.saturating_add(body.stored_len()))
 }
 
 /// Appends the unpadded inner block. The caller has checked lengths with [`inner_len`] and the
 /// total against the envelope limit, so every length fits its prefix.
-pub fn write_inner(out: &mut Vec<u8>, header: &EnvelopeHeader, letter: &Letter) {
+pub fn write_inner(out: &mut Vec<u8>, header: &EnvelopeHeader, letter: &Letter, body: Body<'_>) {
     let m = &letter.metadata;
     out.extend_from_slice(&header_copy(header));
     for value in [&m.envelope_sender, &m.recipient, &m.queue_id] {
@@ -91,9 +108,16 @@ pub fn write_inner(out: &mut Vec<u8>, header: &EnvelopeHeader, letter: &Letter) 
     }
     out.extend_from_slice(&m.created.to_be_bytes());
     out.extend_from_slice(&m.expires.to_be_bytes());
-    let len = u32::try_from(letter.message.len()).unwrap_or(u32::MAX);
+    let len = u32::try_from(body.stored_len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&letter.message);
+    match body {
+        Body::Plain(message) => out.extend_from_slice(message),
+        Body::Compressed { original_len, data } => {
+            let original = u32::try_from(original_len).unwrap_or(u32::MAX);
+            out.extend_from_slice(&original.to_be_bytes());
+            out.extend_from_slice(data);
+        }
+    }
 }
 
 /// Parses an authenticated plaintext. `header_copy` is the cleartext header without the nonce,
@@ -102,6 +126,7 @@ pub fn read_inner(
     mut plaintext: Vec<u8>,
     header_copy: &[u8],
     envelope_len: usize,
+    version: u8,
 ) -> Result<Letter, OpenError> {
     let truncated = |_| OpenError::Malformed("inner block is truncated");
     let mut r = Reader::new(&plaintext);
@@ -130,9 +155,14 @@ pub fn read_inner(
         ));
     }
 
-    // Reuse the plaintext buffer for the message instead of copying it again.
-    plaintext.truncate(message_end);
-    plaintext.drain(..message_start);
+    let message = if version == ENVELOPE_VERSION_COMPRESSED {
+        inflate(&plaintext[message_start..message_end])?
+    } else {
+        // Reuse the plaintext buffer for the message instead of copying it again.
+        plaintext.truncate(message_end);
+        plaintext.drain(..message_start);
+        plaintext
+    };
     Ok(Letter {
         message_id,
         metadata: Metadata {
@@ -142,8 +172,29 @@ pub fn read_inner(
             created,
             expires,
         },
-        message: plaintext,
+        message,
     })
+}
+
+/// A version-2 message field: the original length (u32), then raw DEFLATE data that must
+/// inflate to exactly that many bytes. The output is bounded by the stated length, itself at
+/// most [`MAX_ENVELOPE_SIZE`]: a small envelope cannot make the receiver allocate more.
+fn inflate(field: &[u8]) -> Result<Vec<u8>, OpenError> {
+    let (len, data) = field.split_first_chunk::<4>().ok_or(OpenError::Malformed(
+        "compressed message without its length",
+    ))?;
+    let original_len = u32::from_be_bytes(*len) as usize;
+    if original_len > MAX_ENVELOPE_SIZE {
+        return Err(OpenError::Malformed(
+            "compressed message states a length over the limit",
+        ));
+    }
+    match miniz_oxide::inflate::decompress_to_vec_with_limit(data, original_len) {
+        Ok(message) if message.len() == original_len => Ok(message),
+        _ => Err(OpenError::Malformed(
+            "compressed message does not inflate to its stated length",
+        )),
+    }
 }
 
 fn read_field(r: &mut Reader<'_>) -> Result<String, OpenError> {
