@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use toxmail_protocol::{Letter, MessageId, Metadata, SecretKey, ToxId, seal};
+use toxmail_protocol::{Letter, MessageId, Metadata, SecretKey, ToxId, seal, seal_compressed};
 
 use crate::config::UnknownSender;
 use crate::delivery::outbound::Dispatcher;
@@ -42,6 +42,13 @@ impl BridgeIntake {
                 "this sender has no Tox identity here".into(),
             )),
         }
+    }
+
+    /// Whether `peer` said, in a `Hello` to `identity` this run, that it opens compressed
+    /// envelopes (protocol level 2). Unknown peers get version 1, which every release opens.
+    fn opens_compressed(&self, identity: &str, peer: &ToxId) -> bool {
+        let courier = self.dispatcher.couriers.get(identity);
+        courier.and_then(|c| c.peer_level(&peer.public_key())) >= Some(2)
     }
 
     /// The peer's Tox ID and the relays it published.
@@ -97,7 +104,12 @@ impl Intake for BridgeIntake {
                 },
                 message: tx.data.clone(),
             };
-            let envelope = match seal(&letter, key, &peer.public_key()) {
+            let sealed = if self.opens_compressed(&identity, &peer) {
+                seal_compressed(&letter, key, &peer.public_key())
+            } else {
+                seal(&letter, key, &peer.public_key())
+            };
+            let envelope = match sealed {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot seal");

@@ -190,6 +190,55 @@ async fn mail_reaches_the_other_site_in_all_three_addressing_modes() {
         assert!(out.rcpt_codes().iter().all(|c| *c == 550), "{bad}: {out:?}");
         assert!(format!("{out:?}").contains("5.1.3"), "{bad}: {out:?}");
     }
+
+    // B said hello at protocol level 2: A now seals compressible mail compressed (envelope
+    // version 2), smaller than the text, and it arrives byte-identical.
+    let long_body = body_with("compressed").repeat(300);
+    let long = smtp::message("alice@a.test", &["bob@b.test"], "long", &long_body);
+    let out = smtp::send(
+        a.postfix.smtp_addr(),
+        "alice@a.test",
+        &["bob@b.test"],
+        &long,
+    )
+    .await
+    .unwrap();
+    assert!(out.accepted(), "{out:?}");
+    let arrived = wait_for(Duration::from_secs(60), || {
+        b.postfix.maildir_messages("bob").len() == 3
+    });
+    assert!(
+        arrived.await,
+        "A:\n{}\nB:\n{}",
+        a.bridge_log(),
+        b.bridge_log()
+    );
+    let got = b.postfix.maildir_messages("bob");
+    let lf_body = long_body.replace("\r\n", "\n");
+    assert!(
+        got.iter().any(|m| m.ends_with(lf_body.as_bytes())),
+        "body byte-identical"
+    );
+    let (version, size) = last_envelope(&a, "bob@b.test").await;
+    assert_eq!(version, toxmail_protocol::ENVELOPE_VERSION_COMPRESSED);
+    assert!(
+        size < long_body.len() / 4,
+        "{size} bytes for {}",
+        long_body.len()
+    );
+}
+
+/// Envelope version byte and length of the newest outbound copy for `recipient`.
+async fn last_envelope(site: &Site, recipient: &str) -> (u8, usize) {
+    let (client, conn) = tokio_postgres::connect(&site.pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let sql = "SELECT envelope FROM outbound WHERE recipient = $1 ORDER BY id DESC LIMIT 1";
+    let row = client.query_one(sql, &[&recipient]).await.unwrap();
+    let envelope: Vec<u8> = row.get(0);
+    let header = toxmail_protocol::peek_header(&envelope).unwrap();
+    (header.version, envelope.len())
 }
 
 /// (recipient) of every row in a site's outbound table, whatever its state.

@@ -43,6 +43,8 @@ pub(crate) struct Engine<I> {
     /// Keys the operator blocked: their friend requests are ignored.
     pub(super) blocked: HashSet<PublicKey>,
     pub(super) last_sweep: Instant,
+    /// What `Courier::peer_level` reads.
+    levels: super::PeerLevels,
 }
 
 impl<I: Inbox> Engine<I> {
@@ -51,6 +53,7 @@ impl<I: Inbox> Engine<I> {
         inbox: Arc<I>,
         config: TransferConfig,
         stats: Arc<TransferStats>,
+        levels: super::PeerLevels,
     ) -> Self {
         let handle = node.handle.clone();
         let (internal, _) = mpsc::unbounded_channel();
@@ -76,6 +79,7 @@ impl<I: Inbox> Engine<I> {
             known: Default::default(),
             blocked: Default::default(),
             last_sweep: Instant::now(),
+            levels,
         }
     }
 
@@ -399,7 +403,15 @@ impl<I: Inbox> Engine<I> {
             Action::RemoveSpool { from, id } => {
                 let _ = std::fs::remove_file(self.spool_path(&from, &id));
             }
-            Action::Emit(event) => self.subscribers.retain(|s| s.send(event.clone()).is_ok()),
+            Action::Emit(event) => {
+                if let PeerEvent::Online(pk) = event
+                    && let Some(hello) = self.core.peers.get(&pk).and_then(|p| p.hello.as_ref())
+                {
+                    let mut levels = self.levels.lock().unwrap_or_else(|e| e.into_inner());
+                    levels.insert(pk, hello.version_max);
+                }
+                self.subscribers.retain(|s| s.send(event.clone()).is_ok());
+            }
             Action::Complete { key, result } => {
                 if let Some(reply) = self.replies.remove(&key) {
                     let _ = reply.send(result);

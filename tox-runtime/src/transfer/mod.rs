@@ -321,7 +321,12 @@ pub struct Courier {
     handle: Handle,
     stats: Arc<TransferStats>,
     lanes: Arc<lanes::Lanes>,
+    levels: PeerLevels,
 }
+
+/// The protocol level each peer announced in its last `Hello` this run (kept while it is
+/// offline), shared between the engine task and its couriers.
+pub(crate) type PeerLevels = Arc<std::sync::Mutex<std::collections::HashMap<PublicKey, u8>>>;
 
 /// Keeps the engine task and the node so both can be stopped in order.
 #[derive(Debug)]
@@ -341,8 +346,10 @@ impl Courier {
             handle: node.handle.clone(),
             stats: stats.clone(),
             lanes: Arc::default(),
+            levels: PeerLevels::default(),
         };
-        let engine = engine::Engine::new(node, Arc::new(inbox), config, stats);
+        let levels = courier.levels.clone();
+        let engine = engine::Engine::new(node, Arc::new(inbox), config, stats, levels);
         let task = tokio::spawn(engine.run(rx, stop_rx));
         (
             courier,
@@ -409,6 +416,13 @@ impl Courier {
     ) -> Result<(), DeliveryError> {
         self.in_lane(relay.into(), id, envelope, Some(expires))
             .await
+    }
+
+    /// The highest protocol level `peer` announced this run (2: it opens compressed
+    /// envelopes), or `None` when it has not said hello since this node started.
+    pub fn peer_level(&self, peer: &PublicKey) -> Option<u8> {
+        let levels = self.levels.lock().unwrap_or_else(|e| e.into_inner());
+        levels.get(peer).copied()
     }
 
     /// Events about peers from now on; the stream ends when the engine stops.

@@ -214,7 +214,7 @@ impl Core {
             peer.hello_sent = true;
             let hello = Frame::Hello(Hello {
                 version_min: PROTOCOL_VERSION,
-                version_max: PROTOCOL_VERSION,
+                version_max: toxmail_protocol::PROTOCOL_LEVEL,
                 max_envelope: self.config.max_envelope,
             });
             self.send(pk, hello);

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use toxmail_protocol::{
-    Frame, Hello, MessageId, Nack, NackClass, NackCode, Offer, PROTOCOL_VERSION, PublicKey,
+    Frame, Hello, MessageId, Nack, NackClass, NackCode, Offer, PROTOCOL_LEVEL, PROTOCOL_VERSION,
+    PublicKey,
 };
 
 use super::{Action, Core, FileKey, OfferOutcome, OutKey};
@@ -101,6 +102,13 @@ impl Core {
             .filter(|l| size > *l)
         {
             return self.verdict(to, id, Err(DeliveryError::TooLarge { size, limit }));
+        }
+        let level = peer
+            .hello
+            .as_ref()
+            .map_or(PROTOCOL_VERSION, |h| h.version_max);
+        if let Some(nack) = cannot_open(id, &envelope, level) {
+            return self.verdict(to, id, Err(DeliveryError::Refused(nack)));
         }
         let frame = match out.deposit_until {
             None => Frame::Offer(Offer {
@@ -223,7 +231,7 @@ impl Core {
     /// version we speak.
     pub(super) fn offer_waiting(&mut self, from: PublicKey, hello: &Hello) {
         let compatible =
-            hello.version_min <= PROTOCOL_VERSION && hello.version_max >= PROTOCOL_VERSION;
+            hello.version_min <= PROTOCOL_LEVEL && hello.version_max >= PROTOCOL_VERSION;
         let mut waiting: Vec<OutKey> = self
             .sending
             .out
@@ -242,7 +250,7 @@ impl Core {
                 class: NackClass::Permanent,
                 code: NackCode::UnsupportedVersion,
                 detail: format!(
-                    "peer speaks protocol versions {}..={}, we speak {PROTOCOL_VERSION}",
+                    "peer speaks protocol versions {}..={}, we speak {PROTOCOL_VERSION}..={PROTOCOL_LEVEL}",
                     hello.version_min, hello.version_max
                 ),
             };
@@ -356,6 +364,21 @@ impl Core {
             self.offer(key);
         }
     }
+}
+
+/// A refusal when the envelope's version is one a peer speaking up to protocol `level` cannot
+/// open (a compressed envelope for a level-1 peer: sealed while it spoke level 2, and it has
+/// gone back to an older release since).
+fn cannot_open(id: MessageId, envelope: &[u8], level: u8) -> Option<Nack> {
+    let version = toxmail_protocol::peek_header(envelope).ok()?.version;
+    (version == toxmail_protocol::ENVELOPE_VERSION_COMPRESSED && level < 2).then(|| Nack {
+        message_id: id,
+        class: NackClass::Permanent,
+        code: NackCode::UnsupportedVersion,
+        detail: format!(
+            "the peer speaks protocol level {level} and cannot open a compressed envelope"
+        ),
+    })
 }
 
 /// How long sending `len` bytes may take beyond the ack timeout before the file counts as
