@@ -62,7 +62,7 @@ pub(crate) struct Orphan {
     pub(crate) key: FileKey,
     kind: u32,
     size: u64,
-    since: Instant,
+    pub(crate) since: Instant,
 }
 
 /// A file being received into the spool.
