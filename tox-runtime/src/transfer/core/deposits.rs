@@ -92,6 +92,11 @@ impl Core {
                 if let Some(key) = parked {
                     self.cancel_file(key);
                 }
+                if self.receiving.storing.contains(&(from, id)) {
+                    // A deposit made again while the first is being stored: that store's
+                    // verdict answers both (`deposited` would take it for the store's own).
+                    return;
+                }
                 if let Ok(Some(_)) = done {
                     self.count(|s| &s.duplicates_acked);
                     tracing::info!(peer = %from, %id, "deposit already held; custody confirmed again");

@@ -15,6 +15,23 @@ impl Core {
             .offers
             .remove(&(from, id))
             .and_then(|o| o.deposit);
+        if self.receiving.storing.contains(&(from, id)) {
+            // The same envelope is being stored: that verdict answers the sender.
+            return self.cancel_file(key);
+        }
+        // Another file for an envelope still coming in: the sender gave up on the earlier one
+        // (it offered again), whose transfer must not write into the same spool any more.
+        let files = self.receiving.files.iter();
+        let mut earlier: Vec<FileKey> = files
+            .filter(|(_, t)| (t.from, t.id) == (from, id))
+            .map(|(k, _)| *k)
+            .collect();
+        earlier.sort_unstable();
+        for old in earlier {
+            self.receiving.files.remove(&old);
+            self.cancel_file(old);
+            self.act(Action::Close(old));
+        }
         tracing::debug!(friend = key.0, file = key.1, %id, "accepting file");
         let transfer = Transfer {
             from,

@@ -14,12 +14,20 @@ mod files;
 mod io;
 #[cfg(test)]
 mod props;
+#[cfg(test)]
+mod props_world;
 mod receiving;
 mod sending;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
+mod testkit;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_receiving;
+#[cfg(test)]
+mod tests_repeats;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

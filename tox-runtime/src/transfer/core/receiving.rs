@@ -62,7 +62,7 @@ pub(crate) struct Orphan {
     pub(crate) key: FileKey,
     kind: u32,
     size: u64,
-    since: Instant,
+    pub(crate) since: Instant,
 }
 
 /// A file being received into the spool.
@@ -181,7 +181,12 @@ impl Core {
             parked: None,
             since: self.now,
         };
-        self.receiving.offers.insert((from, id), state);
+        // An offer made again replaces the earlier one: a file parked for that is the sender's
+        // earlier attempt, and would stay paused in c-toxcore if it were only forgotten.
+        let earlier = self.receiving.offers.insert((from, id), state);
+        if let Some(parked) = earlier.and_then(|o| o.parked) {
+            self.cancel_file(parked);
+        }
         if let Some(o) = self.receiving.orphans.remove(&(from, id)) {
             // The file came first; judge it now that its offer is here.
             self.on_file_recv(o.key.0, from, o.key.1, o.kind, o.size, id);
