@@ -25,6 +25,8 @@ mod testkit;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_levels;
+#[cfg(test)]
 mod tests_receiving;
 #[cfg(test)]
 mod tests_repeats;
