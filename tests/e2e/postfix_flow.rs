@@ -192,7 +192,9 @@ async fn mail_reaches_the_other_site_in_all_three_addressing_modes() {
     }
 
     // B said hello at protocol level 2: A now seals compressible mail compressed (envelope
-    // version 2), smaller than the text, and it arrives byte-identical.
+    // version 2), smaller than the text, and it arrives byte-identical. B is stopped first so
+    // the copy waits in A's queue with its envelope (a delivered row keeps none).
+    b.stop_bridge();
     let long_body = body_with("compressed").repeat(300);
     let long = smtp::message("alice@a.test", &["bob@b.test"], "long", &long_body);
     let out = smtp::send(
@@ -204,7 +206,24 @@ async fn mail_reaches_the_other_site_in_all_three_addressing_modes() {
     .await
     .unwrap();
     assert!(out.accepted(), "{out:?}");
-    let arrived = wait_for(Duration::from_secs(60), || {
+    let queued = async {
+        for _ in 0..300 {
+            if let Some(found) = queued_envelope(&a, "bob@b.test").await {
+                return Some(found);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    };
+    let (version, size) = queued.await.expect("the long mail is queued at A");
+    assert_eq!(version, toxmail_protocol::ENVELOPE_VERSION_COMPRESSED);
+    assert!(
+        size < long_body.len() / 4,
+        "{size} bytes for {}",
+        long_body.len()
+    );
+    b.start_bridge();
+    let arrived = wait_for(Duration::from_secs(90), || {
         b.postfix.maildir_messages("bob").len() == 3
     });
     assert!(
@@ -219,26 +238,19 @@ async fn mail_reaches_the_other_site_in_all_three_addressing_modes() {
         got.iter().any(|m| m.ends_with(lf_body.as_bytes())),
         "body byte-identical"
     );
-    let (version, size) = last_envelope(&a, "bob@b.test").await;
-    assert_eq!(version, toxmail_protocol::ENVELOPE_VERSION_COMPRESSED);
-    assert!(
-        size < long_body.len() / 4,
-        "{size} bytes for {}",
-        long_body.len()
-    );
 }
 
-/// Envelope version byte and length of the newest outbound copy for `recipient`.
-async fn last_envelope(site: &Site, recipient: &str) -> (u8, usize) {
+/// Envelope version byte and length of a queued outbound copy for `recipient`, if there is one.
+async fn queued_envelope(site: &Site, recipient: &str) -> Option<(u8, usize)> {
     let (client, conn) = tokio_postgres::connect(&site.pg.url(), tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(conn);
-    let sql = "SELECT envelope FROM outbound WHERE recipient = $1 ORDER BY id DESC LIMIT 1";
-    let row = client.query_one(sql, &[&recipient]).await.unwrap();
+    let sql = "SELECT envelope FROM outbound WHERE recipient = $1 AND state = 'queued'";
+    let row = client.query_opt(sql, &[&recipient]).await.unwrap()?;
     let envelope: Vec<u8> = row.get(0);
     let header = toxmail_protocol::peek_header(&envelope).unwrap();
-    (header.version, envelope.len())
+    Some((header.version, envelope.len()))
 }
 
 /// (recipient) of every row in a site's outbound table, whatever its state.
