@@ -12,8 +12,8 @@ use super::engine::Engine;
 use super::{DepositRefusal, Inbox, Refusal};
 
 impl<I: Inbox> Engine<I> {
-    /// Opens the spool, resumes from what it holds (from 0 when it holds more than offered),
-    /// and accepts the file.
+    /// Opens the spool, resumes from what it holds (from 0 when it holds more than offered, from
+    /// the last byte when it holds all of it), and accepts the file.
     pub(super) async fn accept(
         &mut self,
         key: FileKey,
@@ -40,6 +40,9 @@ impl<I: Inbox> Engine<I> {
             offset = 0;
             let _ = spool.set_len(0);
         }
+        // c-toxcore seeks only to a position before the end: a spool that already holds every
+        // byte (a restart cut its store short) takes the last byte again, then is stored.
+        let offset = offset.min(size.saturating_sub(1));
         if let Err(e) = self.handle.file_accept(key.0, key.1, offset).await {
             tracing::debug!(peer = %from, %id, error = %e, "could not accept file");
             return AcceptOutcome::NotAccepted;

@@ -138,8 +138,9 @@ pub(crate) enum Action {
     },
     /// Cancels a file (either direction) before any later `Offer` or `Accept` reaches the node.
     Cancel(FileKey),
-    /// Opens the spool of (`from`, `id`), resumes from its length (at most `size`, else from 0),
-    /// accepts the file; answer with [`Input::Accepted`].
+    /// Opens the spool of (`from`, `id`), resumes from its length (from 0 when it is over `size`;
+    /// from `size - 1` when it is `size`: c-toxcore seeks only before the end), accepts the
+    /// file; answer with [`Input::Accepted`].
     Accept {
         key: FileKey,
         from: PublicKey,

@@ -50,6 +50,11 @@ pub(crate) type OutKey = (PublicKey, MessageId);
 /// One file transfer as c-toxcore numbers it (per friend and direction, reused once it ended).
 pub(crate) type FileKey = (FriendNumber, FileNumber);
 
+/// Our hello goes again while the peer's is missing this long after ours went out (a frame that
+/// fails to send is lost, and nothing else would make us say hello again before a reconnection),
+/// and in answer to a repeated hello of the peer (it repeats because it lacks ours).
+pub(crate) const HELLO_RETRY: Duration = Duration::from_secs(5);
+
 /// What the core needs of [`super::TransferConfig`].
 #[derive(Clone, Debug)]
 pub(crate) struct CoreConfig {
@@ -62,7 +67,8 @@ pub(crate) struct CoreConfig {
 pub(crate) struct Peer {
     pub(crate) friend: FriendNumber,
     pub(crate) online: bool,
-    hello_sent: bool,
+    /// When our hello last went out on this connection.
+    hello_sent: Option<Instant>,
     pub(crate) hello: Option<Hello>,
 }
 
@@ -168,6 +174,7 @@ impl Core {
             Input::DepositChecked { from, id, result } => self.deposit_checked(from, id, result),
             Input::Deposited { from, id, result } => self.deposited(from, id, result),
             Input::Tick => {
+                self.tick_hellos();
                 self.tick_receiving();
                 self.tick_sending();
             }
@@ -179,7 +186,7 @@ impl Core {
         let peer = self.peers.entry(pk).or_insert(Peer {
             friend,
             online: false,
-            hello_sent: false,
+            hello_sent: None,
             hello: None,
         });
         peer.friend = friend;
@@ -220,14 +227,42 @@ impl Core {
             return;
         };
         peer.online = true;
-        if !peer.hello_sent {
-            peer.hello_sent = true;
-            let hello = Frame::Hello(Hello {
-                version_min: PROTOCOL_VERSION,
-                version_max: toxmail_protocol::PROTOCOL_LEVEL,
-                max_envelope: self.config.max_envelope,
-            });
-            self.send(pk, hello);
+        if peer.hello_sent.is_none() {
+            self.send_hello(pk);
+        }
+    }
+
+    fn send_hello(&mut self, pk: PublicKey) {
+        let Some(peer) = self.peers.get_mut(&pk) else {
+            return;
+        };
+        peer.hello_sent = Some(self.now);
+        let hello = Frame::Hello(Hello {
+            version_min: PROTOCOL_VERSION,
+            version_max: toxmail_protocol::PROTOCOL_LEVEL,
+            max_envelope: self.config.max_envelope,
+        });
+        self.send(pk, hello);
+    }
+
+    /// Whether our last hello to `peer` went out [`HELLO_RETRY`] ago or more.
+    fn hello_stale(&self, peer: &Peer) -> bool {
+        peer.hello_sent
+            .is_some_and(|at| self.now.duration_since(at) >= HELLO_RETRY)
+    }
+
+    /// Says hello again to online peers whose hello is still missing.
+    fn tick_hellos(&mut self) {
+        let mut due: Vec<PublicKey> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.online && p.hello.is_none() && self.hello_stale(p))
+            .map(|(pk, _)| *pk)
+            .collect();
+        due.sort_unstable();
+        for pk in due {
+            tracing::debug!(peer = %pk, "no hello from the peer yet; saying hello again");
+            self.send_hello(pk);
         }
     }
 
@@ -237,7 +272,7 @@ impl Core {
             .get_mut(&pk)
             .and_then(|peer| {
                 peer.online = false;
-                peer.hello_sent = false;
+                peer.hello_sent = None;
                 peer.hello.take()
             })
             .is_some();
@@ -274,8 +309,11 @@ impl Core {
             return;
         };
         let first = peer.hello.replace(hello.clone()).is_none();
-        if !peer.hello_sent {
+        if peer.hello_sent.is_none() {
             self.peer_online(from);
+        } else if !first && self.hello_stale(&self.peers[&from]) {
+            // A repeated hello: the peer may lack ours.
+            self.send_hello(from);
         }
         if first {
             self.emit(PeerEvent::Online(from));
