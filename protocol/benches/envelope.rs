@@ -82,8 +82,12 @@ fn mail_text(size: usize) -> Vec<u8> {
         state ^= state >> 17;
         state ^= state << 5;
         out.extend_from_slice(WORDS[(state % 16) as usize].as_bytes());
-        out.extend_from_slice(if state % 11 == 0 { b".\r\n" } else { b" " });
-        if state % 37 == 0 {
+        out.extend_from_slice(if state.is_multiple_of(11) {
+            b".\r\n"
+        } else {
+            b" "
+        });
+        if state.is_multiple_of(37) {
             out.extend_from_slice(format!("{} ", state % 1000).as_bytes());
         }
     }
