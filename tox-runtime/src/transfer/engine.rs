@@ -307,10 +307,6 @@ impl<I: Inbox> Engine<I> {
         }
     }
 
-    pub(super) fn last_sweep_now(&mut self) {
-        self.last_sweep = Instant::now();
-    }
-
     /// Carries out one action; returns the result the core asked for, if any.
     async fn perform(&mut self, action: Action) -> Option<Input> {
         match action {

@@ -103,7 +103,7 @@ impl<I: Inbox> Engine<I> {
 
     /// Deletes abandoned partial envelopes: too old, or the oldest while over the byte cap.
     pub(super) fn sweep_spool(&mut self) {
-        self.last_sweep_now();
+        self.last_sweep = Instant::now();
         let active = self
             .core
             .active_spools()

@@ -6,7 +6,8 @@ use std::fs::OpenOptions;
 use toxmail_protocol::{MessageId, NackCode, PublicKey};
 
 use super::core::{
-    AcceptOutcome, FileKey, Input, check_deposit_header, check_header, resumed_refusal,
+    AcceptOutcome, FileKey, Input, check_deposit_header, check_header, resume_offset,
+    resumed_refusal,
 };
 use super::engine::Engine;
 use super::{DepositRefusal, Inbox, Refusal};
@@ -35,14 +36,11 @@ impl<I: Inbox> Engine<I> {
                 return AcceptOutcome::SpoolUnavailable;
             }
         };
-        let mut offset = spool.metadata().map(|m| m.len()).unwrap_or(0);
-        if offset > size {
-            offset = 0;
+        let held = spool.metadata().map(|m| m.len()).unwrap_or(0);
+        let offset = resume_offset(held, size).unwrap_or_else(|| {
             let _ = spool.set_len(0);
-        }
-        // c-toxcore seeks only to a position before the end: a spool that already holds every
-        // byte (a restart cut its store short) takes the last byte again, then is stored.
-        let offset = offset.min(size.saturating_sub(1));
+            0
+        });
         if let Err(e) = self.handle.file_accept(key.0, key.1, offset).await {
             tracing::debug!(peer = %from, %id, error = %e, "could not accept file");
             return AcceptOutcome::NotAccepted;

@@ -62,6 +62,15 @@ pub(crate) fn check_deposit_header(
     Ok(())
 }
 
+/// Where a transfer of `size` bytes resumes when its spool already holds `held` bytes: from what
+/// it holds, but at most from the last byte (c-toxcore seeks only to a position before the end;
+/// a spool holding every byte, whose store a restart cut short, takes the last byte again).
+/// `None` when the spool holds more than offered: it is not this envelope's, and is emptied
+/// and filled from byte 0.
+pub(crate) fn resume_offset(held: u64, size: u64) -> Option<u64> {
+    (held <= size).then(|| held.min(size.saturating_sub(1)))
+}
+
 /// A permanent refusal of a *resumed* transfer may come from the part kept before the break
 /// (a power loss after bytes were reported written, a spool damaged on disk) rather than from
 /// the sender: it becomes a temporary one that makes the sender offer again, and the spool is
@@ -82,6 +91,18 @@ pub(crate) fn resumed_refusal(refusal: Refusal, resumed: bool) -> Refusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transfer_resumes_from_the_spool_but_before_the_end_and_restarts_over_a_longer_one() {
+        assert_eq!(resume_offset(0, 100), Some(0));
+        assert_eq!(resume_offset(40, 100), Some(40));
+        assert_eq!(
+            resume_offset(100, 100),
+            Some(99),
+            "a complete spool takes the last byte"
+        );
+        assert_eq!(resume_offset(101, 100), None, "not this envelope's");
+    }
 
     #[test]
     fn a_resumed_transfer_is_never_refused_for_good_only_fetched_again() {

@@ -41,7 +41,7 @@ use toxmail_protocol::{Frame, Hello, MessageId, PROTOCOL_VERSION, PublicKey, Rel
 use super::{DeliveryError, PeerEvent, TransferStats};
 use crate::event::{FileNumber, FriendNumber};
 
-pub(crate) use checks::{check_deposit_header, check_header, resumed_refusal};
+pub(crate) use checks::{check_deposit_header, check_header, resume_offset, resumed_refusal};
 pub(crate) use io::{AcceptOutcome, Action, Input, OfferOutcome};
 use receiving::PeerBound;
 

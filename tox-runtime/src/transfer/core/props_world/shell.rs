@@ -119,7 +119,7 @@ impl World {
                 };
                 self.accepted.insert(key, t);
                 let held = self.spool.get(&(from, id)).copied().unwrap_or(0);
-                let offset = if held > size { 0 } else { held };
+                let offset = super::super::resume_offset(held, size).unwrap_or(0);
                 let outcome = match self.luck % 12 {
                     _ if self.ideal => AcceptOutcome::Accepted { offset },
                     0 => AcceptOutcome::NotAccepted,

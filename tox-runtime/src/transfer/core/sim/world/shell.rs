@@ -6,7 +6,7 @@
 use toxmail_protocol::{Frame, MessageId, NackCode, PublicKey};
 
 use super::super::super::{
-    AcceptOutcome, Action, Input, OfferOutcome, check_header, resumed_refusal,
+    AcceptOutcome, Action, Input, OfferOutcome, check_header, resume_offset, resumed_refusal,
 };
 use super::super::site::Spool;
 use super::super::{frame_str, short};
@@ -95,12 +95,11 @@ impl World {
                 size,
             } => {
                 let file = site.spool.files.entry((from, id)).or_default().clone();
-                let mut offset = file.borrow().len() as u64;
-                if offset > size {
-                    offset = 0;
+                let held = file.borrow().len() as u64;
+                let offset = resume_offset(held, size).unwrap_or_else(|| {
                     file.borrow_mut().clear();
-                }
-                let offset = offset.min(size.saturating_sub(1));
+                    0
+                });
                 let outcome = if site.tox.file_accept(now, &self.p, key.1, offset) {
                     site.spool.open.insert(key, file);
                     AcceptOutcome::Accepted { offset }
