@@ -141,9 +141,13 @@ pub fn seal(
     sender: &SecretKey,
     recipient: &PublicKey,
 ) -> Result<Vec<u8>, SealError> {
+    seal_with_nonce(letter, sender, recipient, fresh_nonce())
+}
+
+fn fresh_nonce() -> [u8; NONCE_SIZE] {
     let mut nonce = [0u8; NONCE_SIZE];
     OsRng.fill_bytes(&mut nonce);
-    seal_with_nonce(letter, sender, recipient, nonce)
+    nonce
 }
 
 /// Seals `letter` like [`seal`], with its message DEFLATE-compressed (envelope version 2) when
@@ -157,8 +161,7 @@ pub fn seal_compressed(
     sender: &SecretKey,
     recipient: &PublicKey,
 ) -> Result<Vec<u8>, SealError> {
-    let mut nonce = [0u8; NONCE_SIZE];
-    OsRng.fill_bytes(&mut nonce);
+    let nonce = fresh_nonce();
     let message = &letter.message;
     let level = if message.len() <= COMPRESS_WELL_UP_TO {
         6

@@ -5,12 +5,10 @@
 
 mod common;
 
-use common::{letter, noise, recipient_key, sender_key};
-use crypto_box::SalsaBox;
-use crypto_box::aead::Aead;
+use common::{letter, noise, recipient_key, reseal, sender_key};
 use toxmail_protocol::{
-    ENVELOPE_VERSION, ENVELOPE_VERSION_COMPRESSED, HEADER_SIZE, MAX_ENVELOPE_SIZE, MessageId,
-    OpenError, open, padded_len, peek_header, public_key_of, seal, seal_compressed,
+    ENVELOPE_VERSION, ENVELOPE_VERSION_COMPRESSED, MAX_ENVELOPE_SIZE, MessageId, OpenError, open,
+    padded_len, peek_header, public_key_of, seal, seal_compressed,
 };
 
 /// Where the stored message length sits in the plaintext of `common::letter`'s envelopes:
@@ -27,18 +25,6 @@ fn text(len: usize) -> Vec<u8> {
 fn compressed(message: &[u8]) -> Vec<u8> {
     let l = letter(MessageId([0x55; 32]), message);
     seal_compressed(&l, &sender_key(), &public_key_of(&recipient_key())).unwrap()
-}
-
-/// Decrypts as the recipient, edits the plaintext, encrypts again under the same header and
-/// nonce: an authentic envelope with chosen contents.
-fn reseal(envelope: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-    let sender_pk = crypto_box::PublicKey::from(public_key_of(&sender_key()).0);
-    let cipher = SalsaBox::new(&sender_pk, &recipient_key());
-    let nonce = crypto_box::Nonce::from_slice(&envelope[104..HEADER_SIZE]);
-    let mut plaintext = cipher.decrypt(nonce, &envelope[HEADER_SIZE..]).unwrap();
-    edit(&mut plaintext);
-    let ciphertext = cipher.encrypt(nonce, &plaintext[..]).unwrap();
-    [&envelope[..HEADER_SIZE], &ciphertext[..]].concat()
 }
 
 fn set_u32(plaintext: &mut [u8], at: usize, value: u32) {

@@ -3,9 +3,7 @@
 
 mod common;
 
-use common::{letter, recipient_key, sender_key};
-use crypto_box::SalsaBox;
-use crypto_box::aead::Aead;
+use common::{letter, recipient_key, reseal, sender_key};
 use toxmail_protocol::{
     HEADER_SIZE, MessageId, OpenError, PublicKey, SecretKey, open, public_key_of, seal,
 };
@@ -13,18 +11,6 @@ use toxmail_protocol::{
 fn sealed(message: &[u8]) -> Vec<u8> {
     let l = letter(MessageId([0x44; 32]), message);
     seal(&l, &sender_key(), &public_key_of(&recipient_key())).unwrap()
-}
-
-/// Decrypts `envelope` as the recipient, lets `edit` change the plaintext, and encrypts it
-/// again under the same header and nonce: an authentic envelope with chosen contents.
-fn reseal(envelope: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-    let sender_pk = crypto_box::PublicKey::from(public_key_of(&sender_key()).0);
-    let cipher = SalsaBox::new(&sender_pk, &recipient_key());
-    let nonce = crypto_box::Nonce::from_slice(&envelope[104..HEADER_SIZE]);
-    let mut plaintext = cipher.decrypt(nonce, &envelope[HEADER_SIZE..]).unwrap();
-    edit(&mut plaintext);
-    let ciphertext = cipher.encrypt(nonce, &plaintext[..]).unwrap();
-    [&envelope[..HEADER_SIZE], &ciphertext[..]].concat()
 }
 
 fn open_err(bytes: &[u8]) -> OpenError {

@@ -1,7 +1,9 @@
 //! Keys and letters shared by the integration tests; also the fixed inputs of the golden vectors.
 #![allow(dead_code)] // each test crate uses its own subset
 
-use toxmail_protocol::{Letter, MessageId, Metadata, SecretKey};
+use crypto_box::SalsaBox;
+use crypto_box::aead::Aead;
+use toxmail_protocol::{HEADER_SIZE, Letter, MessageId, Metadata, SecretKey, public_key_of};
 
 pub fn sender_key() -> SecretKey {
     SecretKey::from([0x11; 32])
@@ -47,4 +49,17 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
             (state >> 24) as u8
         })
         .collect()
+}
+
+/// Decrypts `envelope` (sealed by `sender_key` to `recipient_key`) as the recipient, lets `edit`
+/// change the plaintext, and encrypts it again under the same header and nonce: an authentic
+/// envelope with chosen contents.
+pub fn reseal(envelope: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let sender_pk = crypto_box::PublicKey::from(public_key_of(&sender_key()).0);
+    let cipher = SalsaBox::new(&sender_pk, &recipient_key());
+    let nonce = crypto_box::Nonce::from_slice(&envelope[104..HEADER_SIZE]);
+    let mut plaintext = cipher.decrypt(nonce, &envelope[HEADER_SIZE..]).unwrap();
+    edit(&mut plaintext);
+    let ciphertext = cipher.encrypt(nonce, &plaintext[..]).unwrap();
+    [&envelope[..HEADER_SIZE], &ciphertext[..]].concat()
 }
