@@ -11,6 +11,7 @@ TOXMAIL_PACKAGES=(
   dnsmasq-base                 # dnsmasq binary only (no system service): test DNS server (tests/src/dns.rs)
   knot                         # knotd + knotc: a DNSSEC-signing DNS server for the DNSSEC tests (tests/src/knot.rs)
   postgresql                   # PostgreSQL 15: tests start private clusters (tests/src/postgres.rs)
+  prometheus                   # promtool: checks scrapes, alert rules and their unit tests (no server is started)
   postfix                      # private Postfix sites + smtp-sink (tests/src/postfix.rs); smtp-source (bridge/tests/lmtp.rs)
 )
 
@@ -31,6 +32,12 @@ install_missing() {
   fi
   # The packages must not start system services we would then depend on: tests start their own.
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Debian starts a system Prometheus (and RabbitMQ) at install; nothing here uses them.
+  if command -v systemctl >/dev/null 2>&1; then
+    for p in prometheus rabbitmq-server; do
+      [[ " ${missing[*]} " == *" $p "* ]] && "${sudo[@]}" systemctl disable --now "$p" >/dev/null 2>&1 || true
+    done
+  fi
 }
 
 install_missing "${TOXMAIL_PACKAGES[@]}"

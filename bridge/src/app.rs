@@ -16,6 +16,7 @@ use crate::delivery::inbound::{BridgeInbox, InboundContext, run_injector};
 use crate::delivery::notify::Notifier;
 use crate::delivery::outbound::Dispatcher;
 use crate::delivery::via_relay::{self, RelaySettings};
+use crate::health;
 use crate::identity::{self, DEFAULT_IDENTITY};
 use crate::intake::BridgeIntake;
 use crate::postfix::{lmtp, milter, socket, socketmap};
@@ -50,6 +51,8 @@ pub struct Listeners {
     pub socketmap: socketmap::Listener,
     pub lmtp: lmtp::Listener,
     pub milter: Option<milter::Listener>,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics: Option<tokio::net::TcpListener>,
 }
 
 async fn bind_one(what: &'static str, addr: &str) -> Result<ListenAddrBound, AppError> {
@@ -90,10 +93,23 @@ impl Listeners {
                 ListenAddrBound::Unix(l) => milter::Listener::Unix(l),
             }),
         };
+        let metrics = match config.metrics.listen.as_str() {
+            "" => None,
+            addr => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| AppError::Bind {
+                        what: "metrics",
+                        addr: addr.to_string(),
+                        source,
+                    })?,
+            ),
+        };
         Ok(Listeners {
             socketmap,
             lmtp,
             milter,
+            metrics,
         })
     }
 }
@@ -361,6 +377,23 @@ pub async fn run(
         intake,
         shutdown.clone(),
     ));
+    crate::metrics::touch();
+    if let Some(relay) = &relay_service {
+        toxmail_relay::metrics::touch(relay.1.limits.total_bytes);
+    }
+    set.spawn(health::watch(
+        store.clone(),
+        relay_service.as_ref().map(|r| r.0.clone()),
+        shutdown.clone(),
+    ));
+    if let Some(listener) = listeners.metrics {
+        let exporter = health::exporter(couriers.values());
+        set.spawn(tox_runtime::exporter::serve(
+            listener,
+            exporter,
+            shutdown.clone(),
+        ));
+    }
     tracing::info!("toxmail-bridge running");
     while set.join_next().await.is_some() {}
     for task in tasks {

@@ -47,6 +47,29 @@ pub struct Config {
     pub inbound: InboundSection,
     #[serde(default)]
     pub relays: RelaysSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// The operators' HTTP listener: `/metrics`, `/healthz`, `/readyz` (docs/operations.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `host:port` (TCP only); loopback by default, "" turns the listener off.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9464".into()
 }
 
 /// Relay nodes (docs/relay.md): the ones that hold our mail while we are offline, and when to
@@ -544,6 +567,12 @@ impl Config {
             .map_err(|e| invalid("bridge.hostname", e.to_string()))?;
         parse_listen(&self.socketmap.listen).map_err(|m| invalid("socketmap.listen", m))?;
         parse_listen(&self.lmtp.listen).map_err(|m| invalid("lmtp.listen", m))?;
+        if !self.metrics.listen.is_empty() {
+            self.metrics
+                .listen
+                .parse::<SocketAddr>()
+                .map_err(|e| invalid("metrics.listen", format!("not host:port: {e}")))?;
+        }
         if !self.milter.listen.is_empty() {
             parse_listen(&self.milter.listen).map_err(|m| invalid("milter.listen", m))?;
         }

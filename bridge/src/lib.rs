@@ -12,7 +12,8 @@
 //!    sealed, acks, and later injects it into the local MTA with trace headers.
 //!
 //! [`app`] wires it all (`run` takes bound listeners), [`config`] is the TOML configuration,
-//! [`identity`] the Tox identities and their savedata, [`admin`] the CLI subcommands.
+//! [`identity`] the Tox identities and their savedata, [`admin`] the CLI subcommands,
+//! [`metrics`] every Prometheus family, [`health`] the database and queue sampler and `/readyz`.
 #![forbid(unsafe_code)]
 
 pub mod address;
@@ -20,8 +21,10 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod delivery;
+pub mod health;
 pub mod identity;
 pub mod intake;
+pub mod metrics;
 pub mod postfix;
 pub mod reply;
 pub mod resolve;

@@ -38,6 +38,29 @@ pub struct Config {
     pub tox: ToxSection,
     #[serde(default)]
     pub policy: PolicySection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// The operators' HTTP listener: `/metrics`, `/healthz`, `/readyz` (docs/operations.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// `host:port`; loopback by default, "" turns the listener off.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9465".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -218,6 +241,12 @@ impl Config {
             key,
             message,
         };
+        if !self.metrics.listen.is_empty() {
+            self.metrics
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| invalid("metrics.listen", format!("not host:port: {e}")))?;
+        }
         for b in &self.tox.bootstrap {
             b.key
                 .parse::<PublicKey>()

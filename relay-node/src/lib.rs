@@ -4,6 +4,7 @@
 //! - [`store`]: the relay's own PostgreSQL schema: held envelopes (ciphertext and public keys
 //!   only), registrations, per-depositor daily usage; versioned migrations.
 //! - [`registrar`]: how often a key may register (a bounded, pure rate limiter).
+//! - [`metrics`]: every Prometheus family of the relay service.
 //! - [`service`]: the Tox node, the deposit policy (`RelayInbox`) and the loop that hands held
 //!   envelopes on.
 //!
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod metrics;
 pub mod registrar;
 pub mod service;
 pub mod store;

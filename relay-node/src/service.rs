@@ -22,6 +22,7 @@ use toxmail_protocol::{
 };
 
 use crate::config::Config;
+use crate::metrics;
 use crate::registrar::RegisterLimiter;
 use crate::store::{DepositLimits, Held, HoldRefusal, Limit, Store, StoreError};
 
@@ -44,6 +45,11 @@ pub enum RelayError {
     #[error("{path}: {source}")]
     File {
         path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("binding the metrics listener on {addr}: {source}")]
+    Bind {
+        addr: String,
         source: std::io::Error,
     },
     #[error("key file {} can be read by group or others (mode {mode:o}): chmod 600 it", path.display())]
@@ -137,6 +143,7 @@ fn id_taken() -> DepositRefusal {
 
 /// The refusal for a deposit over `limit`; the relay's total is also logged for the operator.
 fn over_quota(limit: Limit, limits: &DepositLimits) -> DepositRefusal {
+    metrics::quota_refusal(metrics::quota_label(limit));
     let detail = match limit {
         Limit::DailyCount => "daily deposit count reached; try later or another relay",
         Limit::DailyBytes => "daily deposit volume reached; try later or another relay",
@@ -213,6 +220,33 @@ impl Inbox for RelayInbox {
         from: PublicKey,
         d: Deposit,
     ) -> Result<Option<u64>, DepositRefusal> {
+        let checked = self.judge_deposit(from, d).await;
+        match &checked {
+            Ok(Some(_)) => metrics::deposit("duplicate"),
+            Ok(None) => {}
+            Err(_) => metrics::deposit("refused"),
+        }
+        checked
+    }
+
+    async fn store_deposit(
+        &self,
+        from: PublicKey,
+        d: Deposit,
+        envelope: Vec<u8>,
+    ) -> Result<u64, DepositRefusal> {
+        let stored = self.hold_deposit(from, d, envelope).await;
+        metrics::deposit(if stored.is_ok() { "stored" } else { "refused" });
+        stored
+    }
+}
+
+impl RelayInbox {
+    async fn judge_deposit(
+        &self,
+        from: PublicKey,
+        d: Deposit,
+    ) -> Result<Option<u64>, DepositRefusal> {
         if let Some(refusal) = self.policy.judge(&from, &d) {
             return Err(refusal);
         }
@@ -237,7 +271,7 @@ impl Inbox for RelayInbox {
         }
     }
 
-    async fn store_deposit(
+    async fn hold_deposit(
         &self,
         from: PublicKey,
         d: Deposit,
@@ -352,6 +386,18 @@ pub fn id_file(config: &Config) -> PathBuf {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RelayError> {
     let store = Store::connect(&config.database.url, config.database.max_connections)?;
     store.migrate().await?;
+    let listen = &config.metrics.listen;
+    let metrics_listener = match listen.as_str() {
+        "" => None,
+        addr => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| RelayError::Bind {
+                    addr: addr.to_string(),
+                    source,
+                })?,
+        ),
+    };
     let state_dir = &config.relay.state_dir;
     std::fs::create_dir_all(state_dir).map_err(|source| RelayError::File {
         path: state_dir.clone(),
@@ -383,11 +429,66 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Rela
     transfer.request_note = "relay".into();
     let (courier, task) = Courier::start(node, inbox, transfer);
     let purge = Duration::from_secs(config.policy.purge_interval_secs);
+    metrics::touch(policy.limits.total_bytes);
+    let watching = tokio::spawn(watch(store.clone(), shutdown.clone()));
+    if let Some(listener) = metrics_listener {
+        let exporter = exporter(&courier);
+        tokio::spawn(tox_runtime::exporter::serve(
+            listener,
+            exporter,
+            shutdown.clone(),
+        ));
+    }
     Mailroom::new(store, courier, policy)
         .serve(deposited_rx, purge, shutdown)
         .await;
+    let _ = watching.await;
     task.shutdown().await;
     Ok(())
+}
+
+/// How often the relay reads its holdings and checks the database for metrics and readiness.
+const WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Samples what the relay holds into its gauges and watches the database.
+async fn watch(store: Store, shutdown: CancellationToken) {
+    let mut database = metrics::DatabaseWatch::default();
+    loop {
+        match store.status().await {
+            Ok(status) => {
+                metrics::holding(&status);
+                database.observe(Ok(()));
+            }
+            Err(e) => database.observe(Err(e.to_string())),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+        }
+    }
+}
+
+/// `/metrics` with the node's Tox families, and `/readyz`: database up and the node connected.
+fn exporter(courier: &Courier) -> tox_runtime::exporter::Exporter {
+    let registry = prometheus::Registry::new();
+    let tox = tox_runtime::metrics::ToxCollector::default();
+    tox.watch(courier.clone());
+    registry.register(Box::new(tox)).expect("a fresh registry");
+    tox_runtime::metrics::register_build_info(&registry, "relay", env!("CARGO_PKG_VERSION"));
+    let courier = courier.clone();
+    let ready = move || {
+        if metrics::DATABASE_UP.get() != 1 {
+            return Err("database unreachable".to_string());
+        }
+        if !courier.node().stats().connection().is_online() {
+            return Err("the Tox node is not connected".to_string());
+        }
+        Ok(())
+    };
+    tox_runtime::exporter::Exporter {
+        registry,
+        ready: Arc::new(ready),
+    }
 }
 
 /// The release side: who is online, what is on its way, and the handing on itself. The relay
@@ -531,6 +632,7 @@ impl Mailroom {
     /// Tells `to` its `Register` was not taken (a temporary `QuotaCount` refusal of
     /// [`REGISTER_SUBJECT`]); a registration it had stays as it was.
     async fn refuse_registration(&self, to: PublicKey, detail: String) {
+        metrics::quota_refusal("registrations");
         let frame = RelayFrame::Refuse(Refuse {
             message_id: REGISTER_SUBJECT,
             class: NackClass::Temporary,
@@ -595,8 +697,10 @@ async fn hand_on(courier: &Courier, store: &Store, h: Held) -> Option<PublicKey>
     let envelope: Arc<[u8]> = Arc::from(h.envelope);
     let mut pause = Duration::from_secs(2);
     let outcome = loop {
+        let started = Instant::now();
         match courier.deliver(h.recipient, id, envelope.clone()).await {
             Ok(()) => {
+                metrics::HANDON_SECONDS.observe(started.elapsed().as_secs_f64());
                 tracing::info!(peer = %h.recipient, %id, "held envelope delivered; deleting it");
                 break ReleaseOutcome::Delivered;
             }

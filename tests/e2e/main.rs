@@ -2,6 +2,7 @@
 //! Run them inside a network namespace with only `lo` (see `scripts/test.sh`).
 
 mod hostile_peer;
+mod metrics;
 mod postfix_bad_input;
 mod postfix_dsn;
 mod postfix_flow;

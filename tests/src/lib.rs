@@ -6,6 +6,7 @@ pub mod dns;
 pub mod dovecot;
 pub mod inbox;
 pub mod knot;
+pub mod metrics;
 pub mod peers;
 pub mod ports;
 pub mod postfix;

@@ -31,6 +31,8 @@ pub struct RelayProcess {
     /// Known once the relay has run (its `relay.id` file).
     pub address: Option<ToxId>,
     child: Option<Child>,
+    /// The relay's `/metrics`, `/healthz`, `/readyz` listener.
+    pub metrics: std::net::SocketAddr,
 }
 
 impl RelayProcess {
@@ -40,10 +42,12 @@ impl RelayProcess {
         let pg = PgServer::start().expect("PostgreSQL for the relay");
         let config = dir.join("relay.toml");
         let port = crate::bootstrapd::free_udp_port();
+        let metrics: std::net::SocketAddr =
+            ([127, 0, 0, 1], crate::postgres::free_tcp_port().unwrap()).into();
         let text = format!(
             "[relay]\nstate_dir = \"{state}\"\n\n[database]\nurl = \"{url}\"\nmax_connections = 4\n\n\
              [tox]\nport_range = [{lo}, {hi}]\nbootstrap = [{{ address = \"{addr}\", key = \"{key}\" }}]\n\n\
-             [policy]\n{policy}\n",
+             [metrics]\nlisten = \"{metrics}\"\n\n[policy]\n{policy}\n",
             state = dir.join("state").display(),
             url = pg.url(),
             // Ports of its own, kept across restarts (see tests/e2e/relay.rs, `opts`).
@@ -59,6 +63,7 @@ impl RelayProcess {
             pg,
             address: None,
             child: None,
+            metrics,
         };
         relay.admin(&["migrate"]).expect("relay migrate");
         relay.run();

@@ -117,6 +117,8 @@ pub struct Site {
     pub socketmap: SocketAddr,
     /// The Postfix service the bridge injects received mail into (local domains only).
     pub inject: SocketAddr,
+    /// The bridge's `/metrics`, `/healthz`, `/readyz` listener.
+    pub metrics: SocketAddr,
     pub identities: HashMap<String, ToxId>,
     bridge: Option<Child>,
 }
@@ -190,6 +192,8 @@ impl Site {
                 "\n[milter]\nlisten = \"{addr}\"\npolicy = \"{policy}\"\n"
             ));
         }
+        let metrics: SocketAddr = ([127, 0, 0, 1], free_tcp_port().unwrap()).into();
+        text.push_str(&format!("\n[metrics]\nlisten = \"{metrics}\"\n"));
         text.push_str(&spec.extra_sections);
         std::fs::write(&config, text).unwrap();
         let mut site = Site {
@@ -202,6 +206,7 @@ impl Site {
             lmtp_socket,
             socketmap,
             inject,
+            metrics,
             identities: HashMap::new(),
             bridge: None,
         };
@@ -219,6 +224,11 @@ impl Site {
             site.identities.insert(address, id);
         }
         site
+    }
+
+    /// GETs `path` from the bridge's metrics listener: (status code, body).
+    pub fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        crate::metrics::http_get(self.metrics, path)
     }
 
     /// Runs an admin subcommand; its stdout, or its stderr as the error.

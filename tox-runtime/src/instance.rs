@@ -34,6 +34,19 @@ impl Connection {
     }
 }
 
+/// The version of the libtoxcore this process runs on, as "major.minor.patch".
+pub fn libtoxcore_version() -> String {
+    // SAFETY: pure functions returning constants.
+    let (major, minor, patch) = unsafe {
+        (
+            sys::tox_version_major(),
+            sys::tox_version_minor(),
+            sys::tox_version_patch(),
+        )
+    };
+    format!("{major}.{minor}.{patch}")
+}
+
 /// Control messages of a file transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileControl {

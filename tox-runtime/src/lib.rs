@@ -10,6 +10,8 @@
 //! - [`transfer`]: offer → file transfer → "stored" ack, resumable across disconnects and restarts,
 //!   with deduplication and the friendship policy; written once for the bridge and the relay.
 //! - [`swarm`]: a private Tox network on 127.0.0.1 for tests, demos and benchmarks.
+//! - [`metrics`]: the Tox layer's Prometheus metrics; [`exporter`]: the `/metrics`, `/healthz`,
+//!   `/readyz` listener both daemons serve.
 //!
 //! Only `instance`, `callbacks` and `savedata` contain `unsafe`, each block with a `SAFETY:` note.
 //!
@@ -20,7 +22,9 @@
 mod callbacks;
 pub mod error;
 pub mod event;
+pub mod exporter;
 mod instance;
+pub mod metrics;
 pub mod node;
 pub mod options;
 mod owner;
@@ -31,6 +35,7 @@ pub mod transfer;
 
 pub use error::{Result, RuntimeError};
 pub use event::{Connection, Event, FileControl, FileNumber, FriendNumber};
+pub use instance::libtoxcore_version;
 pub use node::{FriendInfo, Handle, Node, NodeInfo, NodeStats};
 pub use options::{BootstrapNode, LOOPBACK_PORTS, Options};
 

@@ -2,7 +2,7 @@
 //! (commands with replies) and a typed event stream.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 
@@ -44,7 +44,7 @@ pub struct FriendInfo {
     pub connection: Connection,
 }
 
-/// Byte counters of file transfers, for tests and benchmarks.
+/// What the owner thread knows of its node, for metrics, tests and benchmarks.
 #[derive(Debug, Default)]
 pub struct NodeStats {
     /// Bytes handed to c-toxcore in answer to chunk requests (re-sent bytes count again).
@@ -52,6 +52,43 @@ pub struct NodeStats {
     pub chunk_bytes_received: AtomicU64,
     /// Savedata files written (each a full rewrite with fsync).
     pub savedata_writes: AtomicU64,
+    /// The node's own connection to the network: 0 none, 1 TCP, 2 UDP.
+    connection: AtomicU8,
+    friends: AtomicU64,
+    friends_online: AtomicU64,
+}
+
+impl NodeStats {
+    pub(crate) fn set_connection(&self, c: Connection) {
+        let v = match c {
+            Connection::None => 0,
+            Connection::Tcp => 1,
+            Connection::Udp => 2,
+        };
+        self.connection.store(v, Ordering::Relaxed);
+    }
+
+    /// The node's own connection as c-toxcore last reported it.
+    pub fn connection(&self) -> Connection {
+        match self.connection.load(Ordering::Relaxed) {
+            1 => Connection::Tcp,
+            2 => Connection::Udp,
+            _ => Connection::None,
+        }
+    }
+
+    pub(crate) fn set_friends(&self, total: usize, online: usize) {
+        self.friends.store(total as u64, Ordering::Relaxed);
+        self.friends_online.store(online as u64, Ordering::Relaxed);
+    }
+
+    /// (friends, friends online) as of the last friend or connection change.
+    pub fn friends(&self) -> (u64, u64) {
+        (
+            self.friends.load(Ordering::Relaxed),
+            self.friends_online.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// A cloneable handle to a running node. Every call is a command executed between iterations.

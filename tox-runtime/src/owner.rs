@@ -126,6 +126,7 @@ impl Owner {
     /// Runs until a `Stop` command arrives or every handle is gone.
     pub(crate) fn run(mut self) {
         let mut sink = Sink::default();
+        self.count_friends();
         loop {
             self.tox.iterate(&mut sink);
             if std::mem::take(&mut sink.panicked) {
@@ -191,7 +192,10 @@ impl Owner {
                 position,
                 length,
             } => self.serve_chunk(friend, file, position, length),
-            RawEvent::SelfConnection(c) => self.emit(Event::SelfConnection(c)),
+            RawEvent::SelfConnection(c) => {
+                self.stats.set_connection(c);
+                self.emit(Event::SelfConnection(c))
+            }
             RawEvent::FriendRequest {
                 public_key,
                 message,
@@ -203,6 +207,7 @@ impl Owner {
                 if !status.is_online() {
                     self.abort_outgoing(friend);
                 }
+                self.count_friends();
                 let public_key = self.public_key(friend);
                 self.emit(Event::FriendConnection {
                     friend,
@@ -377,6 +382,16 @@ impl Owner {
         }
     }
 
+    /// Friends and friends online, for metrics: recounted when either can have changed.
+    fn count_friends(&self) {
+        let list = self.tox.friend_list();
+        let online = list
+            .iter()
+            .filter(|&&n| self.tox.friend_connection(n).is_online())
+            .count();
+        self.stats.set_friends(list.len(), online);
+    }
+
     fn friends(&self) -> Vec<FriendInfo> {
         self.tox
             .friend_list()
@@ -413,16 +428,21 @@ impl Owner {
                 drop(r.send(self.tox.bootstrap(&host, port, &key)))
             }
             Command::FriendAdd(id, msg, r) => {
-                drop(r.send(self.durable(|t| t.friend_add(&id, &msg))))
+                let res = self.durable(|t| t.friend_add(&id, &msg));
+                self.count_friends();
+                drop(r.send(res))
             }
             Command::FriendAddNorequest(pk, r) => {
-                drop(r.send(self.batched(|t| t.friend_add_norequest(&pk))))
+                let res = self.batched(|t| t.friend_add_norequest(&pk));
+                self.count_friends();
+                drop(r.send(res))
             }
             Command::FriendDelete(pk, r) => {
                 let res = match self.tox.friend_by_public_key(&pk) {
                     Some(n) => self.batched(|t| t.friend_delete(n)),
                     None => Err(RuntimeError::NoSuchFriend),
                 };
+                self.count_friends();
                 drop(r.send(res))
             }
             Command::Friends(r) => drop(r.send(Ok(self.friends()))),

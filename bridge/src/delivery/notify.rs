@@ -59,6 +59,7 @@ impl Notifier {
         }
         match dsn::send(&self.hop, &self.hostname, &self.report(o)).await {
             Ok(()) => {
+                crate::metrics::dsn_sent(o.action);
                 tracing::info!(id = o.copy.id, action = ?o.action, "delivery status notification sent");
                 true
             }

@@ -111,23 +111,29 @@ impl Dispatcher {
         match outcome {
             Ok(Ok(())) => {
                 tracing::info!("delivered: the peer stored it");
+                count("delivered");
+                let age = SystemTime::now().duration_since(row.created);
+                crate::metrics::delivered_after(age.unwrap_or_default());
                 self.retry_store(|| self.store.mark_delivered(row.id)).await
             }
             Ok(Err(e)) if e.is_temporary() => {
                 let wait = backoff(row.attempts, self.retry_min, self.retry_max);
                 tracing::info!(error = %e, retry_in = ?wait, "delivery deferred");
+                count("deferred");
                 let (next, reason) = (SystemTime::now() + wait, e.to_string());
                 self.retry_store(|| self.store.reschedule(row.id, next, &reason))
                     .await
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "delivery failed permanently");
+                count("failed");
                 let reason = reason_of(&e);
                 self.retry_store(|| self.store.mark_failed(row.id, &reason))
                     .await
             }
             Err(_) => {
                 tracing::warn!("message expired in the queue");
+                count("expired");
                 let reason = "expired: the peer did not come online in time";
                 self.retry_store(|| self.store.mark_failed(row.id, reason))
                     .await
@@ -154,6 +160,12 @@ impl Dispatcher {
             }
         }
     }
+}
+
+fn count(result: &str) {
+    crate::metrics::DELIVERIES
+        .with_label_values(&[result])
+        .inc();
 }
 
 fn reason_of(e: &DeliveryError) -> String {

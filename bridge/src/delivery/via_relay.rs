@@ -134,6 +134,9 @@ async fn on_released(store: &Store, from: PublicKey, r: Released) {
     }
     match store.close_released(&id, &from).await {
         Ok(Some(row)) => {
+            crate::metrics::DELIVERIES
+                .with_label_values(&["delivered"])
+                .inc();
             tracing::info!(row, relay = %from, %id, "delivered via relay: the recipient acked it there")
         }
         Ok(None) => {
@@ -148,6 +151,9 @@ async fn on_released(store: &Store, from: PublicKey, r: Released) {
 async fn on_receipt(store: &Store, from: PublicKey, id: MessageId) {
     match store.close_acked(&id, &from).await {
         Ok(Some(row)) => {
+            crate::metrics::DELIVERIES
+                .with_label_values(&["delivered"])
+                .inc();
             tracing::info!(row, peer = %from, %id, "delivered: the recipient acked it")
         }
         Ok(None) => {
@@ -209,8 +215,13 @@ pub async fn deposit_when_due(
                 relays = held.len(),
                 "peer offline: copy in a relay's custody"
             );
-            if let Err(e) = store.mark_relayed(row.id, &held.join(",")).await {
-                tracing::warn!(error = %e, "custody not recorded; the copy may be deposited again");
+            match store.mark_relayed(row.id, &held.join(",")).await {
+                Ok(()) => crate::metrics::DELIVERIES
+                    .with_label_values(&["relayed"])
+                    .inc(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "custody not recorded; the copy may be deposited again")
+                }
             }
             return std::future::pending().await;
         }

@@ -142,9 +142,34 @@ struct Map {
     slots: Arc<Semaphore>,
 }
 
+/// The `result` label of a reply payload this module built.
+fn result_of(reply: &str) -> &'static str {
+    if reply.starts_with("OK error:") {
+        "invalid"
+    } else if reply.starts_with("OK retry:") {
+        "temp"
+    } else if reply.starts_with("OK ") {
+        "tox"
+    } else if reply.starts_with("PERM") {
+        "perm"
+    } else {
+        "notfound"
+    }
+}
+
 impl Map {
-    /// The reply payload for one request payload `NAME SP KEY`.
+    /// The reply payload for one request payload `NAME SP KEY`, counted and timed.
     async fn answer(&self, request: &[u8]) -> String {
+        let started = std::time::Instant::now();
+        let reply = self.route(request).await;
+        crate::metrics::SOCKETMAP_SECONDS.observe(started.elapsed().as_secs_f64());
+        crate::metrics::SOCKETMAP_LOOKUPS
+            .with_label_values(&[result_of(&reply)])
+            .inc();
+        reply
+    }
+
+    async fn route(&self, request: &[u8]) -> String {
         let Some(space) = request.iter().position(|&b| b == b' ') else {
             return "PERM malformed request, expected NAME KEY".into();
         };
@@ -374,6 +399,18 @@ mod tests {
         for (route, expected) in table {
             assert_eq!(reply_for(&route, hop), expected, "{route:?}");
         }
+    }
+
+    #[test]
+    fn replies_are_counted_by_their_kind() {
+        let nexthop = "lmtp:inet:[127.0.0.1]:2424";
+        assert_eq!(result_of(&reply_for(&Route::NotTox, nexthop)), "notfound");
+        let invalid = Route::Invalid("bad".into());
+        assert_eq!(result_of(&reply_for(&invalid, nexthop)), "invalid");
+        let temp = Route::TempFail("later".into());
+        assert_eq!(result_of(&reply_for(&temp, nexthop)), "temp");
+        assert_eq!(result_of("PERM unknown map"), "perm");
+        assert_eq!(result_of(&format!("OK {nexthop}")), "tox");
     }
 
     #[test]

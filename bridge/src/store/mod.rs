@@ -11,6 +11,7 @@ mod notices;
 mod pins;
 mod queue;
 mod receipts;
+mod stats;
 
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ pub use notices::CopyInfo;
 pub use pins::PinRow;
 pub use queue::{Enqueued, NewOutbound, OutboundRow, QueueEntry};
 pub use receipts::in_custody_of;
+pub use stats::QueueStats;
 
 /// How long to wait for a free pooled connection, and to open a new one (TCP connect plus
 /// startup): a database that is down must fail a caller within seconds, not hang it.
@@ -72,34 +74,42 @@ impl StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        let text = render(&e);
-        let Some(code) = e.code() else {
-            return if e.is_closed() || has_io_source(&e) || is_connection_kind(&e) {
-                StoreError::Unavailable(text)
-            } else {
-                // Encoding/decoding of parameters and columns: our bug.
-                StoreError::Query(text)
-            };
-        };
-        let class = code.code();
-        if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::EXCLUSION_VIOLATION {
-            StoreError::Conflict(text)
-        } else if class.starts_with("08") // connection exception
-            || class.starts_with("28") // invalid authorization
-            || class.starts_with("57P") // shutting down, cannot connect now
-            || *code == SqlState::INVALID_CATALOG_NAME
-        {
-            StoreError::Unavailable(text)
-        } else if class.starts_with("40") // serialization failure, deadlock
-            || class.starts_with("53") // insufficient resources
-            || class.starts_with("58") // system (I/O) error
-            || *code == SqlState::LOCK_NOT_AVAILABLE
-            || *code == SqlState::QUERY_CANCELED
-        {
-            StoreError::Transient(text)
-        } else {
-            StoreError::Query(text)
+        let classified = classify(&e);
+        if !matches!(classified, StoreError::Conflict(_)) {
+            toxmail_relay::metrics::DATABASE_ERRORS.inc();
         }
+        classified
+    }
+}
+
+fn classify(e: &tokio_postgres::Error) -> StoreError {
+    let text = render(e);
+    let Some(code) = e.code() else {
+        return if e.is_closed() || has_io_source(e) || is_connection_kind(e) {
+            StoreError::Unavailable(text)
+        } else {
+            // Encoding/decoding of parameters and columns: our bug.
+            StoreError::Query(text)
+        };
+    };
+    let class = code.code();
+    if *code == SqlState::UNIQUE_VIOLATION || *code == SqlState::EXCLUSION_VIOLATION {
+        StoreError::Conflict(text)
+    } else if class.starts_with("08") // connection exception
+        || class.starts_with("28") // invalid authorization
+        || class.starts_with("57P") // shutting down, cannot connect now
+        || *code == SqlState::INVALID_CATALOG_NAME
+    {
+        StoreError::Unavailable(text)
+    } else if class.starts_with("40") // serialization failure, deadlock
+        || class.starts_with("53") // insufficient resources
+        || class.starts_with("58") // system (I/O) error
+        || *code == SqlState::LOCK_NOT_AVAILABLE
+        || *code == SqlState::QUERY_CANCELED
+    {
+        StoreError::Transient(text)
+    } else {
+        StoreError::Query(text)
     }
 }
 
@@ -111,7 +121,10 @@ impl From<PoolError> for StoreError {
                 StoreError::Query(text) => StoreError::Unavailable(text),
                 other => other,
             },
-            other => StoreError::Unavailable(format!("connection pool: {other}")),
+            other => {
+                toxmail_relay::metrics::DATABASE_ERRORS.inc();
+                StoreError::Unavailable(format!("connection pool: {other}"))
+            }
         }
     }
 }

@@ -41,6 +41,7 @@ impl StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
+        crate::metrics::DATABASE_ERRORS.inc();
         let text = render(&e);
         match e.code().map(|c| c.code().to_string()) {
             None => StoreError::Unavailable(text),
@@ -58,6 +59,7 @@ impl From<tokio_postgres::Error> for StoreError {
 
 impl From<PoolError> for StoreError {
     fn from(e: PoolError) -> Self {
+        crate::metrics::DATABASE_ERRORS.inc();
         StoreError::Unavailable(format!("connection pool: {e}"))
     }
 }

@@ -46,6 +46,9 @@ impl<I: Inbox> Engine<I> {
         }
         match self.handle.friend_add_norequest(from).await {
             Ok(friend) => {
+                self.stats
+                    .friend_requests_accepted
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(peer = %from, "accepted toxmail friend request");
                 if !self.core.is_friend(&from) {
                     self.feed(Input::Friend { pk: from, friend }).await;

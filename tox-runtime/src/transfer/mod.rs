@@ -269,6 +269,8 @@ pub struct TransferStats {
     pub envelopes_stored: AtomicU64,
     pub duplicates_acked: AtomicU64,
     pub files_cancelled: AtomicU64,
+    /// Friend requests taken (the friendship now exists).
+    pub friend_requests_accepted: AtomicU64,
     pub friend_requests_ignored: AtomicU64,
     /// Strangers' friend requests not taken because a bound bit (pending cap or rate).
     pub friend_requests_bounded: AtomicU64,

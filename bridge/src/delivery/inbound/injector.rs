@@ -52,6 +52,7 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
             // Opened at admission with this key: the row or the key changed under us.
             tracing::error!(%id, error = %e, "stored inbound envelope cannot be opened");
             let reason = format!("cannot open: {e}");
+            inbound_failed();
             let _ = ctx.store.mark_inbound_failed(&key, &reason).await;
             return;
         }
@@ -60,6 +61,7 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
     let meta = &letter.metadata;
     let Ok(sender) = admission::parse_sender(&meta.envelope_sender) else {
         // Admission refuses such senders; a row from before it cannot be bounced.
+        inbound_failed();
         let _ = ctx
             .store
             .mark_inbound_failed(&key, "sender is not an address")
@@ -93,6 +95,9 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
     match smtp_client::send(&ctx.next_hop, &ctx.hostname, &sender, &rcpt, &message).await {
         Ok(()) => {
             tracing::info!(%id, "injected into the local MTA");
+            crate::metrics::INBOUND
+                .with_label_values(&["injected"])
+                .inc();
             if let Err(e) = ctx.store.mark_injected(&key).await {
                 tracing::error!(%id, error = %e, "injected but not marked; it may be injected again");
             }
@@ -111,6 +116,10 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
             give_up_or_retry(ctx, &row, &letter, &sender, outcome).await;
         }
     }
+}
+
+fn inbound_failed() {
+    crate::metrics::INBOUND.with_label_values(&["failed"]).inc();
 }
 
 /// Reschedules the row, or bounces it to its sender and then marks it failed. A bounce that
@@ -144,6 +153,10 @@ async fn give_up_or_retry(
     {
         Ok(()) => {
             tracing::info!(%id, "bounced to the envelope sender");
+            crate::metrics::DSN_SENT
+                .with_label_values(&["failed"])
+                .inc();
+            inbound_failed();
             let reason = format!("bounced: {diagnostic}");
             let _ = ctx.store.mark_inbound_failed(&key, &reason).await;
         }

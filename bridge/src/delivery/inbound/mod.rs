@@ -106,6 +106,7 @@ impl Inbox for BridgeInbox {
         envelope: Vec<u8>,
     ) -> Result<(), Refusal> {
         let verdict = self.admit(from, &envelope).await.inspect_err(|r| {
+            crate::metrics::INBOUND.with_label_values(&["refused"]).inc();
             tracing::info!(%id, sealer = %from, reason = %r.detail, "envelope refused at admission");
         })?;
         let record = NewInbound {
@@ -116,7 +117,10 @@ impl Inbox for BridgeInbox {
             sender_verdict: verdict.as_db().to_string(),
         };
         match self.ctx.store.record_inbound(&record).await {
-            Ok(_) => {
+            Ok(new) => {
+                if new {
+                    crate::metrics::INBOUND.with_label_values(&["stored"]).inc();
+                }
                 self.ctx.injector.notify_one();
                 Ok(())
             }

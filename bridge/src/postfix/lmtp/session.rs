@@ -170,7 +170,11 @@ impl<I: Intake> Session<I> {
             }
             Err(failure) => {
                 info!(%failure, "recipient refused");
-                failure.reply()
+                let reply = failure.reply();
+                crate::metrics::LMTP_RECIPIENTS
+                    .with_label_values(&[crate::metrics::reply_result(&reply)])
+                    .inc();
+                reply
             }
         }
     }
@@ -214,7 +218,9 @@ impl<I: Intake> Session<I> {
                     limit: self.config.max_message_size,
                 };
                 span.in_scope(|| info!(%failure, "message refused"));
-                return vec![failure.reply(); count];
+                let replies = vec![failure.reply(); count];
+                crate::metrics::count_transaction(&replies);
+                return replies;
             }
         };
         let size = data.len();
@@ -229,7 +235,9 @@ impl<I: Intake> Session<I> {
             .deliver(transaction)
             .instrument(span.clone())
             .await;
-        span.in_scope(|| checked(replies, count, size))
+        let replies = span.in_scope(|| checked(replies, count, size));
+        crate::metrics::count_transaction(&replies);
+        replies
     }
 
     pub fn on_line_too_long(&self) -> Reply {

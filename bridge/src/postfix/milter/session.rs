@@ -158,6 +158,7 @@ impl Session {
                 Status::Continue
             }
             Verdict::Notify => {
+                crate::metrics::mixed_message("warn", plain);
                 tracing::info!(
                     queue_id = id,
                     tox,
@@ -177,6 +178,7 @@ impl Session {
                 Status::Continue
             }
             Verdict::Reject => {
+                crate::metrics::mixed_message("reject", plain);
                 tracing::info!(queue_id = id, tox, plain, "mixed recipients: rejected");
                 let text = notice::reject_text(&tx.recipients);
                 let (code, status) = REJECT_CODE;

@@ -1,0 +1,42 @@
+//! What the queue holds, in counts and age, for metrics and `status`: no envelopes are read.
+
+use std::time::Duration;
+
+use super::{Store, StoreError};
+
+/// Copies not yet delivered, by state, and how long the oldest has waited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Waiting for the peer, no relay holds a copy.
+    pub queued: i64,
+    /// Waiting for the peer, a relay holds a copy.
+    pub relayed: i64,
+    /// Failed for good, the bounce not yet sent.
+    pub failed: i64,
+    /// Age of the oldest copy still waiting (queued or relayed).
+    pub oldest: Duration,
+}
+
+impl Store {
+    pub async fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE state = 'queued' AND relayed_at IS NULL), \
+                        count(*) FILTER (WHERE state = 'queued' AND relayed_at IS NOT NULL), \
+                        count(*) FILTER (WHERE state = 'failed'), \
+                        COALESCE(EXTRACT(EPOCH FROM now() - min(created) \
+                                 FILTER (WHERE state = 'queued')), 0)::float8 \
+                 FROM outbound WHERE state <> 'delivered'",
+                &[],
+            )
+            .await?;
+        let oldest: f64 = row.try_get(3)?;
+        Ok(QueueStats {
+            queued: row.try_get(0)?,
+            relayed: row.try_get(1)?,
+            failed: row.try_get(2)?,
+            oldest: Duration::from_secs_f64(oldest.max(0.0)),
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! The HTTP listener both daemons serve for operators (`[metrics] listen`, loopback by default):
+//! `/metrics` in Prometheus' text format, `/healthz` (the process answers) and `/readyz` (the
+//! daemon's own readiness check: database reachable, a Tox node connected). Requests are bounded
+//! in number, header size and time; nothing but GET/HEAD on those three paths is served.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// At most this many scrapes and probes at once; more wait in the accept backlog.
+const MAX_CONNECTIONS: usize = 16;
+/// A connection, keep-alive included, is closed after this long.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the daemon is not ready, in words for the operator.
+pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// What the listener serves: the process-wide default registry (counters declared as statics),
+/// the run's own registry (collectors tied to this run's nodes), and the readiness check.
+#[derive(Clone)]
+pub struct Exporter {
+    pub registry: Registry,
+    pub ready: Readiness,
+}
+
+impl std::fmt::Debug for Exporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Exporter")
+    }
+}
+
+impl Exporter {
+    /// The text exposition of every metric of this process.
+    pub fn render(&self) -> Vec<u8> {
+        let mut families = prometheus::gather();
+        families.extend(self.registry.gather());
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut out = Vec::new();
+        // Encoding into a Vec fails only on a family without metrics, which gather() drops.
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::warn!(error = %e, "encoding metrics");
+        }
+        out
+    }
+
+    fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n");
+        }
+        match req.uri().path() {
+            "/metrics" => reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.render(),
+            ),
+            "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
+            "/readyz" => match (self.ready)() {
+                Ok(()) => reply(StatusCode::OK, "text/plain", "ready\n"),
+                Err(why) => reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: {why}\n"),
+                ),
+            },
+            _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+        }
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, v);
+    }
+    response
+}
+
+/// Serves `exporter` on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, exporter: Exporter, shutdown: CancellationToken) {
+    let exporter = Arc::new(exporter);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let exporter = exporter.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let response = exporter.respond(&req);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .max_buf_size(16 * 1024)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+            drop(slot);
+        });
+    }
+}
