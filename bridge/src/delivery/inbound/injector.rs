@@ -16,6 +16,7 @@ use super::admission::{self, Verdict};
 use super::bounce::{self, AfterFailure, after_failure};
 use crate::address::ReversePath;
 use crate::delivery::{smtp_client, trace};
+use crate::events::DsnStatus;
 use crate::store::InboundRow;
 
 /// Hands committed inbound mail to the local MTA, retrying with backoff until it succeeds.
@@ -52,7 +53,10 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
             // Opened at admission with this key: the row or the key changed under us.
             tracing::error!(%id, error = %e, "stored inbound envelope cannot be opened");
             let reason = format!("cannot open: {e}");
-            let _ = ctx.store.mark_inbound_failed(&key, &reason).await;
+            let status = DsnStatus(5, 0, 0);
+            let _ = (ctx.store)
+                .mark_inbound_failed(&key, &reason, &row.identity, status)
+                .await;
             return;
         }
     };
@@ -60,9 +64,9 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
     let meta = &letter.metadata;
     let Ok(sender) = admission::parse_sender(&meta.envelope_sender) else {
         // Admission refuses such senders; a row from before it cannot be bounced.
-        let _ = ctx
-            .store
-            .mark_inbound_failed(&key, "sender is not an address")
+        let (reason, status) = ("sender is not an address", DsnStatus(5, 1, 7));
+        let _ = (ctx.store)
+            .mark_inbound_failed(&key, reason, &meta.recipient, status)
             .await;
         return;
     };
@@ -93,7 +97,7 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
     match smtp_client::send(&ctx.next_hop, &ctx.hostname, &sender, &rcpt, &message).await {
         Ok(()) => {
             tracing::info!(%id, "injected into the local MTA");
-            if let Err(e) = ctx.store.mark_injected(&key).await {
+            if let Err(e) = ctx.store.mark_injected(&key, &meta.recipient).await {
                 tracing::error!(%id, error = %e, "injected but not marked; it may be injected again");
             }
         }
@@ -145,7 +149,10 @@ async fn give_up_or_retry(
         Ok(()) => {
             tracing::info!(%id, "bounced to the envelope sender");
             let reason = format!("bounced: {diagnostic}");
-            let _ = ctx.store.mark_inbound_failed(&key, &reason).await;
+            let status = DsnStatus(status.0, status.1, status.2);
+            let _ = (ctx.store)
+                .mark_inbound_failed(&key, &reason, recipient, status)
+                .await;
         }
         Err(e) => {
             tracing::warn!(%id, error = %e, "bounce not sent; retrying the row later");
