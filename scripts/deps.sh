@@ -12,6 +12,7 @@ TOXMAIL_PACKAGES=(
   knot                         # knotd + knotc: a DNSSEC-signing DNS server for the DNSSEC tests (tests/src/knot.rs)
   postgresql                   # PostgreSQL 15: tests start private clusters (tests/src/postgres.rs)
   postfix                      # private Postfix sites + smtp-sink (tests/src/postfix.rs); smtp-source (bridge/tests/lmtp.rs)
+  rabbitmq-server              # RabbitMQ 3.10 + Erlang: tests start private brokers with their own epmd (tests/src/rabbitmq.rs); the system one is never used
 )
 
 install_missing() {
