@@ -13,6 +13,7 @@ TOXMAIL_PACKAGES=(
   postgresql                   # PostgreSQL 15: tests start private clusters (tests/src/postgres.rs)
   prometheus                   # promtool: checks scrapes, alert rules and their unit tests (no server is started)
   postfix                      # private Postfix sites + smtp-sink (tests/src/postfix.rs); smtp-source (bridge/tests/lmtp.rs)
+  rabbitmq-server              # RabbitMQ 3.10 + Erlang: tests start private brokers with their own epmd (tests/src/rabbitmq.rs); the system one is never used
 )
 
 install_missing() {

@@ -16,6 +16,7 @@ use crate::delivery::inbound::{BridgeInbox, InboundContext, run_injector};
 use crate::delivery::notify::Notifier;
 use crate::delivery::outbound::Dispatcher;
 use crate::delivery::via_relay::{self, RelaySettings};
+use crate::events::publisher::Publisher;
 use crate::health;
 use crate::identity::{self, DEFAULT_IDENTITY};
 use crate::intake::BridgeIntake;
@@ -214,6 +215,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     let store = Store::connect(&config.database.url, config.database.max_connections)?;
+    // Before any clone: every copy of the store writes events when `[events]` is on.
+    let (store, publisher) = Publisher::setup(&config, store);
     let rows = identities(&config, &store).await?;
     let pass = identity::read_key_file(&config.bridge.key_file)?;
     let mut nodes = Vec::new();
@@ -328,6 +331,9 @@ pub async fn run(
         shutdown.clone(),
     ));
     set.spawn(dispatcher.run(shutdown.clone()));
+    if let Some(publisher) = publisher {
+        set.spawn(publisher.run(shutdown.clone()));
+    }
     for (mailroom, deposited) in mailrooms {
         set.spawn(mailroom.serve(deposited, RELAY_PURGE, shutdown.clone()));
     }

@@ -45,6 +45,9 @@ pub struct Config {
     #[serde(default)]
     pub queue: QueueSection,
     pub inbound: InboundSection,
+    /// Delivery events on RabbitMQ (`crate::events`, docs/events.md).
+    #[serde(default)]
+    pub events: crate::events::EventsSection,
     #[serde(default)]
     pub relays: RelaysSection,
     #[serde(default)]
@@ -636,6 +639,7 @@ impl Config {
             r.parse::<ToxId>()
                 .map_err(|e| invalid("relays.register_with", format!("{r}: {e}")))?;
         }
+        self.events.check().map_err(|(key, m)| invalid(key, m))?;
         if self.queue.retry_min_secs == 0 || self.queue.retry_min_secs > self.queue.retry_max_secs {
             return Err(invalid(
                 "queue.retry_min_secs",

@@ -11,6 +11,9 @@
 //! 4. On the receiving site, [`delivery::inbound`] opens and checks each envelope, commits it
 //!    sealed, acks, and later injects it into the local MTA with trace headers.
 //!
+//! 5. Each queue change above writes a delivery event in the same transaction when `[events]` is
+//!    on; [`events::publisher`] sends them to RabbitMQ (docs/events.md).
+//!
 //! [`app`] wires it all (`run` takes bound listeners), [`config`] is the TOML configuration,
 //! [`identity`] the Tox identities and their savedata, [`admin`] the CLI subcommands,
 //! [`metrics`] every Prometheus family, [`health`] the database and queue sampler and `/readyz`.
@@ -21,6 +24,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod delivery;
+pub mod events;
 pub mod health;
 pub mod identity;
 pub mod intake;

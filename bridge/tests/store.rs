@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use toxmail_bridge::store::{InboundKey, NewInbound, NewOutbound, Store, StoreError};
+use toxmail_bridge::events::DsnStatus;
+use toxmail_bridge::store::{GiveUp, InboundKey, NewInbound, NewOutbound, Store, StoreError};
 use toxmail_protocol::{MessageId, PublicKey, ToxId};
 use toxmail_tests::postgres::PgServer;
 
@@ -15,7 +16,7 @@ async fn fresh() -> (PgServer, Store) {
         .expect("start private PostgreSQL");
     eprintln!("PgServer::start took {:?}", started.elapsed());
     let store = Store::connect(&server.url(), 4).unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 6, "every migration applied");
+    assert_eq!(store.migrate().await.unwrap(), 7, "every migration applied");
     (server, store)
 }
 
@@ -293,7 +294,10 @@ async fn mark_delivered_empties_envelope_and_failed_keeps_it() {
     assert!(contains(&server.dump(), marker));
 
     store.mark_delivered(queued[0].id).await.unwrap();
-    store.mark_failed(queued[1].id, "expired").await.unwrap();
+    store
+        .mark_failed(queued[1].id, "expired", GiveUp::Expired)
+        .await
+        .unwrap();
     assert!(
         !contains(&server.dump(), marker),
         "a delivered envelope is still stored"
@@ -308,7 +312,10 @@ async fn mark_delivered_empties_envelope_and_failed_keeps_it() {
     assert!(contains(&server.dump(), b"kept"));
 
     // A late failure does not undo a delivery; unknown ids are NotFound.
-    store.mark_failed(queued[0].id, "late").await.unwrap();
+    store
+        .mark_failed(queued[0].id, "late", GiveUp::Expired)
+        .await
+        .unwrap();
     assert_eq!(store.queue_list().await.unwrap().len(), 1);
     assert!(matches!(
         store.mark_delivered(999_999).await,
@@ -341,8 +348,14 @@ async fn record_inbound_same_sealer_and_id_is_stored_once_another_sealer_is_not_
     assert_eq!(claimed.len(), 2);
     let envelopes: Vec<&[u8]> = claimed.iter().map(|r| &r.envelope[..]).collect();
     assert!(envelopes.contains(&&b"sealed"[..]) && envelopes.contains(&&b"squat"[..]));
-    store.mark_injected(&claimed[0].key()).await.unwrap();
-    store.mark_injected(&claimed[1].key()).await.unwrap();
+    store
+        .mark_injected(&claimed[0].key(), "a@b.example")
+        .await
+        .unwrap();
+    store
+        .mark_injected(&claimed[1].key(), "a@b.example")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -363,7 +376,10 @@ async fn claim_inbound_then_mark_injected_keeps_id_for_dedup() {
     assert_eq!(claimed.len(), 1);
     assert_eq!((claimed[0].message_id, claimed[0].attempts), (first, 1));
     assert_eq!(claimed[0].sender_key, PublicKey([9; 32]));
-    store.mark_injected(&key(first)).await.unwrap();
+    store
+        .mark_injected(&key(first), "a@b.example")
+        .await
+        .unwrap();
     assert!(!contains(&server.dump(), marker));
     assert!(!store.record_inbound(&inbound(first, marker)).await.unwrap());
 
@@ -388,7 +404,7 @@ async fn claim_inbound_then_mark_injected_keeps_id_for_dedup() {
         1
     );
     store
-        .mark_inbound_failed(&key(second), "rejected")
+        .mark_inbound_failed(&key(second), "rejected", "a@b.example", DsnStatus(5, 0, 0))
         .await
         .unwrap();
     assert!(
@@ -398,7 +414,9 @@ async fn claim_inbound_then_mark_injected_keeps_id_for_dedup() {
             .unwrap()
             .is_empty()
     );
-    let unknown = store.mark_injected(&key(MessageId::random())).await;
+    let unknown = store
+        .mark_injected(&key(MessageId::random()), "a@b.example")
+        .await;
     assert!(
         matches!(unknown, Err(StoreError::NotFound(_))),
         "{unknown:?}"

@@ -1,6 +1,7 @@
 //! End-to-end scenarios against real services on loopback: one module per scenario.
 //! Run them inside a network namespace with only `lo` (see `scripts/test.sh`).
 
+mod events;
 mod hostile_peer;
 mod metrics;
 mod postfix_bad_input;

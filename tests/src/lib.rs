@@ -1,5 +1,5 @@
-//! Test harness for toxmail: starts real services (Tox peers, tox-bootstrapd, …) on loopback, in
-//! temp dirs, on free ports, and stops them when dropped. Scenarios live in `e2e/`.
+//! Test harness for toxmail: starts real services (Tox peers, tox-bootstrapd, RabbitMQ, …) on
+//! loopback, in temp dirs, on free ports, and stops them when dropped. Scenarios live in `e2e/`.
 
 pub mod bootstrapd;
 pub mod dns;
@@ -11,6 +11,7 @@ pub mod peers;
 pub mod ports;
 pub mod postfix;
 pub mod postgres;
+pub mod rabbitmq;
 pub mod relay;
 pub mod site;
 pub mod smtp;

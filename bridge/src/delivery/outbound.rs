@@ -13,7 +13,8 @@ use tox_runtime::transfer::{Courier, DeliveryError};
 
 use super::backoff;
 use super::via_relay::{self, RelaySettings};
-use crate::store::{OutboundRow, Store};
+use crate::events::DsnStatus;
+use crate::store::{GiveUp, OutboundRow, Store};
 
 /// A claimed row stays invisible to other claims this long while its delivery task runs.
 const LEASE: Duration = Duration::from_secs(3600);
@@ -92,8 +93,9 @@ impl Dispatcher {
     async fn deliver(&self, mut row: OutboundRow) {
         let Some(courier) = self.couriers.get(&row.sender_identity) else {
             let reason = format!("sending identity {} is not configured", row.sender_identity);
+            let how = refused(&reason);
             return self
-                .retry_store(|| self.store.mark_failed(row.id, &reason))
+                .retry_store(|| self.store.mark_failed(row.id, &reason, how))
                 .await;
         };
         let left = row
@@ -128,14 +130,15 @@ impl Dispatcher {
                 tracing::warn!(error = %e, "delivery failed permanently");
                 count("failed");
                 let reason = reason_of(&e);
-                self.retry_store(|| self.store.mark_failed(row.id, &reason))
+                let how = refused(&reason);
+                self.retry_store(|| self.store.mark_failed(row.id, &reason, how))
                     .await
             }
             Err(_) => {
                 tracing::warn!("message expired in the queue");
                 count("expired");
                 let reason = "expired: the peer did not come online in time";
-                self.retry_store(|| self.store.mark_failed(row.id, reason))
+                self.retry_store(|| self.store.mark_failed(row.id, reason, GiveUp::Expired))
                     .await
             }
         }
@@ -166,6 +169,12 @@ fn count(result: &str) {
     crate::metrics::DELIVERIES
         .with_label_values(&[result])
         .inc();
+}
+
+/// A permanent refusal, with the status its failed DSN will report.
+fn refused(reason: &str) -> GiveUp {
+    let (class, subject, detail) = super::notify::status_for(reason);
+    GiveUp::Refused(DsnStatus(class, subject, detail))
 }
 
 fn reason_of(e: &DeliveryError) -> String {

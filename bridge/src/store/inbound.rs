@@ -9,6 +9,7 @@ use tokio_postgres::Row;
 use toxmail_protocol::{MessageId, PublicKey};
 
 use super::{Store, StoreError, message_id_from, public_key_from};
+use crate::events::{DsnStatus, EventKind, NewEvent, inbound_subject};
 
 /// An envelope received from a peer, as stored before the Ack is sent.
 #[derive(Debug, Clone)]
@@ -141,37 +142,85 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Postfix accepted the message: drop the envelope, keep the id for deduplication.
-    pub async fn mark_injected(&self, key: &InboundKey) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let updated = client
-            .execute(
-                "UPDATE inbound SET state = 'injected', envelope = ''::bytea, \
-                 injected_at = COALESCE(injected_at, now()) \
-                 WHERE sender_key = $1 AND message_id = $2",
-                &[&&key.sender.0[..], &&key.id.0[..]],
-            )
-            .await?;
-        if updated == 0 {
-            return Err(StoreError::NotFound(format!("inbound message {}", key.id)));
-        }
-        Ok(())
+    /// Postfix accepted the message for `recipient`: drop the envelope, keep the id for
+    /// deduplication. A row already injected is left as it is (and reported once).
+    pub async fn mark_injected(&self, key: &InboundKey, recipient: &str) -> Result<(), StoreError> {
+        let sql = "UPDATE inbound SET state = 'injected', envelope = ''::bytea, \
+                   injected_at = COALESCE(injected_at, now()) \
+                   WHERE sender_key = $1 AND message_id = $2 AND state <> 'injected' \
+                   RETURNING attempts";
+        let end = InboundEnd {
+            kind: EventKind::InboundInjected,
+            recipient,
+            status: DsnStatus::DELIVERED,
+        };
+        self.end_inbound(sql, key, None, end).await
     }
 
-    /// Gives up on a pending envelope (kept for the operator). No-op if no longer pending.
+    /// Gives up on a pending envelope for `recipient` (kept for the operator), reporting
+    /// `status`. No-op if no longer pending.
     pub async fn mark_inbound_failed(
         &self,
         key: &InboundKey,
         reason: &str,
+        recipient: &str,
+        status: DsnStatus,
     ) -> Result<(), StoreError> {
-        self.update_pending(
-            "UPDATE inbound SET state = 'failed', last_error = $3 \
-             WHERE sender_key = $1 AND message_id = $2 AND state = 'pending'",
-            key,
-            reason,
-            None,
-        )
-        .await
+        let sql = "UPDATE inbound SET state = 'failed', last_error = $3 \
+                   WHERE sender_key = $1 AND message_id = $2 AND state = 'pending' \
+                   RETURNING attempts";
+        let end = InboundEnd {
+            kind: EventKind::InboundFailed,
+            recipient,
+            status,
+        };
+        self.end_inbound(sql, key, Some(reason), end).await
+    }
+
+    /// Runs a guarded final update of an inbound row and, when it changed the row and events
+    /// are on, writes its event in the same transaction. NotFound only when the id is unknown.
+    async fn end_inbound(
+        &self,
+        sql: &str,
+        key: &InboundKey,
+        reason: Option<&str>,
+        end: InboundEnd<'_>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let (sender, id) = (&key.sender.0[..], &key.id.0[..]);
+        let updated = match reason {
+            Some(reason) => tx.query_opt(sql, &[&sender, &id, &reason]).await?,
+            None => tx.query_opt(sql, &[&sender, &id]).await?,
+        };
+        let Some(row) = updated else {
+            let exists = tx
+                .query_opt(
+                    "SELECT 1 FROM inbound WHERE sender_key = $1 AND message_id = $2",
+                    &[&sender, &id],
+                )
+                .await?
+                .is_some();
+            if !exists {
+                return Err(StoreError::NotFound(format!("inbound message {}", key.id)));
+            }
+            tracing::debug!(message_id = %key.id, "inbound row already final; update skipped");
+            return Ok(());
+        };
+        if let Some(outbox) = &self.events {
+            let mut data = outbox.data(&key.id, end.recipient);
+            data.status = Some(end.status.to_string());
+            data.attempt = Some(row.try_get(0)?);
+            let event = NewEvent {
+                kind: end.kind,
+                subject: inbound_subject(&key.id),
+                data,
+            };
+            super::events::write(&tx, &event).await?;
+        }
+        tx.commit().await?;
+        self.wake_publisher(self.events.is_some());
+        Ok(())
     }
 
     /// Keeps an envelope pending, due again at `next`. No-op if no longer pending.
@@ -213,6 +262,13 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The event a final inbound update reports.
+struct InboundEnd<'a> {
+    kind: EventKind,
+    recipient: &'a str,
+    status: DsnStatus,
 }
 
 fn inbound_row(row: &Row) -> Result<InboundRow, StoreError> {

@@ -36,6 +36,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 6,
         sql: include_str!("migrations/0006_dns_pins.sql"),
     },
+    Migration {
+        version: 7,
+        sql: include_str!("migrations/0007_events.sql"),
+    },
 ];
 
 /// Serialises bridges migrating the same database at once ("toxmigr" in ASCII).

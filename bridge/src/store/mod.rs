@@ -1,10 +1,11 @@
 //! The bridge's PostgreSQL store: the outbound queue (`queue`) and the receipts that close it
 //! (`receipts`), inbound dedup and injection (`inbound`), identities and contacts (`directory`),
-//! versioned schema (`migrations`).
+//! the delivery events outbox (`events`), versioned schema (`migrations`).
 //! Only sealed envelopes and delivery metadata are stored, never plaintext mail. Every method
 //! runs in its own transaction (or statement) and is committed when it returns `Ok`.
 
 mod directory;
+mod events;
 mod inbound;
 mod migrations;
 mod notices;
@@ -13,6 +14,7 @@ mod queue;
 mod receipts;
 mod stats;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
@@ -24,7 +26,7 @@ pub use directory::{ContactRow, IdentityRow};
 pub use inbound::{InboundKey, InboundRow, NewInbound};
 pub use notices::CopyInfo;
 pub use pins::PinRow;
-pub use queue::{Enqueued, NewOutbound, OutboundRow, QueueEntry};
+pub use queue::{Enqueued, GiveUp, NewOutbound, OutboundRow, QueueEntry};
 pub use receipts::in_custody_of;
 pub use stats::QueueStats;
 
@@ -165,6 +167,8 @@ fn is_connection_kind(e: &tokio_postgres::Error) -> bool {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    /// Set when `[events]` is on: state changes then write their events (`with_events`).
+    events: Option<Arc<crate::events::Outbox>>,
 }
 
 impl Store {
@@ -205,7 +209,7 @@ impl Store {
             .recycle_timeout(Some(POOL_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        Ok(Store { pool })
+        Ok(Store { pool, events: None })
     }
 
     /// Applies every pending migration, each in its own transaction; returns how many ran.

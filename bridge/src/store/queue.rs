@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use tokio_postgres::Row;
 use toxmail_protocol::{MessageId, PublicKey, ToxId};
 
+use super::events::{COPY_COLUMNS, CopyEvent, write_copy};
 use super::{Store, StoreError, message_id_from, tox_id_from};
+use crate::events::{DsnStatus, EventKind, NewEvent, Path, outbound_subject};
 
 /// A copy to queue for one recipient.
 #[derive(Debug, Clone)]
@@ -34,6 +36,25 @@ pub struct Enqueued {
     pub id: i64,
     /// True when `(idem_key, recipient)` was already queued: `id` is that earlier row.
     pub duplicate: bool,
+}
+
+/// How a queued copy ended without delivery: typed, so its event (`failed` or `expired`) needs
+/// no reading of the reason text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// Its queue lifetime ran out.
+    Expired,
+    /// Refused for good, with the enhanced status the failed DSN reports.
+    Refused(DsnStatus),
+}
+
+impl GiveUp {
+    fn event(self) -> CopyEvent {
+        match self {
+            GiveUp::Expired => CopyEvent::new(EventKind::Expired, Some(DsnStatus::EXPIRED), None),
+            GiveUp::Refused(status) => CopyEvent::new(EventKind::Failed, Some(status), None),
+        }
+    }
 }
 
 /// A queued row with its envelope, as handed to the delivery layer.
@@ -110,10 +131,23 @@ impl Store {
                 )
                 .await?;
             let entry = match inserted {
-                Some(row) => Enqueued {
-                    id: row.get(0),
-                    duplicate: false,
-                },
+                Some(row) => {
+                    let id = row.get(0);
+                    if let Some(outbox) = &self.events {
+                        let mut data = outbox.data(&copy.message_id, &copy.recipient);
+                        (data.queue_id, data.attempt) = (Some(id), Some(0));
+                        let event = NewEvent {
+                            kind: EventKind::Accepted,
+                            subject: outbound_subject(id),
+                            data,
+                        };
+                        super::events::write(&tx, &event).await?;
+                    }
+                    Enqueued {
+                        id,
+                        duplicate: false,
+                    }
+                }
                 // The conflicting row is committed (or ours, earlier in this batch): under READ
                 // COMMITTED this new statement sees it.
                 None => Enqueued {
@@ -127,6 +161,7 @@ impl Store {
             queued.push(entry);
         }
         tx.commit().await?;
+        self.wake_publisher(queued.iter().any(|q| !q.duplicate));
         Ok(queued)
     }
 
@@ -176,30 +211,33 @@ impl Store {
     }
 
     /// The peer acknowledged: the row stays (for the log and the CLI) without its envelope.
+    /// A row already delivered is left as it is (and reported once).
     pub async fn mark_delivered(&self, id: i64) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let updated = client
-            .execute(
-                "UPDATE outbound SET state = 'delivered', envelope = ''::bytea, \
-                 delivered_at = COALESCE(delivered_at, now()) WHERE id = $1",
-                &[&id],
-            )
-            .await?;
-        if updated == 0 {
-            return Err(StoreError::NotFound(format!("outbound row {id}")));
-        }
-        Ok(())
+        self.update_copy(
+            "UPDATE outbound SET state = 'delivered', envelope = ''::bytea, \
+             delivered_at = COALESCE(delivered_at, now()) WHERE id = $1 AND state <> 'delivered'",
+            id,
+            None,
+            None,
+            CopyEvent::new(
+                EventKind::Delivered,
+                Some(DsnStatus::DELIVERED),
+                Some(Path::Direct),
+            ),
+        )
+        .await
     }
 
     /// Gives up on a queued row; it stays, with its envelope, until the bounce is sent.
     /// A row that is no longer queued (already delivered or failed) is left as it is.
-    pub async fn mark_failed(&self, id: i64, reason: &str) -> Result<(), StoreError> {
-        self.update_queued(
+    pub async fn mark_failed(&self, id: i64, reason: &str, how: GiveUp) -> Result<(), StoreError> {
+        self.update_copy(
             "UPDATE outbound SET state = 'failed', last_error = $2 \
              WHERE id = $1 AND state = 'queued'",
             id,
-            reason,
+            Some(reason),
             None,
+            how.event(),
         )
         .await
     }
@@ -211,24 +249,34 @@ impl Store {
         next: SystemTime,
         reason: &str,
     ) -> Result<(), StoreError> {
-        self.update_queued(
+        self.update_copy(
             "UPDATE outbound SET next_attempt = $3, last_error = $2 \
              WHERE id = $1 AND state = 'queued'",
             id,
-            reason,
+            Some(reason),
             Some(next),
+            CopyEvent::new(
+                EventKind::Deferred,
+                Some(DsnStatus::DEFERRED),
+                Some(Path::Direct),
+            ),
         )
         .await
     }
 
     /// A relay confirmed custody of a queued copy: recorded, so it is not deposited again.
     pub async fn mark_relayed(&self, id: i64, relays: &str) -> Result<(), StoreError> {
-        self.update_queued(
+        self.update_copy(
             "UPDATE outbound SET relayed_at = now(), relayed_to = $2 \
              WHERE id = $1 AND state = 'queued'",
             id,
-            relays,
+            Some(relays),
             None,
+            CopyEvent::new(
+                EventKind::Relayed,
+                Some(DsnStatus::DELIVERED),
+                Some(Path::Relay),
+            ),
         )
         .await
     }
@@ -299,29 +347,41 @@ impl Store {
             .collect()
     }
 
-    /// Runs an update guarded by `state = 'queued'`; NotFound only when the id does not exist.
-    async fn update_queued(
+    /// Runs a guarded update of one copy (`$1` the id, `$2` the text, `$3` the time) and, when
+    /// it changed the row and events are on, writes `event` in the same transaction. NotFound
+    /// only when the id does not exist; a row the guard skips changes nothing and reports nothing.
+    async fn update_copy(
         &self,
         sql: &str,
         id: i64,
-        reason: &str,
+        text: Option<&str>,
         next: Option<SystemTime>,
+        event: CopyEvent,
     ) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let updated = match next {
-            Some(next) => client.execute(sql, &[&id, &reason, &next]).await?,
-            None => client.execute(sql, &[&id, &reason]).await?,
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let sql = format!("{sql} RETURNING {COPY_COLUMNS}");
+        let updated = match (text, next) {
+            (Some(text), Some(next)) => tx.query_opt(&sql, &[&id, &text, &next]).await?,
+            (Some(text), None) => tx.query_opt(&sql, &[&id, &text]).await?,
+            (None, _) => tx.query_opt(&sql, &[&id]).await?,
         };
-        if updated == 0 {
-            let exists = client
+        let Some(row) = updated else {
+            let exists = tx
                 .query_opt("SELECT 1 FROM outbound WHERE id = $1", &[&id])
                 .await?
                 .is_some();
             if !exists {
                 return Err(StoreError::NotFound(format!("outbound row {id}")));
             }
-            tracing::debug!(id, "outbound row no longer queued; update skipped");
+            tracing::debug!(id, "outbound row not in a state for this update; skipped");
+            return Ok(());
+        };
+        if let Some(outbox) = &self.events {
+            write_copy(&tx, outbox, &row, event).await?;
         }
+        tx.commit().await?;
+        self.wake_publisher(self.events.is_some());
         Ok(())
     }
 }

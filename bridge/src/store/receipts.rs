@@ -5,7 +5,16 @@
 
 use toxmail_protocol::{MessageId, PublicKey, ToxId};
 
+use super::events::{COPY_COLUMNS, CopyEvent, write_copy};
 use super::{Store, StoreError};
+use crate::events::{DsnStatus, EventKind, Path};
+
+/// The event of a copy closed by a receipt: it went (at least partly) through a relay.
+const CLOSED: CopyEvent = CopyEvent {
+    kind: EventKind::Delivered,
+    status: Some(DsnStatus::DELIVERED),
+    path: Some(Path::Relay),
+};
 
 /// Most rows one receipt looks at: a message id is random, so more than one queued copy under
 /// it with relays recorded is already odd; this bounds what a stray id can cost.
@@ -22,7 +31,7 @@ pub fn in_custody_of(relayed_to: &str, relay: &PublicKey) -> bool {
 
 const DELIVERED: &str = "UPDATE outbound SET state = 'delivered', envelope = ''::bytea, \
                          delivered_at = COALESCE(delivered_at, now()) \
-                         WHERE id = $1 AND state = 'queued'";
+                         WHERE id = $1 AND state = 'queued' RETURNING ";
 
 impl Store {
     /// `relay` released `id` to its recipient: closes the queued copy it holds under that id as
@@ -33,8 +42,9 @@ impl Store {
         id: &MessageId,
         relay: &PublicKey,
     ) -> Result<Option<i64>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let rows = tx
             .query(
                 "SELECT id, relayed_to FROM outbound \
                  WHERE message_id = $1 AND state = 'queued' AND relayed_to IS NOT NULL \
@@ -42,9 +52,18 @@ impl Store {
                 &[&&id.0[..], &MAX_CANDIDATES],
             )
             .await?;
+        let delivered = format!("{DELIVERED}{COPY_COLUMNS}");
         for row in rows {
             let (row_id, to): (i64, String) = (row.try_get(0)?, row.try_get(1)?);
-            if in_custody_of(&to, relay) && client.execute(DELIVERED, &[&row_id]).await? == 1 {
+            if !in_custody_of(&to, relay) {
+                continue;
+            }
+            if let Some(closed) = tx.query_opt(&delivered, &[&row_id]).await? {
+                if let Some(outbox) = &self.events {
+                    write_copy(&tx, outbox, &closed, CLOSED).await?;
+                }
+                tx.commit().await?;
+                self.wake_publisher(self.events.is_some());
                 return Ok(Some(row_id));
             }
         }
@@ -58,19 +77,25 @@ impl Store {
         id: &MessageId,
         peer: &PublicKey,
     ) -> Result<Option<i64>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "UPDATE outbound SET state = 'delivered', envelope = ''::bytea, \
-                 delivered_at = COALESCE(delivered_at, now()) \
-                 WHERE id = (SELECT id FROM outbound WHERE message_id = $1 AND state = 'queued' \
-                             AND substring(peer FROM 1 FOR 32) = $2 ORDER BY id LIMIT 1) \
-                   AND state = 'queued' \
-                 RETURNING id",
-                &[&&id.0[..], &&peer.0[..]],
-            )
-            .await?;
-        Ok(row.map(|r| r.get(0)))
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let sql = format!(
+            "UPDATE outbound SET state = 'delivered', envelope = ''::bytea, \
+             delivered_at = COALESCE(delivered_at, now()) \
+             WHERE id = (SELECT id FROM outbound WHERE message_id = $1 AND state = 'queued' \
+                         AND substring(peer FROM 1 FOR 32) = $2 ORDER BY id LIMIT 1) \
+               AND state = 'queued' \
+             RETURNING {COPY_COLUMNS}"
+        );
+        let Some(row) = tx.query_opt(&sql, &[&&id.0[..], &&peer.0[..]]).await? else {
+            return Ok(None);
+        };
+        if let Some(outbox) = &self.events {
+            write_copy(&tx, outbox, &row, CLOSED).await?;
+        }
+        tx.commit().await?;
+        self.wake_publisher(self.events.is_some());
+        Ok(Some(row.try_get("id")?))
     }
 }
 

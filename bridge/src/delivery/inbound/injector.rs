@@ -16,6 +16,7 @@ use super::admission::{self, Verdict};
 use super::bounce::{self, AfterFailure, after_failure};
 use crate::address::ReversePath;
 use crate::delivery::{smtp_client, trace};
+use crate::events::DsnStatus;
 use crate::store::InboundRow;
 
 /// Hands committed inbound mail to the local MTA, retrying with backoff until it succeeds.
@@ -53,7 +54,10 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
             tracing::error!(%id, error = %e, "stored inbound envelope cannot be opened");
             let reason = format!("cannot open: {e}");
             inbound_failed();
-            let _ = ctx.store.mark_inbound_failed(&key, &reason).await;
+            let status = DsnStatus(5, 0, 0);
+            let _ = (ctx.store)
+                .mark_inbound_failed(&key, &reason, &row.identity, status)
+                .await;
             return;
         }
     };
@@ -62,9 +66,9 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
     let Ok(sender) = admission::parse_sender(&meta.envelope_sender) else {
         // Admission refuses such senders; a row from before it cannot be bounced.
         inbound_failed();
-        let _ = ctx
-            .store
-            .mark_inbound_failed(&key, "sender is not an address")
+        let (reason, status) = ("sender is not an address", DsnStatus(5, 1, 7));
+        let _ = (ctx.store)
+            .mark_inbound_failed(&key, reason, &meta.recipient, status)
             .await;
         return;
     };
@@ -98,7 +102,7 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
             crate::metrics::INBOUND
                 .with_label_values(&["injected"])
                 .inc();
-            if let Err(e) = ctx.store.mark_injected(&key).await {
+            if let Err(e) = ctx.store.mark_injected(&key, &meta.recipient).await {
                 tracing::error!(%id, error = %e, "injected but not marked; it may be injected again");
             }
         }
@@ -158,7 +162,10 @@ async fn give_up_or_retry(
                 .inc();
             inbound_failed();
             let reason = format!("bounced: {diagnostic}");
-            let _ = ctx.store.mark_inbound_failed(&key, &reason).await;
+            let status = DsnStatus(status.0, status.1, status.2);
+            let _ = (ctx.store)
+                .mark_inbound_failed(&key, &reason, recipient, status)
+                .await;
         }
         Err(e) => {
             tracing::warn!(%id, error = %e, "bounce not sent; retrying the row later");
