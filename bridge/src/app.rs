@@ -330,7 +330,7 @@ pub async fn run(
         pins_seen,
         shutdown.clone(),
     ));
-    set.spawn(dispatcher.run(shutdown.clone()));
+    set.spawn(dispatcher.clone().run(shutdown.clone()));
     if let Some(publisher) = publisher {
         set.spawn(publisher.run(shutdown.clone()));
     }
@@ -351,6 +351,7 @@ pub async fn run(
         hop: config.notice_hop(),
         hostname: config.bridge.hostname.clone(),
         delay: Duration::from_secs(config.queue.delay_notice_secs),
+        wake: dispatcher.notices.clone(),
     };
     set.spawn(notifier.run(shutdown.clone()));
     set.spawn(run_injector(ctx, shutdown.clone()));

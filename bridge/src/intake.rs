@@ -151,6 +151,7 @@ impl Intake for BridgeIntake {
             }
             if outcome.is_ok() {
                 self.dispatcher.wake.notify_one();
+                self.dispatcher.notices.notify_one();
             }
         }
         replies

@@ -11,7 +11,27 @@ pub mod smtp_client;
 pub mod trace;
 pub mod via_relay;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Longest a work loop sleeps with neither a wake-up nor a due time: a net for work written by
+/// another process (`toxmail-bridge queue` commands, a second bridge), not how work is found.
+pub const SAFETY_POLL: Duration = Duration::from_secs(60);
+
+/// Waits for a wake-up (a commit in this process), for `due`, or for [`SAFETY_POLL`]; false
+/// when `shutdown` came first. A wake-up given while the loop was busy is kept by `Notify`.
+pub async fn idle(wake: &Notify, due: Option<SystemTime>, shutdown: &CancellationToken) -> bool {
+    let until = due
+        .map(|t| t.duration_since(SystemTime::now()).unwrap_or_default())
+        .map_or(SAFETY_POLL, |d| d.min(SAFETY_POLL));
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = wake.notified() => true,
+        _ = tokio::time::sleep(until) => true,
+    }
+}
 
 /// Exponential backoff: `min · 2^(attempts-1)`, capped at `max`.
 pub fn backoff(attempts: i32, min: Duration, max: Duration) -> Duration {

@@ -4,14 +4,19 @@
 //! unknown, since the recipient may well have it and a resent copy would be a duplicate. DSNs go through the local
 //! MTA with a null sender; none is ever sent about a message whose own sender is <>.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::dsn::{self, Action, RecipientStatus, Report};
 use super::trace::rfc5322_date;
 use crate::config::NextHop;
 use crate::store::{CopyInfo, Store};
+
+/// How soon a "delayed" notice the local MTA did not take is tried again.
+const DSN_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct Notifier {
@@ -20,6 +25,8 @@ pub struct Notifier {
     pub hostname: String,
     /// Send one "delayed" DSN once a copy has waited this long.
     pub delay: Duration,
+    /// Woken when a copy failed or new copies were queued (`Dispatcher::notices`).
+    pub wake: Arc<Notify>,
 }
 
 /// One copy's final or interim status, ready for a report.
@@ -96,9 +103,17 @@ impl Notifier {
                     self.failed(final_outcome(copy)).await;
                 }
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            // Sleep until a copy fails or the next "delayed" notice falls due. A DSN the MTA
+            // did not take is tried again at the next wake-up or safety poll.
+            let due = self
+                .store
+                .next_delay_notice(self.delay)
+                .await
+                .unwrap_or(None);
+            // A notice due now was just tried: if the MTA refused it, not again at once.
+            let due = due.map(|t| t.max(SystemTime::now() + DSN_RETRY));
+            if !super::idle(&self.wake, due, &shutdown).await {
+                return;
             }
         }
     }

@@ -29,6 +29,9 @@ pub struct Dispatcher {
     pub relays: Arc<RelaySettings>,
     /// Woken by the LMTP intake after each commit.
     pub wake: Notify,
+    /// Wakes the notifier when the queue changed in a way it acts on: a copy failed (its DSN
+    /// goes out now) or new copies were queued (their "delayed" notice falls due later).
+    pub notices: Arc<Notify>,
     inflight: Mutex<HashSet<i64>>,
 }
 
@@ -47,6 +50,7 @@ impl Dispatcher {
             retry_max,
             relays,
             wake: Notify::new(),
+            notices: Arc::new(Notify::new()),
             inflight: Mutex::default(),
         }
     }
@@ -68,10 +72,10 @@ impl Dispatcher {
                 }
                 Err(e) => tracing::debug!(error = %e, "outbound queue not readable"),
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            // Sleep until a commit wakes us or the next retry falls due.
+            let due = self.store.next_outbound_due().await.unwrap_or(None);
+            if !super::idle(&self.wake, due, &shutdown).await {
+                return;
             }
         }
     }
@@ -94,9 +98,9 @@ impl Dispatcher {
         let Some(courier) = self.couriers.get(&row.sender_identity) else {
             let reason = format!("sending identity {} is not configured", row.sender_identity);
             let how = refused(&reason);
-            return self
-                .retry_store(|| self.store.mark_failed(row.id, &reason, how))
+            self.retry_store(|| self.store.mark_failed(row.id, &reason, how))
                 .await;
+            return self.notices.notify_one();
         };
         let left = row
             .expires
@@ -124,7 +128,9 @@ impl Dispatcher {
                 count("deferred");
                 let (next, reason) = (SystemTime::now() + wait, e.to_string());
                 self.retry_store(|| self.store.reschedule(row.id, next, &reason))
-                    .await
+                    .await;
+                // The loop sleeps until the earliest due row: this one is due sooner than its lease.
+                self.wake.notify_one();
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "delivery failed permanently");
@@ -132,14 +138,16 @@ impl Dispatcher {
                 let reason = reason_of(&e);
                 let how = refused(&reason);
                 self.retry_store(|| self.store.mark_failed(row.id, &reason, how))
-                    .await
+                    .await;
+                self.notices.notify_one();
             }
             Err(_) => {
                 tracing::warn!("message expired in the queue");
                 count("expired");
                 let reason = "expired: the peer did not come online in time";
                 self.retry_store(|| self.store.mark_failed(row.id, reason, GiveUp::Expired))
-                    .await
+                    .await;
+                self.notices.notify_one();
             }
         }
     }

@@ -40,6 +40,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 7,
         sql: include_str!("migrations/0007_events.sql"),
     },
+    Migration {
+        version: 8,
+        sql: include_str!("migrations/0008_delay_notice_index.sql"),
+    },
 ];
 
 /// Serialises bridges migrating the same database at once ("toxmigr" in ASCII).

@@ -12,6 +12,7 @@ mod notices;
 mod pins;
 mod queue;
 mod receipts;
+mod schedule;
 mod stats;
 
 use std::sync::Arc;

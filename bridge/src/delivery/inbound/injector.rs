@@ -33,10 +33,10 @@ pub async fn run_injector(ctx: Arc<InboundContext>, shutdown: CancellationToken)
             }
             Err(e) => tracing::debug!(error = %e, "inbound queue not readable"),
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ctx.injector.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        // Sleep until an inbound commit wakes us or a deferred row falls due.
+        let due = ctx.store.next_inbound_due().await.unwrap_or(None);
+        if !crate::delivery::idle(&ctx.injector, due, &shutdown).await {
+            return;
         }
     }
 }

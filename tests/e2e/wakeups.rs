@@ -1,0 +1,65 @@
+//! The work loops are woken, not polling: a copy queued while the peer is online, and a copy
+//! deferred by the peer's temporary refusal, both go out well inside the safety poll
+//! (`toxmail_bridge::delivery::SAFETY_POLL`, 60 s), which only a missed wake-up would wait for.
+
+use std::time::Duration;
+
+use toxmail_bridge::delivery::SAFETY_POLL;
+use toxmail_tests::bootstrapd::BootstrapDaemon;
+use toxmail_tests::site::Site;
+use toxmail_tests::{smtp, wait_for};
+
+use crate::postfix_flow::spec;
+
+/// Well under the safety poll, and generous for a loaded machine: a delivery between
+/// connected peers takes about a second.
+const WOKEN: Duration = Duration::from_secs(30);
+
+async fn send(a: &Site, subject: &str) {
+    let rcpts = ["bob@b.test"];
+    let message = smtp::message("alice@a.test", &rcpts, subject, "Hello Bob.\r\n");
+    let outcome = smtp::send(a.postfix.smtp_addr(), "alice@a.test", &rcpts, &message)
+        .await
+        .unwrap();
+    assert!(outcome.accepted(), "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_and_deferred_copies_go_out_without_waiting_for_the_safety_poll() {
+    assert!(WOKEN < SAFETY_POLL);
+    toxmail_tests::init_logging();
+    let root = tempfile::tempdir().unwrap();
+    let boot = BootstrapDaemon::start(root.path()).unwrap();
+    let mut b = Site::prepare(root.path(), spec("site-b", "b.test", &["bob"]), &boot.node);
+    b.start_bridge();
+    let bob_id = b.identities["bob@b.test"];
+    let mut a = Site::prepare(
+        root.path(),
+        spec("site-a", "a.test", &["alice"]),
+        &boot.node,
+    );
+    a.admin(&["contact", "add", "bob@b.test", &bob_id.to_string()])
+        .unwrap();
+    a.start_bridge();
+    let bob = || b.postfix.maildir_messages("bob").len();
+
+    // The first mail waits for the friendship; it only brings the peers online.
+    send(&a, "first").await;
+    let first = wait_for(crate::CONNECT, || bob() == 1);
+    assert!(first.await, "{}\n{}", a.bridge_log(), b.bridge_log());
+
+    // Queued while the peer is online: the intake's commit wakes the dispatcher.
+    send(&a, "second").await;
+    let second = wait_for(WOKEN, || bob() == 2);
+    assert!(second.await, "{}", a.bridge_log());
+
+    // B cannot store (its database is down): A's copy is deferred with a 1-5 s backoff, and
+    // the dispatcher sleeps until that retry falls due, not until the next poll.
+    b.pg.stop();
+    send(&a, "third").await;
+    let deferred = wait_for(WOKEN, || a.bridge_log().contains("delivery deferred"));
+    assert!(deferred.await, "{}", a.bridge_log());
+    b.pg.restart();
+    let third = wait_for(WOKEN, || bob() == 3);
+    assert!(third.await, "{}\n{}", a.bridge_log(), b.bridge_log());
+}
