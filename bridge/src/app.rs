@@ -394,7 +394,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     if let Some(listener) = listeners.metrics {
-        let exporter = health::exporter(couriers.values());
+        let exporter = health::exporter(couriers.iter());
         set.spawn(tox_runtime::exporter::serve(
             listener,
             exporter,

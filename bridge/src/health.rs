@@ -50,21 +50,44 @@ pub async fn watch(store: Store, relay: Option<RelayStore>, shutdown: Cancellati
     }
 }
 
-/// `/metrics` with the identities' Tox families, and the readiness check.
-pub fn exporter<'a>(couriers: impl Iterator<Item = &'a Courier>) -> Exporter {
+/// `/metrics` with the identities' Tox families, the readiness check, and `/status`.
+pub fn exporter<'a>(identities: impl Iterator<Item = (&'a String, &'a Courier)>) -> Exporter {
     let registry = prometheus::Registry::new();
     let tox = ToxCollector::default();
-    let couriers: Vec<Courier> = couriers.cloned().collect();
-    for courier in &couriers {
+    let mut identities: Vec<(String, Courier)> =
+        identities.map(|(a, c)| (a.clone(), c.clone())).collect();
+    identities.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, courier) in &identities {
         tox.watch(courier.clone());
     }
     registry.register(Box::new(tox)).expect("a fresh registry");
     register_build_info(&registry, "bridge", env!("CARGO_PKG_VERSION"));
-    let ready = move || ready(&couriers);
+    let couriers: Vec<Courier> = identities.iter().map(|(_, c)| c.clone()).collect();
     Exporter {
         registry,
-        ready: Arc::new(ready),
+        ready: Arc::new(move || ready(&couriers)),
+        status: Arc::new(move || status(&identities)),
     }
+}
+
+/// One line per identity: `identity <address> connection=<none|tcp|udp> friends=<online>/<all>`.
+pub fn status(identities: &[(String, Courier)]) -> String {
+    identities
+        .iter()
+        .map(|(address, courier)| format!("identity {address} {}\n", node_line(courier)))
+        .collect()
+}
+
+/// `connection=<none|tcp|udp> friends=<online>/<all>` of one node.
+pub fn node_line(courier: &Courier) -> String {
+    let stats = courier.node().stats();
+    let connection = match stats.connection() {
+        tox_runtime::Connection::None => "none",
+        tox_runtime::Connection::Tcp => "tcp",
+        tox_runtime::Connection::Udp => "udp",
+    };
+    let (friends, online) = stats.friends();
+    format!("connection={connection} friends={online}/{friends}")
 }
 
 fn ready(couriers: &[Courier]) -> Result<(), String> {

@@ -16,7 +16,8 @@
 //!
 //! [`app`] wires it all (`run` takes bound listeners), [`config`] is the TOML configuration,
 //! [`identity`] the Tox identities and their savedata, [`admin`] the CLI subcommands,
-//! [`metrics`] every Prometheus family, [`health`] the database and queue sampler and `/readyz`.
+//! [`metrics`] every Prometheus family, [`health`] the database and queue sampler and `/readyz`,
+//! [`status`] the operator's `status` report.
 #![forbid(unsafe_code)]
 
 pub mod address;
@@ -33,4 +34,5 @@ pub mod postfix;
 pub mod reply;
 pub mod resolve;
 pub mod roster;
+pub mod status;
 pub mod store;

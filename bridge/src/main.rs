@@ -55,6 +55,8 @@ enum Command {
     Queue(QueueCmd),
     /// Print the main.cf and master.cf fragments for this configuration.
     PostfixConfig,
+    /// Identities and their connection, the queue by state with its oldest copy, recent errors.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -175,6 +177,7 @@ async fn main() -> ExitCode {
         Command::Pins(PinsCmd::List) => admin::pins_list(&config).await,
         Command::Pins(PinsCmd::Remove { address }) => admin::pins_remove(&config, &address).await,
         Command::Queue(QueueCmd::List) => admin::queue_list(&config).await,
+        Command::Status => toxmail_bridge::status::status(&config).await,
         Command::PostfixConfig => {
             print!("{}", admin::postfix_config(&config));
             Ok(())

@@ -95,6 +95,17 @@ async fn status(config: &Config) -> Result<(), String> {
         Ok(contact) => print!("{contact}"),
         Err(_) => println!("tox_id unknown (the relay has not run yet)"),
     }
+    let listen = &config.metrics.listen;
+    if listen.is_empty() {
+        println!("daemon: unknown ([metrics] listen is off, so the daemon cannot be asked)");
+    } else {
+        match tox_runtime::exporter::fetch_status(listen).await {
+            Ok(text) => print!("daemon: running; {text}"),
+            Err(e) => {
+                println!("daemon: not reachable on {listen}: {e} (is toxmail-relay running?)")
+            }
+        }
+    }
     let s = store(config)
         .await?
         .status()

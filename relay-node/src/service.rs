@@ -475,6 +475,15 @@ fn exporter(courier: &Courier) -> tox_runtime::exporter::Exporter {
     tox.watch(courier.clone());
     registry.register(Box::new(tox)).expect("a fresh registry");
     tox_runtime::metrics::register_build_info(&registry, "relay", env!("CARGO_PKG_VERSION"));
+    let status_courier = courier.clone();
+    let status = move || {
+        let stats = status_courier.node().stats();
+        let (friends, online) = stats.friends();
+        format!(
+            "node connection={} friends={online}/{friends}\n",
+            format!("{:?}", stats.connection()).to_lowercase()
+        )
+    };
     let courier = courier.clone();
     let ready = move || {
         if metrics::DATABASE_UP.get() != 1 {
@@ -488,6 +497,7 @@ fn exporter(courier: &Courier) -> tox_runtime::exporter::Exporter {
     tox_runtime::exporter::Exporter {
         registry,
         ready: Arc::new(ready),
+        status: Arc::new(status),
     }
 }
 

@@ -120,6 +120,20 @@ async fn a_delivery_moves_the_counters_on_both_sites_and_the_scrape_is_valid() {
     assert!(got.value(r#"toxmail_tox_envelope_bytes_total{direction="received"}"#) > 0.0);
     assert!(got.value(r#"toxmail_tox_friend_requests_total{outcome="accepted"}"#) >= 1.0);
 
+    // `status` shows the identity online, with a friend, and an empty queue.
+    let status = a.admin(&["status"]).unwrap();
+    let alice_id = a.identities["alice@a.test"].to_string();
+    let line = status
+        .lines()
+        .find(|l| l.contains("alice@a.test"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(line.contains(&alice_id), "{status}");
+    assert!(line.contains("friends=1/1"), "{status}");
+    assert!(!line.contains("connection=none"), "{status}");
+    assert!(status.contains("daemon: running"), "{status}");
+    assert!(status.contains("queue: 0 waiting"), "{status}");
+    assert!(status.contains("recent errors: none"), "{status}");
+
     // No address, key or Tox ID in any label.
     for scrape in [&sent, &got] {
         assert!(!scrape.text.contains('@'), "{}", scrape.text);
@@ -138,6 +152,9 @@ async fn readiness_follows_the_database_and_an_outage_is_logged_once() {
         spec("site-a", "a.test", &["alice"]),
         &boot.node,
     );
+    let stopped = a.admin(&["status"]).unwrap();
+    assert!(stopped.contains("daemon: not reachable"), "{stopped}");
+    assert!(stopped.contains("alice@a.test"), "{stopped}");
     a.start_bridge();
     let ready = wait_for(Duration::from_secs(60), || {
         a.http_get("/readyz").is_ok_and(|(status, _)| status == 200)
@@ -174,6 +191,6 @@ async fn readiness_follows_the_database_and_an_outage_is_logged_once() {
     assert_eq!(log.matches("database unreachable").count(), 1, "{log}");
     assert_eq!(log.matches("database reachable again").count(), 1, "{log}");
 
-    // Anything but GET on the three paths is refused.
+    // A path it does not serve.
     assert_eq!(a.http_get("/nothing").unwrap().0, 404);
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use toxmail_protocol::{MessageId, ToxId};
 use toxmail_tests::bootstrapd::{BootstrapDaemon, free_udp_port};
 use toxmail_tests::dns::DnsServer;
+use toxmail_tests::metrics::{Scrape, http_get, promtool_check};
 use toxmail_tests::relay::RelayProcess;
 use toxmail_tests::site::SiteSpec;
 use toxmail_tests::{smtp, wait_for};
@@ -156,6 +157,25 @@ async fn offline_site_gets_its_mail_from_two_relays_and_later_directly_exactly_o
         "both relays delete it after B's ack\n{}",
         relay_logs()
     );
+    // What the relays' operators see: a deposit stored and handed on, nothing held any more.
+    for relay in [&r1, &r2] {
+        let scraped = wait_for(Duration::from_secs(30), || {
+            relay_scrape(relay).is_some_and(|s| {
+                s.value(r#"toxmail_relay_deposits_total{outcome="stored"}"#) >= 1.0
+                    && s.value("toxmail_relay_handon_duration_seconds_count") >= 1.0
+                    && s.value("toxmail_relay_held_messages") == 0.0
+            })
+        });
+        assert!(scraped.await, "{:?}", relay_scrape(relay).map(|s| s.text));
+        let text = relay_scrape(relay).unwrap().text;
+        promtool_check(&text).unwrap_or_else(|e| panic!("promtool: {e}\n{text}"));
+        assert!(text.contains(r#"daemon="relay""#), "{text}");
+        let status = relay.admin(&["status"]).unwrap();
+        assert!(
+            status.contains("daemon: running; node connection="),
+            "{status}"
+        );
+    }
 
     // A comes back and delivers directly: B acks the duplicate, A closes the copy.
     a.start_bridge();
@@ -177,6 +197,14 @@ async fn offline_site_gets_its_mail_from_two_relays_and_later_directly_exactly_o
 }
 
 /// Rows in a site's relay-service table `held` (a site that relays for its friends).
+/// The relay's `/metrics`, if it answers.
+fn relay_scrape(relay: &RelayProcess) -> Option<Scrape> {
+    match http_get(relay.metrics, "/metrics") {
+        Ok((200, body)) => Some(Scrape::parse(&body)),
+        _ => None,
+    }
+}
+
 async fn held_at(site: &toxmail_tests::site::Site) -> usize {
     query_strings(site, "SELECT message_id::text FROM held")
         .await

@@ -1,6 +1,7 @@
 //! The HTTP listener both daemons serve for operators (`[metrics] listen`, loopback by default):
 //! `/metrics` in Prometheus' text format, `/healthz` (the process answers) and `/readyz` (the
-//! daemon's own readiness check: database reachable, a Tox node connected). Requests are bounded
+//! daemon's own readiness check: database reachable, a Tox node connected), `/status` (what the
+//! `status` command shows of the running daemon: its nodes' connections). Requests are bounded
 //! in number, header size and time; nothing but GET/HEAD on those three paths is served.
 
 use std::convert::Infallible;
@@ -23,12 +24,16 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why the daemon is not ready, in words for the operator.
 pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
+/// The live part of `status` (identities' connections and friends), as plain text lines.
+pub type StatusText = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// What the listener serves: the process-wide default registry (counters declared as statics),
 /// the run's own registry (collectors tied to this run's nodes), and the readiness check.
 #[derive(Clone)]
 pub struct Exporter {
     pub registry: Registry,
     pub ready: Readiness,
+    pub status: StatusText,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -62,6 +67,7 @@ impl Exporter {
                 self.render(),
             ),
             "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
+            "/status" => reply(StatusCode::OK, "text/plain", (self.status)()),
             "/readyz" => match (self.ready)() {
                 Ok(()) => reply(StatusCode::OK, "text/plain", "ready\n"),
                 Err(why) => reply(
@@ -120,4 +126,31 @@ pub async fn serve(listener: TcpListener, exporter: Exporter, shutdown: Cancella
             drop(slot);
         });
     }
+}
+
+/// What the `status` commands read from a running daemon: the body of `GET /status` on its
+/// metrics listener (our own endpoint on loopback; a plain HTTP/1.0 exchange, no client library).
+pub async fn fetch_status(addr: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(format!("GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await?;
+        let mut response = Vec::new();
+        stream.take(1 << 20).read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| std::io::Error::other("no answer within 5 s"))??;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("not an HTTP response"))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        let line = head.lines().next().unwrap_or_default();
+        return Err(std::io::Error::other(format!("answered {line}")));
+    }
+    Ok(body.to_string())
 }

@@ -29,7 +29,7 @@ pub use notices::CopyInfo;
 pub use pins::PinRow;
 pub use queue::{Enqueued, GiveUp, NewOutbound, OutboundRow, QueueEntry};
 pub use receipts::in_custody_of;
-pub use stats::QueueStats;
+pub use stats::{QueueStats, RecentError};
 
 /// How long to wait for a free pooled connection, and to open a new one (TCP connect plus
 /// startup): a database that is down must fail a caller within seconds, not hang it.

@@ -40,3 +40,39 @@ impl Store {
         })
     }
 }
+
+/// One error a copy or an inbound message met last, for `status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecentError {
+    /// "outbound <id> to <recipient>" or "inbound <message id>".
+    pub what: String,
+    pub state: String,
+    pub error: String,
+}
+
+impl Store {
+    /// The last errors of copies and inbound messages not yet done, most recent attempt first.
+    pub async fn recent_errors(&self, limit: i64) -> Result<Vec<RecentError>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "(SELECT 'outbound ' || id || ' to ' || recipient, state, last_error, next_attempt \
+                   FROM outbound WHERE state <> 'delivered' AND last_error IS NOT NULL) \
+                 UNION ALL \
+                 (SELECT 'inbound ' || encode(message_id, 'hex'), state, last_error, next_attempt \
+                   FROM inbound WHERE state <> 'injected' AND last_error IS NOT NULL) \
+                 ORDER BY 4 DESC LIMIT $1",
+                &[&limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RecentError {
+                    what: r.try_get(0)?,
+                    state: r.try_get(1)?,
+                    error: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+}
