@@ -105,16 +105,21 @@ enum QueueCmd {
     List,
 }
 
+/// Text logs on stderr, filtered by `TOXMAIL_LOG`; one JSON object per line with
+/// `TOXMAIL_LOG_FORMAT=json`.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOXMAIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,toxcore=warn"));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    if std::env::var("TOXMAIL_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
 
 async fn run_daemon(config: Config) -> Result<(), String> {

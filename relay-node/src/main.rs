@@ -35,15 +35,20 @@ enum Command {
     Status,
 }
 
+/// Text logs on stderr, filtered by `TOXMAIL_LOG`; one JSON object per line with
+/// `TOXMAIL_LOG_FORMAT=json`.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOXMAIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,toxcore=warn"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+        .with_writer(std::io::stderr);
+    if std::env::var("TOXMAIL_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.with_ansi(false).init();
+    }
 }
 
 async fn run(config: Config) -> Result<(), String> {

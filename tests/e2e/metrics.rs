@@ -143,15 +143,13 @@ async fn a_delivery_moves_the_counters_on_both_sites_and_the_scrape_is_valid() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readiness_follows_the_database_and_an_outage_is_logged_once() {
+async fn readiness_follows_the_database_and_an_outage_is_logged_once_as_json() {
     toxmail_tests::init_logging();
     let root = tempfile::tempdir().unwrap();
     let boot = BootstrapDaemon::start(root.path()).unwrap();
-    let mut a = Site::prepare(
-        root.path(),
-        spec("site-a", "a.test", &["alice"]),
-        &boot.node,
-    );
+    let mut a_spec = spec("site-a", "a.test", &["alice"]);
+    a_spec.json_logs = true;
+    let mut a = Site::prepare(root.path(), a_spec, &boot.node);
     let stopped = a.admin(&["status"]).unwrap();
     assert!(stopped.contains("daemon: not reachable"), "{stopped}");
     assert!(stopped.contains("alice@a.test"), "{stopped}");
@@ -190,6 +188,13 @@ async fn readiness_follows_the_database_and_an_outage_is_logged_once() {
     let log = a.bridge_log();
     assert_eq!(log.matches("database unreachable").count(), 1, "{log}");
     assert_eq!(log.matches("database reachable again").count(), 1, "{log}");
+    // Logged as JSON lines, one object per event, for a log pipeline.
+    let outage = log
+        .lines()
+        .find(|l| l.contains("database unreachable"))
+        .unwrap();
+    assert!(outage.starts_with('{') && outage.ends_with('}'), "{outage}");
+    assert!(outage.contains(r#""level":"ERROR""#), "{outage}");
 
     // A path it does not serve.
     assert_eq!(a.http_get("/nothing").unwrap().0, 404);

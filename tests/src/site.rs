@@ -42,6 +42,8 @@ pub struct SiteSpec {
     /// LMTP on a UNIX socket in Postfix's queue directory (`toxmail/lmtp`, as deploy/ advises)
     /// instead of a loopback TCP port.
     pub lmtp_unix: bool,
+    /// The bridge logs JSON lines (`TOXMAIL_LOG_FORMAT=json`).
+    pub json_logs: bool,
 }
 
 /// The toxmail-bridge binary built next to the running test binary.
@@ -86,6 +88,11 @@ fn daemon_log_filter() -> String {
 }
 
 pub fn spawn_daemon(binary: &Path, config: &Path, log: &Path) -> Child {
+    spawn_daemon_with(binary, config, log, &[])
+}
+
+/// [`spawn_daemon`] with more environment variables (`TOXMAIL_LOG_FORMAT`, …).
+pub fn spawn_daemon_with(binary: &Path, config: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -96,6 +103,7 @@ pub fn spawn_daemon(binary: &Path, config: &Path, log: &Path) -> Child {
         .arg(config)
         .arg("run")
         .env("TOXMAIL_LOG", daemon_log_filter())
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -241,7 +249,13 @@ impl Site {
     pub fn start_bridge(&mut self) {
         assert!(self.bridge.is_none(), "bridge already running");
         let before = self.bridge_log().matches("toxmail-bridge running").count();
-        let child = spawn_daemon(&bridge_binary(), &self.config, &self.dir.join("bridge.log"));
+        let env: &[(&str, &str)] = if self.spec.json_logs {
+            &[("TOXMAIL_LOG_FORMAT", "json")]
+        } else {
+            &[]
+        };
+        let log = self.dir.join("bridge.log");
+        let child = spawn_daemon_with(&bridge_binary(), &self.config, &log, env);
         self.bridge = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         let running =
