@@ -12,7 +12,7 @@ use tox_runtime::transfer::Courier;
 use toxmail_relay::metrics::{DATABASE_UP, DatabaseWatch};
 use toxmail_relay::store::Store as RelayStore;
 
-use crate::metrics::{QUEUE_MESSAGES, QUEUE_OLDEST};
+use crate::metrics::{EVENTS_UNPUBLISHED, QUEUE_MESSAGES, QUEUE_OLDEST};
 use crate::store::Store;
 
 /// How often the database and the queue are sampled.
@@ -35,6 +35,7 @@ pub async fn watch(store: Store, relay: Option<RelayStore>, shutdown: Cancellati
                     .with_label_values(&["failed"])
                     .set(stats.failed);
                 QUEUE_OLDEST.set(i64::try_from(stats.oldest.as_secs()).unwrap_or(i64::MAX));
+                EVENTS_UNPUBLISHED.set(stats.events_unpublished);
             }
             Err(e) => database.observe(Err(e.to_string())),
         }

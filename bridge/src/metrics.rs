@@ -98,6 +98,13 @@ pub static QUEUE_OLDEST: LazyLock<IntGauge> = LazyLock::new(|| {
     )
 });
 
+pub static EVENTS_UNPUBLISHED: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "toxmail_events_unpublished",
+        "Delivery events in the outbox the broker has not confirmed yet (0 without [events]).",
+    )
+});
+
 pub static DELIVERIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "toxmail_deliveries_total",
@@ -167,7 +174,7 @@ pub fn exported_names() -> Vec<String> {
     names
 }
 
-fn own() -> [&'static dyn Collector; 12] {
+fn own() -> [&'static dyn Collector; 13] {
     [
         &*LMTP_TRANSACTIONS,
         &*LMTP_RECIPIENTS,
@@ -175,6 +182,7 @@ fn own() -> [&'static dyn Collector; 12] {
         &*SOCKETMAP_SECONDS,
         &*QUEUE_MESSAGES,
         &*QUEUE_OLDEST,
+        &*EVENTS_UNPUBLISHED,
         &*DELIVERIES,
         &*DELIVERY_SECONDS,
         &*INBOUND,
@@ -285,7 +293,7 @@ mod tests {
     #[test]
     fn names_follow_the_conventions_and_are_unique() {
         let names = exported_names();
-        assert!(names.len() >= 12 + 6 + 8);
+        assert!(names.len() >= 13 + 6 + 8);
         for name in &names {
             assert!(name.starts_with("toxmail_"), "{name}");
         }

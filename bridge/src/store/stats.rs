@@ -15,6 +15,8 @@ pub struct QueueStats {
     pub failed: i64,
     /// Age of the oldest copy still waiting (queued or relayed).
     pub oldest: Duration,
+    /// Delivery events written and not yet confirmed by the broker (0 without `[events]`).
+    pub events_unpublished: i64,
 }
 
 impl Store {
@@ -26,7 +28,8 @@ impl Store {
                         count(*) FILTER (WHERE state = 'queued' AND relayed_at IS NOT NULL), \
                         count(*) FILTER (WHERE state = 'failed'), \
                         COALESCE(EXTRACT(EPOCH FROM now() - min(created) \
-                                 FILTER (WHERE state = 'queued')), 0)::float8 \
+                                 FILTER (WHERE state = 'queued')), 0)::float8, \
+                        (SELECT count(*) FROM events WHERE published_at IS NULL) \
                  FROM outbound WHERE state <> 'delivered'",
                 &[],
             )
@@ -37,6 +40,7 @@ impl Store {
             relayed: row.try_get(1)?,
             failed: row.try_get(2)?,
             oldest: Duration::from_secs_f64(oldest.max(0.0)),
+            events_unpublished: row.try_get(4)?,
         })
     }
 }
