@@ -13,6 +13,7 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use serde_json::Value;
 use toxmail_tests::bootstrapd::BootstrapDaemon;
+use toxmail_tests::metrics::Scrape;
 use toxmail_tests::rabbitmq::RabbitMq;
 use toxmail_tests::site::Site;
 use toxmail_tests::{smtp, wait_for};
@@ -282,6 +283,12 @@ async fn a_broker_outage_holds_events_not_mail_and_every_event_arrives_once() {
     let held = rows.iter().filter(|(_, published)| !published).count();
     assert!(held >= 4, "accepted + delivered of both wait: {rows:?}");
     assert!(rows[..2].iter().all(|(_, p)| *p) && rows[2..].iter().all(|(_, p)| !p));
+    // The backlog shows in the metrics (sampled every 5 s).
+    let backlog = wait_for(Duration::from_secs(30), || {
+        a.http_get("/metrics")
+            .is_ok_and(|(_, body)| Scrape::parse(&body).value("toxmail_events_unpublished") >= 4.0)
+    });
+    assert!(backlog.await, "{:?}", a.http_get("/metrics"));
 
     let _broker = tokio::task::spawn_blocking(move || {
         broker.start_again().expect("broker starts again");
