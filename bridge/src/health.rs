@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tox_runtime::exporter::Exporter;
-use tox_runtime::metrics::{ToxCollector, register_build_info};
+use tox_runtime::metrics::{ToxCollector, node_line, register_build_info};
 use tox_runtime::transfer::Courier;
 use toxmail_relay::metrics::{DATABASE_UP, DatabaseWatch};
 use toxmail_relay::store::Store as RelayStore;
@@ -77,18 +77,6 @@ pub fn status(identities: &[(String, Courier)]) -> String {
         .iter()
         .map(|(address, courier)| format!("identity {address} {}\n", node_line(courier)))
         .collect()
-}
-
-/// `connection=<none|tcp|udp> friends=<online>/<all>` of one node.
-pub fn node_line(courier: &Courier) -> String {
-    let stats = courier.node().stats();
-    let connection = match stats.connection() {
-        tox_runtime::Connection::None => "none",
-        tox_runtime::Connection::Tcp => "tcp",
-        tox_runtime::Connection::Udp => "udp",
-    };
-    let (friends, online) = stats.friends();
-    format!("connection={connection} friends={online}/{friends}")
 }
 
 fn ready(couriers: &[Courier]) -> Result<(), String> {

@@ -6,22 +6,13 @@
 use std::sync::LazyLock;
 
 use prometheus::core::Collector;
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
+use tox_runtime::metrics::{
+    register_counter, register_counter_vec as counter_vec, register_gauge as gauge,
+    register_histogram,
+};
 
 use crate::store::{Limit, Status};
-
-fn registered<C: Collector + Clone + 'static>(c: C) -> C {
-    prometheus::register(Box::new(c.clone())).expect("registered once");
-    c
-}
-
-fn gauge(name: &str, help: &str) -> IntGauge {
-    registered(IntGauge::new(name, help).expect("valid metric"))
-}
-
-fn counter_vec(name: &str, help: &str, label: &str) -> IntCounterVec {
-    registered(IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric"))
-}
 
 pub static HELD_MESSAGES: LazyLock<IntGauge> = LazyLock::new(|| {
     gauge(
@@ -63,27 +54,17 @@ pub static QUOTA_REFUSALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 pub static HANDON_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    registered(
-        Histogram::with_opts(
-            HistogramOpts::new(
-                "toxmail_relay_handon_duration_seconds",
-                "Time to hand one held envelope on: offer to the recipient's stored-ack.",
-            )
-            .buckets(vec![
-                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-            ]),
-        )
-        .expect("valid metric"),
+    register_histogram(
+        "toxmail_relay_handon_duration_seconds",
+        "Time to hand one held envelope on: offer to the recipient's stored-ack.",
+        vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
     )
 });
 
 pub static DATABASE_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
-    registered(
-        IntCounter::new(
-            "toxmail_database_errors_total",
-            "Database operations that failed (unreachable, busy, or a query error).",
-        )
-        .expect("valid metric"),
+    register_counter(
+        "toxmail_database_errors_total",
+        "Database operations that failed (unreachable, busy, or a query error).",
     )
 });
 
@@ -94,26 +75,28 @@ pub static DATABASE_UP: LazyLock<IntGauge> = LazyLock::new(|| {
     )
 });
 
-/// Relay families (the database ones are listed by the daemon that samples them).
-pub const NAMES: &[&str] = &[
-    "toxmail_relay_held_messages",
-    "toxmail_relay_held_bytes",
-    "toxmail_relay_capacity_bytes",
-    "toxmail_relay_deposits_total",
-    "toxmail_relay_quota_refusals_total",
-    "toxmail_relay_handon_duration_seconds",
-    "toxmail_database_errors_total",
-    "toxmail_database_up",
-];
+/// Every family of this module.
+pub fn names() -> Vec<String> {
+    tox_runtime::metrics::family_names(families())
+}
+
+fn families() -> [&'static dyn Collector; 8] {
+    [
+        &*HELD_MESSAGES,
+        &*HELD_BYTES,
+        &*CAPACITY_BYTES,
+        &*DEPOSITS,
+        &*QUOTA_REFUSALS,
+        &*HANDON_SECONDS,
+        &*DATABASE_ERRORS,
+        &*DATABASE_UP,
+    ]
+}
 
 /// Registers every family with its known label values at 0.
 pub fn touch(capacity: u64) {
     CAPACITY_BYTES.set(i64::try_from(capacity).unwrap_or(i64::MAX));
-    LazyLock::force(&HELD_MESSAGES);
-    LazyLock::force(&HELD_BYTES);
-    LazyLock::force(&HANDON_SECONDS);
-    LazyLock::force(&DATABASE_ERRORS);
-    LazyLock::force(&DATABASE_UP);
+    let _ = families();
     for outcome in ["stored", "duplicate", "refused"] {
         DEPOSITS.with_label_values(&[outcome]);
     }

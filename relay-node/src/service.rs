@@ -477,12 +477,8 @@ fn exporter(courier: &Courier) -> tox_runtime::exporter::Exporter {
     tox_runtime::metrics::register_build_info(&registry, "relay", env!("CARGO_PKG_VERSION"));
     let status_courier = courier.clone();
     let status = move || {
-        let stats = status_courier.node().stats();
-        let (friends, online) = stats.friends();
-        format!(
-            "node connection={} friends={online}/{friends}\n",
-            format!("{:?}", stats.connection()).to_lowercase()
-        )
+        let line = tox_runtime::metrics::node_line(&status_courier);
+        format!("node {line}\n")
     };
     let courier = courier.clone();
     let ready = move || {

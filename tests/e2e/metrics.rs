@@ -9,7 +9,7 @@ use toxmail_tests::metrics::{Scrape, promtool_check};
 use toxmail_tests::site::Site;
 use toxmail_tests::{smtp, wait_for};
 
-use crate::postfix_flow::spec;
+use crate::postfix_flow::{alice_and_bob, spec};
 
 fn scrape(site: &Site) -> Scrape {
     let (status, body) = site.http_get("/metrics").expect("scrape");
@@ -33,18 +33,8 @@ async fn scrape_until(site: &Site, cond: impl Fn(&Scrape) -> bool) -> Scrape {
 async fn a_delivery_moves_the_counters_on_both_sites_and_the_scrape_is_valid() {
     toxmail_tests::init_logging();
     let root = tempfile::tempdir().unwrap();
-    let boot = BootstrapDaemon::start(root.path()).unwrap();
-    let mut b = Site::prepare(root.path(), spec("site-b", "b.test", &["bob"]), &boot.node);
-    b.start_bridge();
+    let (_boot, a, b) = alice_and_bob(root.path());
     let bob_id = b.identities["bob@b.test"];
-    let mut a = Site::prepare(
-        root.path(),
-        spec("site-a", "a.test", &["alice"]),
-        &boot.node,
-    );
-    a.admin(&["contact", "add", "bob@b.test", &bob_id.to_string()])
-        .unwrap();
-    a.start_bridge();
 
     // Before any mail: every family is there at zero, and the process is alive.
     assert_eq!(a.http_get("/healthz").unwrap().0, 200);

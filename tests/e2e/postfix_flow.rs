@@ -23,6 +23,19 @@ pub fn spec(name: &str, domain: &str, mailboxes: &[&str]) -> SiteSpec {
     }
 }
 
+/// Site B (bob, running) and site A (alice, with bob as a contact, running) on a private DHT:
+/// the bootstrap node must outlive both.
+pub fn alice_and_bob(root: &std::path::Path) -> (BootstrapDaemon, Site, Site) {
+    let boot = BootstrapDaemon::start(root).unwrap();
+    let mut b = Site::prepare(root, spec("site-b", "b.test", &["bob"]), &boot.node);
+    b.start_bridge();
+    let bob_id = b.identities["bob@b.test"].to_string();
+    let mut a = Site::prepare(root, spec("site-a", "a.test", &["alice"]), &boot.node);
+    a.admin(&["contact", "add", "bob@b.test", &bob_id]).unwrap();
+    a.start_bridge();
+    (boot, a, b)
+}
+
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())

@@ -5,11 +5,10 @@
 use std::time::Duration;
 
 use toxmail_bridge::delivery::SAFETY_POLL;
-use toxmail_tests::bootstrapd::BootstrapDaemon;
 use toxmail_tests::site::Site;
 use toxmail_tests::{smtp, wait_for};
 
-use crate::postfix_flow::spec;
+use crate::postfix_flow::alice_and_bob;
 
 /// Well under the safety poll, and generous for a loaded machine: a delivery between
 /// connected peers takes about a second.
@@ -29,18 +28,7 @@ async fn new_and_deferred_copies_go_out_without_waiting_for_the_safety_poll() {
     assert!(WOKEN < SAFETY_POLL);
     toxmail_tests::init_logging();
     let root = tempfile::tempdir().unwrap();
-    let boot = BootstrapDaemon::start(root.path()).unwrap();
-    let mut b = Site::prepare(root.path(), spec("site-b", "b.test", &["bob"]), &boot.node);
-    b.start_bridge();
-    let bob_id = b.identities["bob@b.test"];
-    let mut a = Site::prepare(
-        root.path(),
-        spec("site-a", "a.test", &["alice"]),
-        &boot.node,
-    );
-    a.admin(&["contact", "add", "bob@b.test", &bob_id.to_string()])
-        .unwrap();
-    a.start_bridge();
+    let (_boot, a, b) = alice_and_bob(root.path());
     let bob = || b.postfix.maildir_messages("bob").len();
 
     // The first mail waits for the friendship; it only brings the peers online.

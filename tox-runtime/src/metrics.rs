@@ -2,24 +2,62 @@
 //! (`NodeStats`, `TransferStats`), and `toxmail_build_info`. Both daemons register them in their
 //! run's registry beside their own. Labels name states and reasons, never keys or addresses.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::event::Connection;
 use crate::transfer::{Courier, TransferStats};
 
 /// Every family this module exports, for the dashboard and rules checks.
-pub const NAMES: &[&str] = &[
-    "toxmail_build_info",
-    "toxmail_tox_nodes",
-    "toxmail_tox_friends",
-    "toxmail_tox_friend_requests_total",
-    "toxmail_tox_frames_refused_total",
-    "toxmail_tox_envelope_bytes_total",
-];
+pub fn names() -> Vec<String> {
+    let mut names = family_names(ToxCollector::default().parts());
+    names.push("toxmail_build_info".into());
+    names
+}
+
+/// The family names of `collectors` (histograms by their base name).
+pub fn family_names<'a>(collectors: impl IntoIterator<Item = &'a dyn Collector>) -> Vec<String> {
+    collectors
+        .into_iter()
+        .flat_map(|c| c.desc())
+        .map(|d| d.fq_name.clone())
+        .collect()
+}
+
+// Declaring a process-wide family: made and registered in the default registry once (the
+// daemons keep them in `LazyLock` statics, so a second registration is a bug).
+
+fn registered<C: Collector + Clone + 'static>(c: C) -> C {
+    prometheus::register(Box::new(c.clone())).expect("each family registered once");
+    c
+}
+
+pub fn register_counter(name: &str, help: &str) -> IntCounter {
+    registered(IntCounter::new(name, help).expect("valid metric"))
+}
+
+pub fn register_counter_vec(name: &str, help: &str, label: &str) -> IntCounterVec {
+    registered(counter(name, help, label))
+}
+
+pub fn register_gauge(name: &str, help: &str) -> IntGauge {
+    registered(IntGauge::new(name, help).expect("valid metric"))
+}
+
+pub fn register_gauge_vec(name: &str, help: &str, label: &str) -> IntGaugeVec {
+    registered(gauge(name, help, label))
+}
+
+pub fn register_histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets);
+    registered(Histogram::with_opts(opts).expect("valid metric"))
+}
 
 /// The nodes' connection and friends, and their transfer counters, summed over the couriers
 /// it watches.
@@ -75,23 +113,32 @@ impl Default for ToxCollector {
 }
 
 impl ToxCollector {
+    fn parts(&self) -> [&dyn Collector; 5] {
+        [
+            &self.nodes,
+            &self.friends,
+            &self.requests,
+            &self.refused,
+            &self.bytes,
+        ]
+    }
+
     pub fn watch(&self, courier: Courier) {
         self.couriers.lock().expect("not poisoned").push(courier);
     }
 
     fn refresh(&self) {
         let couriers = self.couriers.lock().expect("not poisoned");
-        let mut by_connection = [0i64; 3];
+        let mut by_connection: HashMap<&str, i64> =
+            ["none", "tcp", "udp"].into_iter().map(|c| (c, 0)).collect();
         let (mut friends, mut online) = (0u64, 0u64);
         let (mut sent, mut received) = (0u64, 0u64);
         let mut totals = Totals::default();
         for courier in couriers.iter() {
             let node = courier.node().stats();
-            by_connection[match node.connection() {
-                Connection::None => 0,
-                Connection::Tcp => 1,
-                Connection::Udp => 2,
-            }] += 1;
+            *by_connection
+                .entry(connection_label(node.connection()))
+                .or_default() += 1;
             let (f, o) = node.friends();
             friends += f;
             online += o;
@@ -99,7 +146,7 @@ impl ToxCollector {
             received += TransferStats::get(&node.chunk_bytes_received);
             totals.add(courier.stats());
         }
-        for (state, n) in ["none", "tcp", "udp"].iter().zip(by_connection) {
+        for (state, n) in by_connection {
             self.nodes.with_label_values(&[state]).set(n);
         }
         let offline = friends.saturating_sub(online);
@@ -136,6 +183,22 @@ impl Totals {
     }
 }
 
+/// `connection=<none|tcp|udp> friends=<online>/<all>` of one node, for `/status`.
+pub fn node_line(courier: &Courier) -> String {
+    let stats = courier.node().stats();
+    let (friends, online) = stats.friends();
+    let connection = connection_label(stats.connection());
+    format!("connection={connection} friends={online}/{friends}")
+}
+
+fn connection_label(c: Connection) -> &'static str {
+    match c {
+        Connection::None => "none",
+        Connection::Tcp => "tcp",
+        Connection::Udp => "udp",
+    }
+}
+
 /// Moves a counter up to `total` (the sources only grow).
 fn advance(counter: &IntCounterVec, label: &str, total: u64) {
     let c = counter.with_label_values(&[label]);
@@ -147,30 +210,12 @@ fn advance(counter: &IntCounterVec, label: &str, total: u64) {
 
 impl Collector for ToxCollector {
     fn desc(&self) -> Vec<&Desc> {
-        [
-            &self.nodes as &dyn Collector,
-            &self.friends,
-            &self.requests,
-            &self.refused,
-            &self.bytes,
-        ]
-        .into_iter()
-        .flat_map(|c| c.desc())
-        .collect()
+        self.parts().into_iter().flat_map(|c| c.desc()).collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
         self.refresh();
-        [
-            &self.nodes as &dyn Collector,
-            &self.friends,
-            &self.requests,
-            &self.refused,
-            &self.bytes,
-        ]
-        .into_iter()
-        .flat_map(|c| c.collect())
-        .collect()
+        self.parts().into_iter().flat_map(|c| c.collect()).collect()
     }
 }
 
