@@ -65,8 +65,9 @@ async fn offline_site_gets_its_mail_from_two_relays_and_later_directly_exactly_o
 
     // Site A finds bob and his relays in DNS, and deposits at both after 2 s.
     let (_dns, mut a_spec) = depositing_site_a(bob, &[r1_id, r2_id]);
-    // The one interim notice comes after the deposit: it says "relayed", not "delayed".
-    a_spec.extra_queue = "delay_notice_secs = 30".into();
+    // The one interim notice falls due only once the copy is in custody (see below), so it says
+    // "relayed", not "delayed", however long the relays take to connect.
+    a_spec.extra_queue = "delay_notice_secs = 3600".into();
     let mut a = toxmail_tests::site::Site::prepare(root.path(), a_spec, &boot.node);
     a.start_bridge();
     let marker = format!("RELAYMARK-{}", MessageId::random());
@@ -91,6 +92,15 @@ async fn offline_site_gets_its_mail_from_two_relays_and_later_directly_exactly_o
             == 1
     });
     assert!(custody.await, "custody recorded at A\n{}", a.bridge_log());
+    // Age the copy past the notice delay while A is down; A sends the notice as it starts.
+    a.stop_bridge();
+    let aged = query_strings(
+        &a,
+        "UPDATE outbound SET created = created - interval '2 hours' RETURNING state",
+    )
+    .await;
+    assert_eq!(aged, ["queued"]);
+    a.start_bridge();
     let noticed = wait_for(Duration::from_secs(60), || {
         a.postfix
             .maildir_messages("alice")

@@ -200,16 +200,35 @@ pub async fn deposit_when_due(
         if relays.is_empty() {
             tracing::info!("peer still offline and no relay of its known; waiting");
         }
+        // All at once: a relay that is down must not hold up the others for its timeout.
+        // Dropping this future (the direct delivery won) aborts the deposits still running.
+        let mut deposits = tokio::task::JoinSet::new();
+        for (n, relay) in relays.into_iter().enumerate() {
+            let (courier, envelope) = (courier.clone(), envelope.clone());
+            let (id, expires) = (row.message_id, unix(row.expires));
+            deposits.spawn(async move {
+                let deposit = courier.deposit(relay, id, envelope, expires);
+                (
+                    n,
+                    relay,
+                    tokio::time::timeout(DEPOSIT_TIMEOUT, deposit).await,
+                )
+            });
+        }
         let mut held = Vec::new();
-        for relay in relays {
-            let deposit =
-                courier.deposit(relay, row.message_id, envelope.clone(), unix(row.expires));
-            match tokio::time::timeout(DEPOSIT_TIMEOUT, deposit).await {
-                Ok(Ok(())) => held.push(relay.to_string()),
+        while let Some(done) = deposits.join_next().await {
+            let Ok((n, relay, outcome)) = done else {
+                continue; // a panicked deposit task: that relay holds nothing we know of
+            };
+            match outcome {
+                Ok(Ok(())) => held.push((n, relay.to_string())),
                 Ok(Err(e)) => tracing::info!(relay = %relay, error = %e, "deposit refused"),
                 Err(_) => tracing::info!(relay = %relay, "relay did not answer the deposit"),
             }
         }
+        // In the order the relays were chosen, whichever answered first.
+        held.sort();
+        let held: Vec<String> = held.into_iter().map(|(_, r)| r).collect();
         if !held.is_empty() {
             tracing::info!(
                 relays = held.len(),
