@@ -94,18 +94,13 @@ impl Listeners {
                 ListenAddrBound::Unix(l) => milter::Listener::Unix(l),
             }),
         };
-        let metrics = match config.metrics.listen.as_str() {
-            "" => None,
-            addr => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| AppError::Bind {
-                        what: "metrics",
-                        addr: addr.to_string(),
-                        source,
-                    })?,
-            ),
-        };
+        let metrics = tox_runtime::exporter::bind(&config.metrics.listen)
+            .await
+            .map_err(|source| AppError::Bind {
+                what: "metrics",
+                addr: config.metrics.listen.clone(),
+                source,
+            })?;
         Ok(Listeners {
             socketmap,
             lmtp,

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tox_runtime::exporter::Exporter;
-use tox_runtime::metrics::{ToxCollector, node_line, register_build_info};
+use tox_runtime::metrics::node_line;
 use tox_runtime::transfer::Courier;
-use toxmail_relay::metrics::{DATABASE_UP, DatabaseWatch};
+use toxmail_relay::metrics::DatabaseWatch;
 use toxmail_relay::store::Store as RelayStore;
 
 use crate::metrics::{EVENTS_UNPUBLISHED, QUEUE_MESSAGES, QUEUE_OLDEST};
@@ -53,22 +53,17 @@ pub async fn watch(store: Store, relay: Option<RelayStore>, shutdown: Cancellati
 
 /// `/metrics` with the identities' Tox families, the readiness check, and `/status`.
 pub fn exporter<'a>(identities: impl Iterator<Item = (&'a String, &'a Courier)>) -> Exporter {
-    let registry = prometheus::Registry::new();
-    let tox = ToxCollector::default();
     let mut identities: Vec<(String, Courier)> =
         identities.map(|(a, c)| (a.clone(), c.clone())).collect();
     identities.sort_by(|a, b| a.0.cmp(&b.0));
-    for (_, courier) in &identities {
-        tox.watch(courier.clone());
-    }
-    registry.register(Box::new(tox)).expect("a fresh registry");
-    register_build_info(&registry, "bridge", env!("CARGO_PKG_VERSION"));
-    let couriers: Vec<Courier> = identities.iter().map(|(_, c)| c.clone()).collect();
-    Exporter {
-        registry,
-        ready: Arc::new(move || ready(&couriers)),
-        status: Arc::new(move || status(&identities)),
-    }
+    let nodes = identities.iter().map(|(_, c)| c.clone()).collect();
+    Exporter::for_nodes(
+        "bridge",
+        env!("CARGO_PKG_VERSION"),
+        nodes,
+        toxmail_relay::metrics::database_up,
+        Arc::new(move || status(&identities)),
+    )
 }
 
 /// One line per identity: `identity <address> connection=<none|tcp|udp> friends=<online>/<all>`.
@@ -77,17 +72,4 @@ pub fn status(identities: &[(String, Courier)]) -> String {
         .iter()
         .map(|(address, courier)| format!("identity {address} {}\n", node_line(courier)))
         .collect()
-}
-
-fn ready(couriers: &[Courier]) -> Result<(), String> {
-    if DATABASE_UP.get() != 1 {
-        return Err("database unreachable".into());
-    }
-    if !couriers
-        .iter()
-        .any(|c| c.node().stats().connection().is_online())
-    {
-        return Err("no Tox node is connected".into());
-    }
-    Ok(())
 }

@@ -164,7 +164,7 @@ pub fn touch() {
     let _ = own();
     LazyLock::force(&toxmail_relay::metrics::DATABASE_UP);
     LazyLock::force(&toxmail_relay::metrics::DATABASE_ERRORS);
-    let known: [(&IntCounterVec, &[&str]); 6] = [
+    let known: [(&IntCounterVec, &[&str]); 4] = [
         (
             &LMTP_TRANSACTIONS,
             &["accepted", "partial", "deferred", "rejected"],
@@ -174,17 +174,18 @@ pub fn touch() {
             &SOCKETMAP_LOOKUPS,
             &["tox", "notfound", "invalid", "temp", "perm"],
         ),
-        (
-            &DELIVERIES,
-            &["delivered", "deferred", "relayed", "failed", "expired"],
-        ),
-        (&INBOUND, &["stored", "refused", "injected", "failed"]),
         (&DSN_SENT, &["failed", "delayed", "relayed"]),
     ];
     for (vec, labels) in known {
         for label in labels {
             vec.with_label_values(&[label]);
         }
+    }
+    for d in Delivery::ALL {
+        DELIVERIES.with_label_values(&[d.label()]);
+    }
+    for i in Inbound::ALL {
+        INBOUND.with_label_values(&[i.label()]);
     }
     for state in ["queued", "relayed", "failed"] {
         QUEUE_MESSAGES.with_label_values(&[state]);
@@ -237,14 +238,74 @@ pub fn mixed_message(policy: &str, plain: usize) {
 
 /// One DSN sent to a sender.
 pub fn dsn_sent(action: crate::delivery::dsn::Action) {
-    use crate::delivery::dsn::Action;
-    let label = match action {
-        Action::Failed => "failed",
-        Action::Delayed => "delayed",
-        Action::Relayed => "relayed",
-        Action::Delivered => "delivered",
-    };
-    DSN_SENT.with_label_values(&[label]).inc();
+    DSN_SENT.with_label_values(&[action.keyword()]).inc();
+}
+
+/// The `result` of an outbound delivery attempt (`toxmail_deliveries_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Delivered,
+    Deferred,
+    Relayed,
+    Failed,
+    Expired,
+}
+
+impl Delivery {
+    const ALL: [Delivery; 5] = [
+        Delivery::Delivered,
+        Delivery::Deferred,
+        Delivery::Relayed,
+        Delivery::Failed,
+        Delivery::Expired,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Delivery::Delivered => "delivered",
+            Delivery::Deferred => "deferred",
+            Delivery::Relayed => "relayed",
+            Delivery::Failed => "failed",
+            Delivery::Expired => "expired",
+        }
+    }
+}
+
+/// Counts one outbound delivery attempt by its result.
+pub fn delivery(result: Delivery) {
+    DELIVERIES.with_label_values(&[result.label()]).inc();
+}
+
+/// The `result` of an inbound envelope (`toxmail_inbound_messages_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inbound {
+    Stored,
+    Refused,
+    Injected,
+    Failed,
+}
+
+impl Inbound {
+    const ALL: [Inbound; 4] = [
+        Inbound::Stored,
+        Inbound::Refused,
+        Inbound::Injected,
+        Inbound::Failed,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Inbound::Stored => "stored",
+            Inbound::Refused => "refused",
+            Inbound::Injected => "injected",
+            Inbound::Failed => "failed",
+        }
+    }
+}
+
+/// Counts one inbound envelope by its result.
+pub fn inbound(result: Inbound) {
+    INBOUND.with_label_values(&[result.label()]).inc();
 }
 
 /// Observes an accept → ack time.

@@ -75,6 +75,11 @@ pub static DATABASE_UP: LazyLock<IntGauge> = LazyLock::new(|| {
     )
 });
 
+/// Whether the last database check succeeded (what `/readyz` asks first).
+pub fn database_up() -> bool {
+    DATABASE_UP.get() == 1
+}
+
 /// Every family of this module.
 pub fn names() -> Vec<String> {
     tox_runtime::metrics::family_names(families())

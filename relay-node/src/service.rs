@@ -386,18 +386,12 @@ pub fn id_file(config: &Config) -> PathBuf {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RelayError> {
     let store = Store::connect(&config.database.url, config.database.max_connections)?;
     store.migrate().await?;
-    let listen = &config.metrics.listen;
-    let metrics_listener = match listen.as_str() {
-        "" => None,
-        addr => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| RelayError::Bind {
-                    addr: addr.to_string(),
-                    source,
-                })?,
-        ),
-    };
+    let metrics_listener = tox_runtime::exporter::bind(&config.metrics.listen)
+        .await
+        .map_err(|source| RelayError::Bind {
+            addr: config.metrics.listen.clone(),
+            source,
+        })?;
     let state_dir = &config.relay.state_dir;
     std::fs::create_dir_all(state_dir).map_err(|source| RelayError::File {
         path: state_dir.clone(),
@@ -470,31 +464,15 @@ async fn watch(store: Store, shutdown: CancellationToken) {
 
 /// `/metrics` with the node's Tox families, and `/readyz`: database up and the node connected.
 fn exporter(courier: &Courier) -> tox_runtime::exporter::Exporter {
-    let registry = prometheus::Registry::new();
-    let tox = tox_runtime::metrics::ToxCollector::default();
-    tox.watch(courier.clone());
-    registry.register(Box::new(tox)).expect("a fresh registry");
-    tox_runtime::metrics::register_build_info(&registry, "relay", env!("CARGO_PKG_VERSION"));
-    let status_courier = courier.clone();
-    let status = move || {
-        let line = tox_runtime::metrics::node_line(&status_courier);
-        format!("node {line}\n")
-    };
-    let courier = courier.clone();
-    let ready = move || {
-        if metrics::DATABASE_UP.get() != 1 {
-            return Err("database unreachable".to_string());
-        }
-        if !courier.node().stats().connection().is_online() {
-            return Err("the Tox node is not connected".to_string());
-        }
-        Ok(())
-    };
-    tox_runtime::exporter::Exporter {
-        registry,
-        ready: Arc::new(ready),
-        status: Arc::new(status),
-    }
+    let node = courier.clone();
+    let status = move || format!("node {}\n", tox_runtime::metrics::node_line(&node));
+    tox_runtime::exporter::Exporter::for_nodes(
+        "relay",
+        env!("CARGO_PKG_VERSION"),
+        vec![courier.clone()],
+        metrics::database_up,
+        Arc::new(status),
+    )
 }
 
 /// The release side: who is online, what is on its way, and the handing on itself. The relay

@@ -16,9 +16,10 @@ use toxmail_tests::bootstrapd::BootstrapDaemon;
 use toxmail_tests::metrics::Scrape;
 use toxmail_tests::rabbitmq::RabbitMq;
 use toxmail_tests::site::Site;
-use toxmail_tests::{smtp, wait_for};
+use toxmail_tests::wait_for;
 
 use crate::postfix_flow::spec;
+use crate::postfix_recovery::send;
 
 const EXCHANGE: &str = "toxmail.events";
 const QUEUE: &str = "test-events";
@@ -149,15 +150,6 @@ async fn two_sites(
     (boot, a, b)
 }
 
-async fn send(a: &Site, subject: &str) {
-    let to = ["bob@b.test"];
-    let message = smtp::message("alice@a.test", &to, subject, "hello\r\n");
-    let out = smtp::send(a.postfix.smtp_addr(), "alice@a.test", &to, &message)
-        .await
-        .unwrap();
-    assert!(out.accepted(), "{out:?}");
-}
-
 fn of_source<'a>(got: &'a [Received], host: &str) -> Vec<&'a Received> {
     let source = format!("toxmail://{host}");
     got.iter().filter(|r| r.event["source"] == source).collect()
@@ -170,7 +162,7 @@ async fn a_delivery_publishes_accepted_then_delivered_and_injected_as_cloudevent
     let broker = start_broker().await;
     bind_queue(&broker.url()).await;
     let (_boot, a, b) = two_sites(root.path(), &broker, true).await;
-    send(&a, "first").await;
+    send(&a, "bob@b.test", "first").await;
     let arrived = wait_for(Duration::from_secs(120), || {
         b.postfix.maildir_messages("bob").len() == 1
     });
@@ -250,7 +242,7 @@ async fn a_broker_outage_holds_events_not_mail_and_every_event_arrives_once() {
     bind_queue(&url).await;
     let (_boot, a, b) = two_sites(root.path(), &broker, false).await;
     let mut got = Vec::new();
-    send(&a, "before").await;
+    send(&a, "bob@b.test", "before").await;
     let delivered = |got: &[Received]| got.len() == 2;
     let first = collect_until(&url, &mut got, Duration::from_secs(120), delivered).await;
     assert!(first, "{got:#?}\nA:\n{}", a.bridge_log());
@@ -261,8 +253,8 @@ async fn a_broker_outage_holds_events_not_mail_and_every_event_arrives_once() {
     })
     .await
     .unwrap();
-    send(&a, "during 1").await;
-    send(&a, "during 2").await;
+    send(&a, "bob@b.test", "during 1").await;
+    send(&a, "bob@b.test", "during 2").await;
     let arrived = wait_for(Duration::from_secs(120), || {
         b.postfix.maildir_messages("bob").len() == 3
     });

@@ -70,7 +70,8 @@ pub(crate) fn log_seconds(line: &str) -> Option<f64> {
     Some(h * 3600.0 + m * 60.0 + s)
 }
 
-async fn send(site: &Site, to: &str, subject: &str) {
+/// alice@a.test writes to `to` through site's Postfix, which must accept it.
+pub(crate) async fn send(site: &Site, to: &str, subject: &str) {
     let m = smtp::message("alice@a.test", &[to], subject, "body\r\n");
     let out = smtp::send(site.postfix.smtp_addr(), "alice@a.test", &[to], &m)
         .await

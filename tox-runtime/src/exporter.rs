@@ -16,6 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{ToxCollector, register_build_info};
+use crate::transfer::Courier;
+
 /// At most this many scrapes and probes at once; more wait in the accept backlog.
 const MAX_CONNECTIONS: usize = 16;
 /// A connection, keep-alive included, is closed after this long.
@@ -43,6 +46,42 @@ impl std::fmt::Debug for Exporter {
 }
 
 impl Exporter {
+    /// The exporter of a daemon running `nodes`: their Tox families and `toxmail_build_info`
+    /// in the run's registry; ready when `database_up()` and at least one node is connected;
+    /// `/status` from `status`.
+    pub fn for_nodes(
+        daemon: &str,
+        version: &str,
+        nodes: Vec<Courier>,
+        database_up: fn() -> bool,
+        status: StatusText,
+    ) -> Exporter {
+        let registry = Registry::new();
+        let tox = ToxCollector::default();
+        for node in &nodes {
+            tox.watch(node.clone());
+        }
+        registry.register(Box::new(tox)).expect("a fresh registry");
+        register_build_info(&registry, daemon, version);
+        let ready = move || {
+            if !database_up() {
+                return Err("database unreachable".to_string());
+            }
+            if !nodes
+                .iter()
+                .any(|n| n.node().stats().connection().is_online())
+            {
+                return Err("no Tox node is connected".to_string());
+            }
+            Ok(())
+        };
+        Exporter {
+            registry,
+            ready: Arc::new(ready),
+            status,
+        }
+    }
+
     /// The text exposition of every metric of this process.
     pub fn render(&self) -> Vec<u8> {
         let mut families = prometheus::gather();
@@ -90,6 +129,14 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
             .insert(hyper::header::CONTENT_TYPE, v);
     }
     response
+}
+
+/// Binds `[metrics] listen` (`host:port`); `None` when it is "", the listener turned off.
+pub async fn bind(listen: &str) -> std::io::Result<Option<TcpListener>> {
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    TcpListener::bind(listen).await.map(Some)
 }
 
 /// Serves `exporter` on `listener` until `shutdown`.

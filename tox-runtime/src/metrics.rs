@@ -220,7 +220,7 @@ impl Collector for ToxCollector {
 }
 
 /// `toxmail_build_info{daemon,version,libtoxcore} 1` in `registry`.
-pub fn register_build_info(registry: &Registry, daemon: &str, version: &str) {
+pub(crate) fn register_build_info(registry: &Registry, daemon: &str, version: &str) {
     let info = IntGaugeVec::new(
         Opts::new(
             "toxmail_build_info",

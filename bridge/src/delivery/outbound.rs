@@ -14,6 +14,7 @@ use tox_runtime::transfer::{Courier, DeliveryError};
 use super::backoff;
 use super::via_relay::{self, RelaySettings};
 use crate::events::DsnStatus;
+use crate::metrics::{self, Delivery};
 use crate::store::{GiveUp, OutboundRow, Store};
 
 /// A claimed row stays invisible to other claims this long while its delivery task runs.
@@ -117,15 +118,15 @@ impl Dispatcher {
         match outcome {
             Ok(Ok(())) => {
                 tracing::info!("delivered: the peer stored it");
-                count("delivered");
+                metrics::delivery(Delivery::Delivered);
                 let age = SystemTime::now().duration_since(row.created);
-                crate::metrics::delivered_after(age.unwrap_or_default());
+                metrics::delivered_after(age.unwrap_or_default());
                 self.retry_store(|| self.store.mark_delivered(row.id)).await
             }
             Ok(Err(e)) if e.is_temporary() => {
                 let wait = backoff(row.attempts, self.retry_min, self.retry_max);
                 tracing::info!(error = %e, retry_in = ?wait, "delivery deferred");
-                count("deferred");
+                metrics::delivery(Delivery::Deferred);
                 let (next, reason) = (SystemTime::now() + wait, e.to_string());
                 self.retry_store(|| self.store.reschedule(row.id, next, &reason))
                     .await;
@@ -134,7 +135,7 @@ impl Dispatcher {
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "delivery failed permanently");
-                count("failed");
+                metrics::delivery(Delivery::Failed);
                 let reason = reason_of(&e);
                 let how = refused(&reason);
                 self.retry_store(|| self.store.mark_failed(row.id, &reason, how))
@@ -143,7 +144,7 @@ impl Dispatcher {
             }
             Err(_) => {
                 tracing::warn!("message expired in the queue");
-                count("expired");
+                metrics::delivery(Delivery::Expired);
                 let reason = "expired: the peer did not come online in time";
                 self.retry_store(|| self.store.mark_failed(row.id, reason, GiveUp::Expired))
                     .await;
@@ -173,16 +174,9 @@ impl Dispatcher {
     }
 }
 
-fn count(result: &str) {
-    crate::metrics::DELIVERIES
-        .with_label_values(&[result])
-        .inc();
-}
-
 /// A permanent refusal, with the status its failed DSN will report.
 fn refused(reason: &str) -> GiveUp {
-    let (class, subject, detail) = super::notify::status_for(reason);
-    GiveUp::Refused(DsnStatus(class, subject, detail))
+    GiveUp::Refused(DsnStatus::from(super::notify::status_for(reason)))
 }
 
 fn reason_of(e: &DeliveryError) -> String {

@@ -16,6 +16,7 @@ use toxmail_protocol::{
 };
 
 use crate::config::Config;
+use crate::metrics::{self, Delivery};
 use crate::store::{OutboundRow, Store};
 
 /// A deposit that no relay took is tried again after at least this long.
@@ -134,9 +135,7 @@ async fn on_released(store: &Store, from: PublicKey, r: Released) {
     }
     match store.close_released(&id, &from).await {
         Ok(Some(row)) => {
-            crate::metrics::DELIVERIES
-                .with_label_values(&["delivered"])
-                .inc();
+            metrics::delivery(Delivery::Delivered);
             tracing::info!(row, relay = %from, %id, "delivered via relay: the recipient acked it there")
         }
         Ok(None) => {
@@ -151,9 +150,7 @@ async fn on_released(store: &Store, from: PublicKey, r: Released) {
 async fn on_receipt(store: &Store, from: PublicKey, id: MessageId) {
     match store.close_acked(&id, &from).await {
         Ok(Some(row)) => {
-            crate::metrics::DELIVERIES
-                .with_label_values(&["delivered"])
-                .inc();
+            metrics::delivery(Delivery::Delivered);
             tracing::info!(row, peer = %from, %id, "delivered: the recipient acked it")
         }
         Ok(None) => {
@@ -235,9 +232,7 @@ pub async fn deposit_when_due(
                 "peer offline: copy in a relay's custody"
             );
             match store.mark_relayed(row.id, &held.join(",")).await {
-                Ok(()) => crate::metrics::DELIVERIES
-                    .with_label_values(&["relayed"])
-                    .inc(),
+                Ok(()) => metrics::delivery(Delivery::Relayed),
                 Err(e) => {
                     tracing::warn!(error = %e, "custody not recorded; the copy may be deposited again")
                 }

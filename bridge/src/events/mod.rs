@@ -75,6 +75,12 @@ impl DsnStatus {
     pub const EXPIRED: DsnStatus = DsnStatus(5, 4, 7);
 }
 
+impl From<(u8, u16, u16)> for DsnStatus {
+    fn from((class, subject, detail): (u8, u16, u16)) -> DsnStatus {
+        DsnStatus(class, subject, detail)
+    }
+}
+
 impl fmt::Display for DsnStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}.{}", self.0, self.1, self.2)

@@ -5,7 +5,7 @@
 //! waits for this task: a broker outage only lets the outbox grow.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
@@ -163,10 +163,9 @@ impl Publisher {
                 }
             };
             if batch.is_empty() {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = self.outbox.wake.notified() => {}
-                    _ = tokio::time::sleep(POLL) => {}
+                let poll = Some(SystemTime::now() + POLL);
+                if !crate::delivery::idle(&self.outbox.wake, poll, shutdown).await {
+                    return Ok(());
                 }
                 continue;
             }

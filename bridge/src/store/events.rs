@@ -41,7 +41,7 @@ pub(super) async fn write(tx: &Transaction<'_>, event: &NewEvent) -> Result<(), 
 }
 
 /// Writes the event about the copy in `row` (selected or returned with `COPY_COLUMNS`).
-pub(super) async fn write_copy(
+async fn write_copy(
     tx: &Transaction<'_>,
     outbox: &Outbox,
     row: &Row,
@@ -63,6 +63,20 @@ pub(super) async fn write_copy(
 }
 
 impl Store {
+    /// Writes, when events are on, the event about the copy in `row` (selected or returned
+    /// with `COPY_COLUMNS`) in `tx`.
+    pub(super) async fn report_copy(
+        &self,
+        tx: &Transaction<'_>,
+        row: &Row,
+        what: CopyEvent,
+    ) -> Result<(), StoreError> {
+        match &self.events {
+            Some(outbox) => write_copy(tx, outbox, row, what).await,
+            None => Ok(()),
+        }
+    }
+
     /// The same store, writing an event with every reported change from now on.
     pub fn with_events(mut self, outbox: Arc<Outbox>) -> Store {
         self.events = Some(outbox);

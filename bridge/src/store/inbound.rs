@@ -219,7 +219,7 @@ impl Store {
             super::events::write(&tx, &event).await?;
         }
         tx.commit().await?;
-        self.wake_publisher(self.events.is_some());
+        self.wake_publisher(true);
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use tokio_postgres::Row;
 use toxmail_protocol::{MessageId, PublicKey, ToxId};
 
-use super::events::{COPY_COLUMNS, CopyEvent, write_copy};
+use super::events::{COPY_COLUMNS, CopyEvent};
 use super::{Store, StoreError, message_id_from, tox_id_from};
 use crate::events::{DsnStatus, EventKind, NewEvent, Path, outbound_subject};
 
@@ -377,11 +377,9 @@ impl Store {
             tracing::debug!(id, "outbound row not in a state for this update; skipped");
             return Ok(());
         };
-        if let Some(outbox) = &self.events {
-            write_copy(&tx, outbox, &row, event).await?;
-        }
+        self.report_copy(&tx, &row, event).await?;
         tx.commit().await?;
-        self.wake_publisher(self.events.is_some());
+        self.wake_publisher(true);
         Ok(())
     }
 }

@@ -5,7 +5,7 @@
 
 use toxmail_protocol::{MessageId, PublicKey, ToxId};
 
-use super::events::{COPY_COLUMNS, CopyEvent, write_copy};
+use super::events::{COPY_COLUMNS, CopyEvent};
 use super::{Store, StoreError};
 use crate::events::{DsnStatus, EventKind, Path};
 
@@ -59,11 +59,9 @@ impl Store {
                 continue;
             }
             if let Some(closed) = tx.query_opt(&delivered, &[&row_id]).await? {
-                if let Some(outbox) = &self.events {
-                    write_copy(&tx, outbox, &closed, CLOSED).await?;
-                }
+                self.report_copy(&tx, &closed, CLOSED).await?;
                 tx.commit().await?;
-                self.wake_publisher(self.events.is_some());
+                self.wake_publisher(true);
                 return Ok(Some(row_id));
             }
         }
@@ -90,11 +88,9 @@ impl Store {
         let Some(row) = tx.query_opt(&sql, &[&&id.0[..], &&peer.0[..]]).await? else {
             return Ok(None);
         };
-        if let Some(outbox) = &self.events {
-            write_copy(&tx, outbox, &row, CLOSED).await?;
-        }
+        self.report_copy(&tx, &row, CLOSED).await?;
         tx.commit().await?;
-        self.wake_publisher(self.events.is_some());
+        self.wake_publisher(true);
         Ok(Some(row.try_get("id")?))
     }
 }

@@ -15,8 +15,10 @@ use super::InboundContext;
 use super::admission::{self, Verdict};
 use super::bounce::{self, AfterFailure, after_failure};
 use crate::address::ReversePath;
+use crate::delivery::dsn::Action;
 use crate::delivery::{smtp_client, trace};
 use crate::events::DsnStatus;
+use crate::metrics::{self, Inbound};
 use crate::store::InboundRow;
 
 /// Hands committed inbound mail to the local MTA, retrying with backoff until it succeeds.
@@ -53,7 +55,7 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
             // Opened at admission with this key: the row or the key changed under us.
             tracing::error!(%id, error = %e, "stored inbound envelope cannot be opened");
             let reason = format!("cannot open: {e}");
-            inbound_failed();
+            metrics::inbound(Inbound::Failed);
             let status = DsnStatus(5, 0, 0);
             let _ = (ctx.store)
                 .mark_inbound_failed(&key, &reason, &row.identity, status)
@@ -65,7 +67,7 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
     let meta = &letter.metadata;
     let Ok(sender) = admission::parse_sender(&meta.envelope_sender) else {
         // Admission refuses such senders; a row from before it cannot be bounced.
-        inbound_failed();
+        metrics::inbound(Inbound::Failed);
         let (reason, status) = ("sender is not an address", DsnStatus(5, 1, 7));
         let _ = (ctx.store)
             .mark_inbound_failed(&key, reason, &meta.recipient, status)
@@ -99,9 +101,7 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
     match smtp_client::send(&ctx.next_hop, &ctx.hostname, &sender, &rcpt, &message).await {
         Ok(()) => {
             tracing::info!(%id, "injected into the local MTA");
-            crate::metrics::INBOUND
-                .with_label_values(&["injected"])
-                .inc();
+            metrics::inbound(Inbound::Injected);
             if let Err(e) = ctx.store.mark_injected(&key, &meta.recipient).await {
                 tracing::error!(%id, error = %e, "injected but not marked; it may be injected again");
             }
@@ -120,10 +120,6 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
             give_up_or_retry(ctx, &row, &letter, &sender, outcome).await;
         }
     }
-}
-
-fn inbound_failed() {
-    crate::metrics::INBOUND.with_label_values(&["failed"]).inc();
 }
 
 /// Reschedules the row, or bounces it to its sender and then marks it failed. A bounce that
@@ -157,12 +153,10 @@ async fn give_up_or_retry(
     {
         Ok(()) => {
             tracing::info!(%id, "bounced to the envelope sender");
-            crate::metrics::DSN_SENT
-                .with_label_values(&["failed"])
-                .inc();
-            inbound_failed();
+            metrics::dsn_sent(Action::Failed);
+            metrics::inbound(Inbound::Failed);
             let reason = format!("bounced: {diagnostic}");
-            let status = DsnStatus(status.0, status.1, status.2);
+            let status = DsnStatus::from(status);
             let _ = (ctx.store)
                 .mark_inbound_failed(&key, &reason, recipient, status)
                 .await;

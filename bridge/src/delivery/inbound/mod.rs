@@ -106,7 +106,7 @@ impl Inbox for BridgeInbox {
         envelope: Vec<u8>,
     ) -> Result<(), Refusal> {
         let verdict = self.admit(from, &envelope).await.inspect_err(|r| {
-            crate::metrics::INBOUND.with_label_values(&["refused"]).inc();
+            crate::metrics::inbound(crate::metrics::Inbound::Refused);
             tracing::info!(%id, sealer = %from, reason = %r.detail, "envelope refused at admission");
         })?;
         let record = NewInbound {
@@ -119,7 +119,7 @@ impl Inbox for BridgeInbox {
         match self.ctx.store.record_inbound(&record).await {
             Ok(new) => {
                 if new {
-                    crate::metrics::INBOUND.with_label_values(&["stored"]).inc();
+                    crate::metrics::inbound(crate::metrics::Inbound::Stored);
                 }
                 self.ctx.injector.notify_one();
                 Ok(())
