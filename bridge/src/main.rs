@@ -53,10 +53,27 @@ enum Command {
     /// The outbound queue.
     #[command(subcommand)]
     Queue(QueueCmd),
-    /// Print the main.cf and master.cf fragments for this configuration.
-    PostfixConfig,
+    /// Print the master.cf and main.cf settings for this configuration, merged with Postfix's
+    /// current ones (read with postconf), then the same as postconf commands.
+    PostfixConfig(PostfixConfigArgs),
     /// Identities and their connection, the queue by state with its oldest copy, recent errors.
     Status,
+}
+
+#[derive(clap::Args)]
+struct PostfixConfigArgs {
+    /// The current transport_maps value to keep after the socketmap, instead of asking
+    /// `postconf -h transport_maps` (e.g. when Postfix runs on another host or container).
+    #[arg(long, value_name = "VALUE")]
+    existing: Option<String>,
+    /// The current smtpd_milters value to keep before the bridge's milter, instead of asking
+    /// postconf.
+    #[arg(long, value_name = "VALUE")]
+    existing_milters: Option<String>,
+    /// Postfix's configuration directory: read with `postconf -c DIR`, and named in the printed
+    /// commands (default: postconf's own, usually /etc/postfix).
+    #[arg(long, value_name = "DIR")]
+    postfix_config_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -183,8 +200,13 @@ async fn main() -> ExitCode {
         Command::Pins(PinsCmd::Remove { address }) => admin::pins_remove(&config, &address).await,
         Command::Queue(QueueCmd::List) => admin::queue_list(&config).await,
         Command::Status => toxmail_bridge::status::status(&config).await,
-        Command::PostfixConfig => {
-            print!("{}", admin::postfix_config(&config));
+        Command::PostfixConfig(args) => {
+            let current = admin::PostfixCurrent::read(&admin::PostfixSite {
+                transport_maps: args.existing,
+                smtpd_milters: args.existing_milters,
+                config_dir: args.postfix_config_dir,
+            });
+            print!("{}", admin::postfix_config(&config, &current));
             Ok(())
         }
     };

@@ -1,5 +1,6 @@
 //! The admin subcommands: each opens what it needs, does one thing, and prints plain text.
-//! One file per group: `identity`, `check` (check-config), `queue`, `postfix` (postfix-config).
+//! One file per group: `identity`, `check` (check-config), `queue`, `postfix` (postfix-config, with
+//! `postconf` reading and merging Postfix's current settings).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,11 +15,13 @@ type Result = std::result::Result<(), String>;
 
 mod check;
 mod identity;
+mod postconf;
 mod postfix;
 mod queue;
 
 pub use check::check_config;
 pub use identity::{identity_add, identity_list, identity_rotate_nospam};
+pub use postconf::{Current as PostfixCurrent, PostfixSite};
 pub use postfix::{INJECTION_MARK, injection_service, postfix_config};
 pub use queue::queue_list;
 
