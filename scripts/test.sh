@@ -15,3 +15,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   in_loopback_namespace cargo test --workspace --offline --no-fail-fast -- --test-threads 6
 fi
+
+# Compose files, deployment scripts (Zimbra, docker-mailserver, container start and healthcheck).
+in_loopback_namespace scripts/deploy-check.sh

@@ -419,6 +419,13 @@ mod example {
     use super::*;
 
     #[test]
+    fn the_compose_relay_config_parses() {
+        let text = include_str!("../../deploy/docker/relay.toml");
+        let c = Config::parse(Path::new("deploy/docker/relay.toml"), text).unwrap();
+        assert!(c.tox.bootstrap.is_empty(), "no public bootstrap node");
+    }
+
+    #[test]
     fn deploy_example_parses() {
         let text = include_str!("../../deploy/relay.example.toml");
         let c = Config::parse(Path::new("deploy/relay.example.toml"), text).unwrap();
