@@ -838,9 +838,13 @@ local_domains = ["a.test"]
     fn every_bridge_example_config_in_deploy_parses() {
         let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
         let mut seen = 0;
-        let entries = [deploy.clone(), deploy.join("docker"), deploy.join("mailcow")]
-            .into_iter()
-            .flat_map(|dir| std::fs::read_dir(dir).unwrap());
+        let entries = [
+            deploy.clone(),
+            deploy.join("docker"),
+            deploy.join("mailcow"),
+        ]
+        .into_iter()
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap());
         for entry in entries {
             let path = entry.unwrap().path();
             let bridge = path
@@ -851,6 +855,9 @@ local_domains = ["a.test"]
                 seen += 1;
             }
         }
-        assert!(seen >= 3, "deploy/, deploy/docker/ and deploy/mailcow/ have bridge configs");
+        assert!(
+            seen >= 3,
+            "deploy/, deploy/docker/ and deploy/mailcow/ have bridge configs"
+        );
     }
 }
