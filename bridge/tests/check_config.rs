@@ -2,92 +2,21 @@
 //! each problem it must catch makes it fail with a line naming the file, the key or the
 //! database's host:port; a sound site passes.
 
+mod cli;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use cli::{BOOTSTRAP, Outcome, Scene};
 use toxmail_tests::postgres::{PgServer, free_tcp_port};
 
-const KEY: &str = "test key file, 32 bytes or more!";
-const BOOTSTRAP: &str = r#"bootstrap = [{ address = "127.0.0.1:33445", key = "1111111111111111111111111111111111111111111111111111111111111111" }]"#;
-
-/// A site's files: a state_dir, a key file (mode 0600) and a config pointing at `url`.
-struct Scene {
-    dir: tempfile::TempDir,
-    config: PathBuf,
+/// Asserts on what `check-config` printed.
+trait Problems {
+    fn problems(&self) -> Vec<&str>;
+    fn one_problem(&self, needles: &[&str]);
 }
 
-impl Scene {
-    fn new(url: &str) -> Scene {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("state")).unwrap();
-        let key = dir.path().join("bridge.key");
-        std::fs::write(&key, KEY).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let config = dir.path().join("bridge.toml");
-        let scene = Scene { dir, config };
-        scene.write_config(
-            url,
-            &format!("state_dir = {:?}", scene.state_dir()),
-            BOOTSTRAP,
-        );
-        scene
-    }
-
-    fn write_config(&self, url: &str, state_dir: &str, tox: &str) {
-        let (lo, hi) = tox_runtime::LOOPBACK_PORTS;
-        let text = format!(
-            "[bridge]\nhostname = \"mx.b.test\"\n{state_dir}\nkey_file = {key:?}\n\
-             [database]\nurl = {url:?}\n\
-             [tox]\nport_range = [{lo}, {hi}]\n{tox}\n\
-             [inbound]\nnext_hop = \"smtp:127.0.0.1:25\"\nlocal_domains = [\"b.test\"]\n",
-            key = self.key_file(),
-        );
-        std::fs::write(&self.config, text).unwrap();
-    }
-
-    fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
-    }
-
-    fn key_file(&self) -> PathBuf {
-        self.dir.path().join("bridge.key")
-    }
-
-    fn run(&self, args: &[&str]) -> Outcome {
-        let out = Command::new(env!("CARGO_BIN_EXE_toxmail-bridge"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("TOXMAIL_LOG", "warn")
-            .output()
-            .unwrap();
-        Outcome {
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn admin(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.ok, "{args:?}: {}", out.stderr);
-        out.stdout
-    }
-
-    fn check(&self) -> Outcome {
-        self.run(&["check-config"])
-    }
-}
-
-#[derive(Debug)]
-struct Outcome {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Outcome {
+impl Problems for Outcome {
     /// The `problem:` lines; asserts the command failed.
     fn problems(&self) -> Vec<&str> {
         assert!(!self.ok, "check-config passed:\n{}", self.stdout);
