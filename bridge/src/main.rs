@@ -28,7 +28,8 @@ enum Command {
     Run,
     /// Create or update the database schema.
     Migrate,
-    /// Load and validate the configuration, then check the key file and the database.
+    /// Check the configuration, state_dir, key file, database (reachable, schema current),
+    /// every identity's savedata and the bootstrap nodes; prints each problem, fails on any.
     CheckConfig,
     /// Local mailboxes with a Tox identity of their own.
     #[command(subcommand)]
@@ -70,6 +71,31 @@ enum IdentityCmd {
     /// (existing friends keep working); prints the new Tox ID and DNS record.
     RotateNospam {
         address: String,
+    },
+    /// Write identities (Tox ID, savedata) to a passphrase-encrypted bundle for another host.
+    /// The passphrase comes from --passphrase-file or TOXMAIL_BUNDLE_PASSPHRASE.
+    Export {
+        /// The identity's address (`default` for the site's default identity).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        address: Option<String>,
+        /// Export every identity of this site.
+        #[arg(long)]
+        all: bool,
+        /// The bundle file to create (it must not exist; written with mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// File holding the bundle passphrase (mode 0600, at least 16 bytes).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Add the identities of a bundle to this site, their savedata re-encrypted with this
+    /// host's key file; refuses (changing nothing) a bad bundle or a conflicting identity.
+    Import {
+        /// The bundle file written by `identity export`.
+        bundle: PathBuf,
+        /// File holding the bundle passphrase (mode 0600, at least 16 bytes).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
     },
 }
 
@@ -165,6 +191,19 @@ async fn main() -> ExitCode {
         Command::Identity(IdentityCmd::RotateNospam { address }) => {
             admin::identity_rotate_nospam(&config, &address).await
         }
+        Command::Identity(IdentityCmd::Export {
+            address,
+            all: _,
+            out,
+            passphrase_file,
+        }) => {
+            let pass = passphrase_file.as_deref();
+            admin::identity_export(&config, address.as_deref(), &out, pass).await
+        }
+        Command::Identity(IdentityCmd::Import {
+            bundle,
+            passphrase_file,
+        }) => admin::identity_import(&config, &bundle, passphrase_file.as_deref()).await,
         Command::Block(BlockCmd::Add { key }) => admin::block(&config, &key, true).await,
         Command::Block(BlockCmd::Remove { key }) => admin::block(&config, &key, false).await,
         Command::Block(BlockCmd::List) => admin::block_list(&config).await,
