@@ -42,6 +42,7 @@ enum Command {
     Block(BlockCmd),
     /// Print the routing decision for an address and why.
     Resolve {
+        /// A mail address (`user@domain` or `<ToxID>@tox`).
         address: String,
         /// Pin the key DNS gives now (after checking it out of band), or forget the pin when DNS
         /// has no usable record any more.
@@ -64,12 +65,15 @@ enum Command {
 enum IdentityCmd {
     /// Create the Tox identity of a local mailbox; prints its Tox ID and the DNS record to publish.
     Add {
+        /// The local mail address (normalised: lower case, no +extension).
         address: String,
     },
+    /// Each identity with the Tox ID its savedata holds; fails if any cannot be loaded.
     List,
     /// Give an identity a new nospam: its old Tox ID no longer admits new friend requests
     /// (existing friends keep working); prints the new Tox ID and DNS record.
     RotateNospam {
+        /// The identity's address (`default` for the site's default identity).
         address: String,
     },
     /// Write identities (Tox ID, savedata) to a passphrase-encrypted bundle for another host.
@@ -101,21 +105,36 @@ enum IdentityCmd {
 
 #[derive(Subcommand)]
 enum BlockCmd {
-    /// A public key (64 hex digits) or a full Tox ID (76).
+    /// Block a key: its friendship ends, its requests and the mail it sealed are refused.
     Add {
+        /// A public key (64 hex digits) or a full Tox ID (76).
         key: String,
     },
+    /// Every blocked key.
     List,
+    /// Unblock a key.
     Remove {
+        /// A public key (64 hex digits) or a full Tox ID (76).
         key: String,
     },
 }
 
 #[derive(Subcommand)]
 enum ContactCmd {
-    Add { address: String, tox_id: String },
+    /// Map an address to a Tox ID (replacing an earlier mapping).
+    Add {
+        /// The remote mail address.
+        address: String,
+        /// Its Tox ID (76 hex digits).
+        tox_id: String,
+    },
+    /// Every contact with its Tox ID.
     List,
-    Remove { address: String },
+    /// Forget a contact; its friendship ends.
+    Remove {
+        /// The remote mail address.
+        address: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -123,11 +142,15 @@ enum PinsCmd {
     /// Each pinned address with its key, and what DNS says when it differs.
     List,
     /// Forget an address's pin: the next DNS answer is pinned anew.
-    Remove { address: String },
+    Remove {
+        /// The pinned mail address.
+        address: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum QueueCmd {
+    /// Every copy in the outbound queue with its state, attempts and last error.
     List,
 }
 
@@ -233,5 +256,35 @@ async fn main() -> ExitCode {
             eprintln!("toxmail-bridge: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every subcommand and argument shows text in `--help`.
+    #[test]
+    fn every_command_and_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let builtin = ["help", "version"].contains(&arg.get_id().as_str());
+                if arg.get_help().is_none() && !builtin {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "toxmail-bridge", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 }
