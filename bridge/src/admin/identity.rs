@@ -202,8 +202,25 @@ pub async fn identity_import(
     commit(config, &store, staging, &writes, &added)
         .await
         .map_err(|e| format!("{e}; nothing imported"))?;
+    report(config, &bundle, &steps);
+    println!("start the bridge here; its peers reach these identities at their old Tox IDs");
+    Ok(())
+}
+
+/// What the import did, identity by identity, and what would keep an identity's mail out.
+fn report(config: &Config, bundle: &Bundle, steps: &[Step]) {
     println!("bundle from {}", bundle.source);
-    for (entry, step) in bundle.identities.iter().zip(&steps) {
+    let local = config.local_domains();
+    for entry in &bundle.identities {
+        let domain = entry.address.rsplit_once('@').map(|(_, d)| d);
+        if domain.is_some_and(|d| !local.iter().any(|l| l.eq_ignore_ascii_case(d))) {
+            println!(
+                "warning: {} is not in inbound.local_domains: mail to it is refused here",
+                entry.address
+            );
+        }
+    }
+    for (entry, step) in bundle.identities.iter().zip(steps) {
         let done = match step {
             Step::Unchanged => "already here, unchanged",
             Step::Restore => "savedata restored",
@@ -211,8 +228,6 @@ pub async fn identity_import(
         };
         println!("{}\t{}\t{done}", entry.address, entry.tox_id);
     }
-    println!("start the bridge here; its peers reach these identities at their old Tox IDs");
-    Ok(())
 }
 
 fn read_bundle(path: &Path, passphrase: &[u8]) -> std::result::Result<Bundle, String> {
