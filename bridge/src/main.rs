@@ -28,7 +28,8 @@ enum Command {
     Run,
     /// Create or update the database schema.
     Migrate,
-    /// Load and validate the configuration, then check the key file and the database.
+    /// Check the configuration, state_dir, key file, database (reachable, schema current),
+    /// every identity's savedata and the bootstrap nodes; prints each problem, fails on any.
     CheckConfig,
     /// Local mailboxes with a Tox identity of their own.
     #[command(subcommand)]
@@ -41,6 +42,7 @@ enum Command {
     Block(BlockCmd),
     /// Print the routing decision for an address and why.
     Resolve {
+        /// A mail address (`user@domain` or `<ToxID>@tox`).
         address: String,
         /// Pin the key DNS gives now (after checking it out of band), or forget the pin when DNS
         /// has no usable record any more.
@@ -80,33 +82,76 @@ struct PostfixConfigArgs {
 enum IdentityCmd {
     /// Create the Tox identity of a local mailbox; prints its Tox ID and the DNS record to publish.
     Add {
+        /// The local mail address (normalised: lower case, no +extension).
         address: String,
     },
+    /// Each identity with the Tox ID its savedata holds; fails if any cannot be loaded.
     List,
     /// Give an identity a new nospam: its old Tox ID no longer admits new friend requests
     /// (existing friends keep working); prints the new Tox ID and DNS record.
     RotateNospam {
+        /// The identity's address (`default` for the site's default identity).
         address: String,
+    },
+    /// Write identities (Tox ID, savedata) to a passphrase-encrypted bundle for another host.
+    /// The passphrase comes from --passphrase-file or TOXMAIL_BUNDLE_PASSPHRASE.
+    Export {
+        /// The identity's address (`default` for the site's default identity).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        address: Option<String>,
+        /// Export every identity of this site.
+        #[arg(long)]
+        all: bool,
+        /// The bundle file to create (it must not exist; written with mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+        /// File holding the bundle passphrase (mode 0600, at least 16 bytes).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Add the identities of a bundle to this site, their savedata re-encrypted with this
+    /// host's key file; refuses (changing nothing) a bad bundle or a conflicting identity.
+    Import {
+        /// The bundle file written by `identity export`.
+        bundle: PathBuf,
+        /// File holding the bundle passphrase (mode 0600, at least 16 bytes).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
     },
 }
 
 #[derive(Subcommand)]
 enum BlockCmd {
-    /// A public key (64 hex digits) or a full Tox ID (76).
+    /// Block a key: its friendship ends, its requests and the mail it sealed are refused.
     Add {
+        /// A public key (64 hex digits) or a full Tox ID (76).
         key: String,
     },
+    /// Every blocked key.
     List,
+    /// Unblock a key.
     Remove {
+        /// A public key (64 hex digits) or a full Tox ID (76).
         key: String,
     },
 }
 
 #[derive(Subcommand)]
 enum ContactCmd {
-    Add { address: String, tox_id: String },
+    /// Map an address to a Tox ID (replacing an earlier mapping).
+    Add {
+        /// The remote mail address.
+        address: String,
+        /// Its Tox ID (76 hex digits).
+        tox_id: String,
+    },
+    /// Every contact with its Tox ID.
     List,
-    Remove { address: String },
+    /// Forget a contact; its friendship ends.
+    Remove {
+        /// The remote mail address.
+        address: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,11 +159,15 @@ enum PinsCmd {
     /// Each pinned address with its key, and what DNS says when it differs.
     List,
     /// Forget an address's pin: the next DNS answer is pinned anew.
-    Remove { address: String },
+    Remove {
+        /// The pinned mail address.
+        address: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum QueueCmd {
+    /// Every copy in the outbound queue with its state, attempts and last error.
     List,
 }
 
@@ -182,6 +231,19 @@ async fn main() -> ExitCode {
         Command::Identity(IdentityCmd::RotateNospam { address }) => {
             admin::identity_rotate_nospam(&config, &address).await
         }
+        Command::Identity(IdentityCmd::Export {
+            address,
+            all: _,
+            out,
+            passphrase_file,
+        }) => {
+            let pass = passphrase_file.as_deref();
+            admin::identity_export(&config, address.as_deref(), &out, pass).await
+        }
+        Command::Identity(IdentityCmd::Import {
+            bundle,
+            passphrase_file,
+        }) => admin::identity_import(&config, &bundle, passphrase_file.as_deref()).await,
         Command::Block(BlockCmd::Add { key }) => admin::block(&config, &key, true).await,
         Command::Block(BlockCmd::Remove { key }) => admin::block(&config, &key, false).await,
         Command::Block(BlockCmd::List) => admin::block_list(&config).await,
@@ -216,5 +278,35 @@ async fn main() -> ExitCode {
             eprintln!("toxmail-bridge: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every subcommand and argument shows text in `--help`.
+    #[test]
+    fn every_command_and_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let builtin = ["help", "version"].contains(&arg.get_id().as_str());
+                if arg.get_help().is_none() && !builtin {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "toxmail-bridge", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 }

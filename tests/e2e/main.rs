@@ -3,6 +3,7 @@
 
 mod events;
 mod hostile_peer;
+mod identity_move;
 mod metrics;
 mod postfix_bad_input;
 mod postfix_dsn;

@@ -41,3 +41,5 @@ pub use options::{BootstrapNode, LOOPBACK_PORTS, Options};
 
 /// Writes a file atomically (temp file, fsync, rename, fsync of the directory).
 pub use savedata::write_atomically;
+/// Passphrase encryption (toxencryptsave) and savedata files outside a running node.
+pub use savedata::{Plain, pass_decrypt, pass_encrypt, read_savedata, write_savedata};

@@ -99,7 +99,7 @@ fn salt_of(data: &[u8]) -> Option<[u8; SALT]> {
 }
 
 /// Plaintext savedata (it holds the secret key), wiped when dropped.
-pub(crate) type Plain = Zeroizing<Vec<u8>>;
+pub type Plain = Zeroizing<Vec<u8>>;
 
 /// Where one instance's savedata lives and how it is protected.
 pub(crate) struct SavedataFile {
@@ -174,6 +174,42 @@ impl SavedataFile {
             source,
         })
     }
+}
+
+/// Encrypts `plain` under `passphrase` with toxencryptsave (scrypt with a fresh salt, then
+/// XSalsa20-Poly1305 with a fresh nonce): what savedata files use, here for other secrets
+/// (the bridge's identity bundles).
+pub fn pass_encrypt(passphrase: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
+    PassKey::derive(passphrase, None)?.encrypt(plain)
+}
+
+/// Decrypts what [`pass_encrypt`] made. `None` when `cipher` is not toxencryptsave data, the
+/// passphrase is wrong, or any byte was changed (the MAC covers them all).
+pub fn pass_decrypt(passphrase: &[u8], cipher: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    if !is_encrypted(cipher) {
+        return None;
+    }
+    let salt = salt_of(cipher)?;
+    PassKey::derive(passphrase, Some(&salt))
+        .ok()?
+        .decrypt(cipher)
+}
+
+/// Reads a savedata file as a node would (decrypted with `passphrase` when it is encrypted,
+/// checked to look like Tox savedata); `None` when there is no file.
+pub fn read_savedata(path: &Path, passphrase: Option<&[u8]>) -> Result<Option<Plain>> {
+    let pass = passphrase.map(|p| Zeroizing::new(p.to_vec()));
+    SavedataFile::new(path.to_path_buf(), pass).load()
+}
+
+/// Writes plaintext savedata to `path` atomically, encrypted under `passphrase` when given;
+/// refuses bytes that do not look like Tox savedata (a node would start a new identity).
+pub fn write_savedata(path: &Path, passphrase: Option<&[u8]>, plain: &[u8]) -> Result<()> {
+    if !plain.starts_with(&SAVEDATA_MAGIC) {
+        return Err(RuntimeError::SavedataCorrupt(path.to_path_buf()));
+    }
+    let pass = passphrase.map(|p| Zeroizing::new(p.to_vec()));
+    SavedataFile::new(path.to_path_buf(), pass).save(plain)
 }
 
 /// Temp file in the same directory, fsync, rename over the target, fsync the directory. The temp
@@ -267,6 +303,41 @@ mod tests {
         wiped_on_drop(&loaded);
         let options = crate::Options::loopback().passphrase(b"pass".to_vec());
         wiped_on_drop(options.passphrase.as_ref().unwrap());
+    }
+
+    #[test]
+    fn pass_encrypted_bytes_round_trip_and_refuse_a_wrong_passphrase_or_a_changed_byte() {
+        let sealed = pass_encrypt(b"bundle passphrase", b"secret bytes").unwrap();
+        assert!(is_encrypted(&sealed));
+        let plain = pass_decrypt(b"bundle passphrase", &sealed).unwrap();
+        assert_eq!(&plain[..], b"secret bytes");
+        assert!(pass_decrypt(b"another passphrase", &sealed).is_none());
+        for at in [0, EXTRA / 2, sealed.len() - 1] {
+            let mut changed = sealed.clone();
+            changed[at] ^= 1;
+            assert!(
+                pass_decrypt(b"bundle passphrase", &changed).is_none(),
+                "byte {at}"
+            );
+        }
+        assert!(pass_decrypt(b"bundle passphrase", &sealed[..sealed.len() - 1]).is_none());
+        assert!(pass_decrypt(b"bundle passphrase", b"short").is_none());
+    }
+
+    #[test]
+    fn savedata_read_and_written_outside_a_node_is_what_a_node_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.tox");
+        assert!(read_savedata(&path, Some(b"k")).unwrap().is_none());
+        write_savedata(&path, Some(b"k"), &tox_like(b"state")).unwrap();
+        let mut file = SavedataFile::new(path.clone(), Some(b"k".to_vec().into()));
+        assert_eq!(*file.load().unwrap().unwrap(), tox_like(b"state"));
+        assert_eq!(
+            *read_savedata(&path, Some(b"k")).unwrap().unwrap(),
+            tox_like(b"state")
+        );
+        assert!(read_savedata(&path, Some(b"other")).is_err());
+        assert!(write_savedata(&path, None, b"not savedata").is_err());
     }
 
     fn tox_like(body: &[u8]) -> Vec<u8> {

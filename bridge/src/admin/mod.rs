@@ -13,6 +13,7 @@ use crate::store::Store;
 
 type Result = std::result::Result<(), String>;
 
+mod bundle;
 mod check;
 mod identity;
 mod postconf;
@@ -20,7 +21,9 @@ mod postfix;
 mod queue;
 
 pub use check::check_config;
-pub use identity::{identity_add, identity_list, identity_rotate_nospam};
+pub use identity::{
+    identity_add, identity_export, identity_import, identity_list, identity_rotate_nospam,
+};
 pub use postconf::{Current as PostfixCurrent, PostfixSite};
 pub use postfix::{INJECTION_MARK, injection_service, postfix_config};
 pub use queue::queue_list;

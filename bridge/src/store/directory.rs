@@ -42,6 +42,28 @@ impl Store {
         Ok(())
     }
 
+    /// Adds several identities in one transaction: all of them, or none (`Conflict` naming the
+    /// first address that exists already).
+    pub async fn add_identities(&self, rows: &[(String, ToxId)]) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        for (address, tox_id) in rows {
+            tx.execute(
+                "INSERT INTO identities (address, tox_id) VALUES ($1, $2)",
+                &[address, &&tox_id.as_bytes()[..]],
+            )
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Conflict(_) => {
+                    StoreError::Conflict(format!("identity {address} already exists"))
+                }
+                other => other,
+            })?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// All local identities, by address.
     pub async fn identities(&self) -> Result<Vec<IdentityRow>, StoreError> {
         let client = self.client().await?;

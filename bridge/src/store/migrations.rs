@@ -94,6 +94,39 @@ pub(super) async fn apply(client: &mut Client) -> Result<u32, StoreError> {
     Ok(applied)
 }
 
+/// Where a database's schema stands against the migrations this code carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaState {
+    /// Every migration applied, none unknown.
+    Current { version: i32 },
+    /// Migrations this code carries are not applied yet (`toxmail-bridge migrate`).
+    Pending { version: i32, latest: i32 },
+    /// The database was migrated by a newer bridge: this code must not use it.
+    Newer { version: i32, latest: i32 },
+}
+
+/// Reads the applied version without changing anything (no table is created).
+pub(super) async fn state(client: &Client) -> Result<SchemaState, StoreError> {
+    let latest = MIGRATIONS.last().map_or(0, |m| m.version);
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    let version = match exists {
+        false => 0,
+        true => client
+            .query_one("SELECT max(version) FROM schema_migrations", &[])
+            .await?
+            .get::<_, Option<i32>>(0)
+            .unwrap_or(0),
+    };
+    Ok(match version {
+        v if v < latest => SchemaState::Pending { version, latest },
+        v if v > latest => SchemaState::Newer { version, latest },
+        _ => SchemaState::Current { version },
+    })
+}
+
 /// A temporary failure stays temporary; anything else names the migration that broke.
 fn failed(version: i32, e: tokio_postgres::Error) -> StoreError {
     match StoreError::from(e) {

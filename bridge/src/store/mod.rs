@@ -25,6 +25,7 @@ use toxmail_protocol::{MessageId, PublicKey, ToxId};
 
 pub use directory::{ContactRow, IdentityRow};
 pub use inbound::{InboundKey, InboundRow, NewInbound};
+pub use migrations::SchemaState;
 pub use notices::CopyInfo;
 pub use pins::PinRow;
 pub use queue::{Enqueued, GiveUp, NewOutbound, OutboundRow, QueueEntry};
@@ -168,6 +169,8 @@ fn is_connection_kind(e: &tokio_postgres::Error) -> bool {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    /// Where the database is, for errors: host:port, database and user (never the password).
+    place: Arc<str>,
     /// Set when `[events]` is on: state changes then write their events (`with_events`).
     events: Option<Arc<crate::events::Outbox>>,
 }
@@ -193,6 +196,7 @@ impl Store {
         if config.get_application_name().is_none() {
             config.application_name("toxmail-bridge");
         }
+        let place = describe(&config).into();
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -210,7 +214,11 @@ impl Store {
             .recycle_timeout(Some(POOL_TIMEOUT))
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        Ok(Store { pool, events: None })
+        Ok(Store {
+            pool,
+            place,
+            events: None,
+        })
     }
 
     /// Applies every pending migration, each in its own transaction; returns how many ran.
@@ -230,9 +238,57 @@ impl Store {
         Ok(())
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        Ok(self.pool.get().await?)
+    /// Where the schema stands against this code's migrations; changes nothing.
+    pub async fn schema_state(&self) -> Result<SchemaState, StoreError> {
+        migrations::state(&self.client().await?).await
     }
+
+    /// "database at 127.0.0.1:5432 (db toxmail, user toxmail)": where this store connects.
+    pub fn place(&self) -> &str {
+        &self.place
+    }
+
+    /// A pooled connection. A failure to get one names where the database is: the operator
+    /// reading "connection refused" needs to know which host and port refused.
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| match StoreError::from(e) {
+                StoreError::Unavailable(text) => {
+                    StoreError::Unavailable(format!("{}: {text}", self.place))
+                }
+                other => other,
+            })
+    }
+}
+
+/// Names the database a connection string points at: hosts with ports, database and user.
+/// The password is never part of it.
+fn describe(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            // libpq: one port for all hosts, or one per host; 5432 when none is given.
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                Host::Tcp(name) if name.contains(':') => format!("[{name}]:{port}"),
+                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Unix(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
+            }
+        })
+        .collect();
+    let hosts = match hosts.is_empty() {
+        true => "localhost:5432".to_string(),
+        false => hosts.join(","),
+    };
+    let user = config.get_user().unwrap_or("(the login user)");
+    let db = config.get_dbname().unwrap_or(user);
+    format!("database at {hosts} (db {db}, user {user})")
 }
 
 fn tox_id_from(bytes: &[u8], what: &str) -> Result<ToxId, StoreError> {
@@ -272,6 +328,20 @@ mod tests {
         for (error, temporary) in cases {
             assert_eq!(error.is_temporary(), temporary, "{error}");
         }
+    }
+
+    #[test]
+    fn the_database_is_named_by_host_port_db_and_user_never_the_password() {
+        let place = |url: &str| Store::connect(url, 1).unwrap().place().to_string();
+        let tcp = place("host=127.0.0.1 port=5433 user=mail dbname=toxmail password=hunter2");
+        assert_eq!(tcp, "database at 127.0.0.1:5433 (db toxmail, user mail)");
+        let uri = place("postgresql://mail:hunter2@db.example:6000/queue");
+        assert_eq!(uri, "database at db.example:6000 (db queue, user mail)");
+        let socket = place("host=/run/postgresql user=toxmail");
+        assert_eq!(
+            socket,
+            "database at /run/postgresql/.s.PGSQL.5432 (db toxmail, user toxmail)"
+        );
     }
 
     #[test]
