@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tox_runtime::service_manager;
 use tox_runtime::transfer::{Courier, CourierTask, FriendPolicy, TransferConfig};
 
 use crate::config::{Config, FriendPolicySetting, ListenAddr, parse_listen};
@@ -212,6 +213,18 @@ pub async fn run(
     let store = Store::connect(&config.database.url, config.database.max_connections)?;
     // Before any clone: every copy of the store writes events when `[events]` is on.
     let (store, publisher) = Publisher::setup(&config, store);
+    // At boot the database may still be starting: wait (the listeners are bound, Postfix's
+    // questions queue) rather than exit into a restart loop.
+    let database = async || store.ping().await;
+    let waited = service_manager::wait_for(
+        "the database",
+        &shutdown,
+        StoreError::is_temporary,
+        database,
+    );
+    if waited.await?.is_none() {
+        return Ok(());
+    }
     let rows = identities(&config, &store).await?;
     let pass = identity::read_key_file(&config.bridge.key_file)?;
     let mut nodes = Vec::new();
@@ -397,6 +410,9 @@ pub async fn run(
         ));
     }
     tracing::info!("toxmail-bridge running");
+    let count = couriers.len();
+    let noun = if count == 1 { "identity" } else { "identities" };
+    service_manager::ready(&format!("serving {count} {noun}"));
     while set.join_next().await.is_some() {}
     for task in tasks {
         task.shutdown().await;

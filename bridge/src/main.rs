@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use tox_runtime::service_manager;
 use toxmail_bridge::config::{Config, DEFAULT_PATH};
 use toxmail_bridge::{admin, app};
 
@@ -127,6 +128,7 @@ async fn run_daemon(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();
+    service_manager::spawn_watchdog(shutdown.clone());
     let stop = shutdown.clone();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -136,6 +138,7 @@ async fn run_daemon(config: Config) -> Result<(), String> {
             _ = term.recv() => {}
         }
         tracing::info!("stopping");
+        service_manager::stopping();
         stop.cancel();
     });
     app::run(config, listeners, shutdown)
