@@ -13,6 +13,8 @@ TOXMAIL_PACKAGES=(
   postgresql                   # PostgreSQL 15: tests start private clusters (tests/src/postgres.rs)
   prometheus                   # promtool: checks scrapes, alert rules and their unit tests (no server is started)
   postfix                      # private Postfix sites + smtp-sink (tests/src/postfix.rs); smtp-source (bridge/tests/lmtp.rs)
+  dpkg-dev                     # dpkg-shlibdeps (cargo-deb's $auto Depends) and strip: scripts/package-check.sh
+  systemd                      # systemd-analyze verify of the packaged units (systemd need not be running)
   rabbitmq-server              # RabbitMQ 3.10 + Erlang: tests start private brokers with their own epmd (tests/src/rabbitmq.rs); the system one is never used
 )
 

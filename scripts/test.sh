@@ -15,3 +15,4 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   in_loopback_namespace cargo test --workspace --offline --no-fail-fast -- --test-threads 6
 fi
+TOXMAIL_DEB_PROFILE=dev scripts/package-check.sh  # the .debs: build, dpkg -i, systemd-analyze verify, check-config, dpkg -r/-P
