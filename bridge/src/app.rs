@@ -205,6 +205,20 @@ async fn serve_friends(
     Ok(Some((store, Arc::new(policy))))
 }
 
+/// At boot the database may still be starting: waits until it answers (false: told to stop
+/// first) rather than exit into a restart loop. `main` binds the listeners only afterwards, so
+/// meanwhile Postfix's lookups are refused at once (a temporary failure) instead of hanging.
+pub async fn wait_for_database(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<bool, AppError> {
+    let store = Store::connect(&config.database.url, 1)?;
+    let database = async || store.ping().await;
+    let waited =
+        service_manager::wait_for("the database", shutdown, StoreError::is_temporary, database);
+    Ok(waited.await?.is_some())
+}
+
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -213,18 +227,6 @@ pub async fn run(
     let store = Store::connect(&config.database.url, config.database.max_connections)?;
     // Before any clone: every copy of the store writes events when `[events]` is on.
     let (store, publisher) = Publisher::setup(&config, store);
-    // At boot the database may still be starting: wait (the listeners are bound, Postfix's
-    // questions queue) rather than exit into a restart loop.
-    let database = async || store.ping().await;
-    let waited = service_manager::wait_for(
-        "the database",
-        &shutdown,
-        StoreError::is_temporary,
-        database,
-    );
-    if waited.await?.is_none() {
-        return Ok(());
-    }
     let rows = identities(&config, &store).await?;
     let pass = identity::read_key_file(&config.bridge.key_file)?;
     let mut nodes = Vec::new();

@@ -124,9 +124,6 @@ fn init_logging() {
 }
 
 async fn run_daemon(config: Config) -> Result<(), String> {
-    let listeners = app::Listeners::bind(&config)
-        .await
-        .map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();
     service_manager::spawn_watchdog(shutdown.clone());
     let stop = shutdown.clone();
@@ -141,6 +138,14 @@ async fn run_daemon(config: Config) -> Result<(), String> {
         service_manager::stopping();
         stop.cancel();
     });
+    let err = |e: app::AppError| e.to_string();
+    if !app::wait_for_database(&config, &shutdown)
+        .await
+        .map_err(err)?
+    {
+        return Ok(());
+    }
+    let listeners = app::Listeners::bind(&config).await.map_err(err)?;
     app::run(config, listeners, shutdown)
         .await
         .map_err(|e| e.to_string())

@@ -1,5 +1,5 @@
 //! The bridge under a service manager (systemd `Type=notify`, deploy/systemd): started while its
-//! PostgreSQL is down it binds its listeners, says that it waits and is not ready; once the
+//! PostgreSQL is down it says that it waits, is not ready and leaves its ports closed; once the
 //! database is back it sends READY=1 with its socketmap answering, pings the watchdog, and says
 //! STOPPING=1 on SIGTERM. The test plays systemd's part with a datagram socket.
 
@@ -89,8 +89,10 @@ fn bridge_is_ready_only_once_the_database_answers_and_tells_when_it_stops() {
     before.extend(until(&socket, "WATCHDOG=1", &a));
     assert!(!has_line(&before, "READY=1"), "{before:?}");
     assert!(a.bridge_log().contains("waiting for the database"));
-    // Its listeners are bound: Postfix's connections wait in the backlog, not refused.
-    std::net::TcpStream::connect(a.socketmap).unwrap();
+    // Its listeners are bound only once it can serve: meanwhile Postfix's lookups are refused
+    // at once (a temporary failure) rather than left waiting.
+    let refused = std::net::TcpStream::connect(a.socketmap).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
 
     a.pg.restart();
     let ready = until(&socket, "READY=1", &a);
