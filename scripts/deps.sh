@@ -14,6 +14,8 @@ TOXMAIL_PACKAGES=(
   prometheus                   # promtool: checks scrapes, alert rules and their unit tests (no server is started)
   postfix                      # private Postfix sites + smtp-sink (tests/src/postfix.rs); smtp-source (bridge/tests/lmtp.rs)
   docker-compose shellcheck    # scripts/deploy-check.sh: `docker-compose config` (1.29.2, no engine needed) checks the compose files; shellcheck the deploy scripts
+  dpkg-dev                     # dpkg-shlibdeps (cargo-deb's $auto Depends) and strip: scripts/package-check.sh
+  systemd                      # systemd-analyze verify of the packaged units (systemd need not be running)
   rabbitmq-server              # RabbitMQ 3.10 + Erlang: tests start private brokers with their own epmd (tests/src/rabbitmq.rs); the system one is never used
 )
 

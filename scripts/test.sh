@@ -18,3 +18,6 @@ fi
 
 # Compose files, deployment scripts (Zimbra, docker-mailserver, container start and healthcheck).
 in_loopback_namespace scripts/deploy-check.sh
+
+# Debian packages: build, dpkg -i, systemd-analyze verify, check-config, dpkg -r/-P.
+TOXMAIL_DEB_PROFILE=dev scripts/package-check.sh

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tox_runtime::service_manager;
 use tox_runtime::transfer::{Courier, CourierTask, FriendPolicy, TransferConfig};
 
 use crate::config::{Config, FriendPolicySetting, ListenAddr, parse_listen};
@@ -204,6 +205,20 @@ async fn serve_friends(
     Ok(Some((store, Arc::new(policy))))
 }
 
+/// At boot the database may still be starting: waits until it answers (false: told to stop
+/// first) rather than exit into a restart loop. `main` binds the listeners only afterwards, so
+/// meanwhile Postfix's lookups are refused at once (a temporary failure) instead of hanging.
+pub async fn wait_for_database(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<bool, AppError> {
+    let store = Store::connect(&config.database.url, 1)?;
+    let database = async || store.ping().await;
+    let waited =
+        service_manager::wait_for("the database", shutdown, StoreError::is_temporary, database);
+    Ok(waited.await?.is_some())
+}
+
 pub async fn run(
     config: Config,
     listeners: Listeners,
@@ -397,6 +412,9 @@ pub async fn run(
         ));
     }
     tracing::info!("toxmail-bridge running");
+    let count = couriers.len();
+    let noun = if count == 1 { "identity" } else { "identities" };
+    service_manager::ready(&format!("serving {count} {noun}"));
     while set.join_next().await.is_some() {}
     for task in tasks {
         task.shutdown().await;

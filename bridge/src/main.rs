@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use tox_runtime::service_manager;
 use toxmail_bridge::config::{Config, DEFAULT_PATH};
 use toxmail_bridge::{admin, app};
 
@@ -189,10 +190,8 @@ fn init_logging() {
 }
 
 async fn run_daemon(config: Config) -> Result<(), String> {
-    let listeners = app::Listeners::bind(&config)
-        .await
-        .map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();
+    service_manager::spawn_watchdog(shutdown.clone());
     let stop = shutdown.clone();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -202,8 +201,17 @@ async fn run_daemon(config: Config) -> Result<(), String> {
             _ = term.recv() => {}
         }
         tracing::info!("stopping");
+        service_manager::stopping();
         stop.cancel();
     });
+    let err = |e: app::AppError| e.to_string();
+    if !app::wait_for_database(&config, &shutdown)
+        .await
+        .map_err(err)?
+    {
+        return Ok(());
+    }
+    let listeners = app::Listeners::bind(&config).await.map_err(err)?;
     app::run(config, listeners, shutdown)
         .await
         .map_err(|e| e.to_string())

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use tox_runtime::service_manager;
 use toxmail_relay::config::{Config, DEFAULT_PATH};
 use toxmail_relay::service;
 use toxmail_relay::store::Store;
@@ -53,6 +54,7 @@ fn init_logging() {
 
 async fn run(config: Config) -> Result<(), String> {
     let shutdown = CancellationToken::new();
+    service_manager::spawn_watchdog(shutdown.clone());
     let stop = shutdown.clone();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -62,6 +64,7 @@ async fn run(config: Config) -> Result<(), String> {
             _ = term.recv() => {}
         }
         tracing::info!("stopping");
+        service_manager::stopping();
         stop.cancel();
     });
     service::run(config, shutdown)

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tox_runtime::transfer::{
     Courier, DeliveryError, DepositRefusal, FriendPolicy, Inbox, PeerEvent, Refusal, TransferConfig,
 };
-use tox_runtime::{BootstrapNode, Node, Options};
+use tox_runtime::{BootstrapNode, Node, Options, service_manager};
 use toxmail_protocol::{
     Deposit, Holding, MessageId, NackClass, NackCode, PublicKey, REGISTER_SUBJECT, Refuse,
     RelayFrame, RelayRefusal, ReleaseOutcome, Released,
@@ -385,7 +385,13 @@ pub fn id_file(config: &Config) -> PathBuf {
 /// Runs the relay until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RelayError> {
     let store = Store::connect(&config.database.url, config.database.max_connections)?;
-    store.migrate().await?;
+    // At boot the database may still be starting: wait rather than exit into a restart loop.
+    let migrate = async || store.migrate().await;
+    let waited =
+        service_manager::wait_for("the database", &shutdown, StoreError::is_temporary, migrate);
+    if waited.await?.is_none() {
+        return Ok(());
+    }
     let metrics_listener = tox_runtime::exporter::bind(&config.metrics.listen)
         .await
         .map_err(|source| RelayError::Bind {
@@ -433,6 +439,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Rela
             shutdown.clone(),
         ));
     }
+    service_manager::ready(&format!("relay {} running", info.address));
     Mailroom::new(store, courier, policy)
         .serve(deposited_rx, purge, shutdown)
         .await;

@@ -14,6 +14,7 @@ mod relay;
 mod relay_bounds;
 mod relay_receipts;
 mod relay_sites;
+mod service_manager;
 mod tox_bad_input;
 mod tox_burst;
 mod tox_delivery;

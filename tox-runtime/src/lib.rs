@@ -11,7 +11,8 @@
 //!   with deduplication and the friendship policy; written once for the bridge and the relay.
 //! - [`swarm`]: a private Tox network on 127.0.0.1 for tests, demos and benchmarks.
 //! - [`metrics`]: the Tox layer's Prometheus metrics; [`exporter`]: the `/metrics`, `/healthz`,
-//!   `/readyz` listener both daemons serve.
+//!   `/readyz` listener both daemons serve; [`service_manager`]: readiness, status and watchdog
+//!   for systemd, and the wait for the database at start-up.
 //!
 //! Only `instance`, `callbacks` and `savedata` contain `unsafe`, each block with a `SAFETY:` note.
 //!
@@ -29,6 +30,7 @@ pub mod node;
 pub mod options;
 mod owner;
 mod savedata;
+pub mod service_manager;
 pub mod swarm;
 mod sys;
 pub mod transfer;
