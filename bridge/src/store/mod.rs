@@ -9,6 +9,7 @@ mod events;
 mod inbound;
 mod migrations;
 mod notices;
+mod operator;
 mod pins;
 mod queue;
 mod receipts;
@@ -26,8 +27,9 @@ use toxmail_protocol::{MessageId, PublicKey, ToxId};
 pub use directory::{ContactRow, IdentityRow};
 pub use inbound::{InboundKey, InboundRow, NewInbound};
 pub use notices::CopyInfo;
+pub use operator::{OperatorError, QueueEntry};
 pub use pins::PinRow;
-pub use queue::{Enqueued, GiveUp, NewOutbound, OutboundRow, QueueEntry};
+pub use queue::{Enqueued, GiveUp, NewOutbound, OutboundRow};
 pub use receipts::in_custody_of;
 pub use stats::{QueueStats, RecentError};
 
