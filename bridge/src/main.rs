@@ -41,6 +41,7 @@ enum Command {
     Block(BlockCmd),
     /// Print the routing decision for an address and why.
     Resolve {
+        /// The mail address to look up (a `+extension` is ignored).
         address: String,
         /// Pin the key DNS gives now (after checking it out of band), or forget the pin when DNS
         /// has no usable record any more.
@@ -50,7 +51,7 @@ enum Command {
     /// Tox keys learned from DNS and pinned on first use.
     #[command(subcommand)]
     Pins(PinsCmd),
-    /// The outbound queue.
+    /// The outbound queue: why copies wait, and the operator's decisions on them.
     #[command(subcommand)]
     Queue(QueueCmd),
     /// Print the main.cf and master.cf fragments for this configuration.
@@ -63,33 +64,59 @@ enum Command {
 enum IdentityCmd {
     /// Create the Tox identity of a local mailbox; prints its Tox ID and the DNS record to publish.
     Add {
+        /// The local mailbox's address.
         address: String,
     },
+    /// Each identity with the Tox ID its savedata holds; fails if one cannot be loaded.
     List,
     /// Give an identity a new nospam: its old Tox ID no longer admits new friend requests
     /// (existing friends keep working); prints the new Tox ID and DNS record.
     RotateNospam {
+        /// The identity's address (or `default`).
         address: String,
+    },
+    /// Remove a local mailbox's identity; its savedata is kept, renamed `<name>.removed-<time>`.
+    Remove {
+        /// The identity's address.
+        address: String,
+        /// Remove it even while queued copies or received mail still depend on it.
+        #[arg(long)]
+        force: bool,
     },
 }
 
 #[derive(Subcommand)]
 enum BlockCmd {
-    /// A public key (64 hex digits) or a full Tox ID (76).
+    /// Block a key: its friendship is ended and its mail refused.
     Add {
+        /// A public key (64 hex digits) or a full Tox ID (76).
         key: String,
     },
+    /// Every blocked key.
     List,
+    /// Unblock a key.
     Remove {
+        /// A public key (64 hex digits) or a full Tox ID (76).
         key: String,
     },
 }
 
 #[derive(Subcommand)]
 enum ContactCmd {
-    Add { address: String, tox_id: String },
+    /// Map a remote address to a Tox ID (replaces the ID of an existing contact).
+    Add {
+        /// The remote mail address.
+        address: String,
+        /// Its Tox ID (76 hex digits).
+        tox_id: String,
+    },
+    /// Every contact with its Tox ID.
     List,
-    Remove { address: String },
+    /// Forget a contact; the running bridge ends its friendship.
+    Remove {
+        /// The remote mail address.
+        address: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -97,12 +124,46 @@ enum PinsCmd {
     /// Each pinned address with its key, and what DNS says when it differs.
     List,
     /// Forget an address's pin: the next DNS answer is pinned anew.
-    Remove { address: String },
+    Remove {
+        /// The pinned mail address.
+        address: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum QueueCmd {
+    /// Copies not yet delivered, with their times and why each waits (tab-separated).
     List,
+    /// Everything about one copy except its (sealed) content.
+    Show {
+        /// The copy's queue id (first column of `queue list`).
+        id: i64,
+    },
+    /// Make a waiting copy due now; the running bridge tries it within a minute.
+    Retry {
+        /// The copy's queue id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every queued copy.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove a copy from the queue without telling its sender (no DSN).
+    Delete {
+        /// The copy's queue id.
+        id: i64,
+        /// Delete it even while relay nodes hold it (they may still hand it on).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Give up on a copy now: its sender gets the failed DSN (5.0.0) and the copy is removed.
+    Bounce {
+        /// The copy's queue id.
+        id: i64,
+        /// Bounce it even while relay nodes hold it (they may still hand it on).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Text logs on stderr, filtered by `TOXMAIL_LOG`; one JSON object per line with
@@ -165,6 +226,9 @@ async fn main() -> ExitCode {
         Command::Identity(IdentityCmd::RotateNospam { address }) => {
             admin::identity_rotate_nospam(&config, &address).await
         }
+        Command::Identity(IdentityCmd::Remove { address, force }) => {
+            admin::identity_remove(&config, &address, force).await
+        }
         Command::Block(BlockCmd::Add { key }) => admin::block(&config, &key, true).await,
         Command::Block(BlockCmd::Remove { key }) => admin::block(&config, &key, false).await,
         Command::Block(BlockCmd::List) => admin::block_list(&config).await,
@@ -182,6 +246,14 @@ async fn main() -> ExitCode {
         Command::Pins(PinsCmd::List) => admin::pins_list(&config).await,
         Command::Pins(PinsCmd::Remove { address }) => admin::pins_remove(&config, &address).await,
         Command::Queue(QueueCmd::List) => admin::queue_list(&config).await,
+        Command::Queue(QueueCmd::Show { id }) => admin::queue_show(&config, id).await,
+        Command::Queue(QueueCmd::Retry { id, all: _ }) => admin::queue_retry(&config, id).await,
+        Command::Queue(QueueCmd::Delete { id, force }) => {
+            admin::queue_delete(&config, id, force).await
+        }
+        Command::Queue(QueueCmd::Bounce { id, force }) => {
+            admin::queue_bounce(&config, id, force).await
+        }
         Command::Status => toxmail_bridge::status::status(&config).await,
         Command::PostfixConfig => {
             print!("{}", admin::postfix_config(&config));
@@ -194,5 +266,18 @@ async fn main() -> ExitCode {
             eprintln!("toxmail-bridge: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_subcommand_and_argument_has_help_text() {
+        Cli::command().debug_assert();
+        let missing = toxmail_tests::cli::undocumented(&Cli::command());
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 }
