@@ -15,6 +15,7 @@ use crate::delivery::inbound::admission::SiteView;
 use crate::delivery::inbound::{BridgeInbox, InboundContext, run_injector};
 use crate::delivery::notify::Notifier;
 use crate::delivery::outbound::Dispatcher;
+use crate::delivery::presence;
 use crate::delivery::via_relay::{self, RelaySettings};
 use crate::events::publisher::Publisher;
 use crate::health;
@@ -332,7 +333,14 @@ pub async fn run(
     for (mailroom, deposited) in mailrooms {
         set.spawn(mailroom.serve(deposited, RELAY_PURGE, shutdown.clone()));
     }
-    for courier in couriers.values() {
+    for (address, courier) in &couriers {
+        let (identity, store2) = (address.clone(), store.clone());
+        set.spawn(presence::follow(
+            identity,
+            courier.clone(),
+            store2,
+            shutdown.clone(),
+        ));
         let (courier, store) = (courier.clone(), store.clone());
         set.spawn(via_relay::agent(
             courier,

@@ -428,3 +428,68 @@ async fn a_bounced_copy_reaches_its_sender_as_exactly_one_failed_dsn() {
     );
     assert!(dsn.contains("Final-Recipient: rfc822; bob@b.test"), "{dsn}");
 }
+
+#[tokio::test]
+async fn presence_moves_only_on_a_change_and_queue_list_says_since_when_the_peer_is_offline() {
+    let (server, store) = fresh().await;
+    let site = Site::new(&server);
+    let peer = tox_id(7).public_key();
+    let key = ("alice@a.test".to_string(), peer);
+    store
+        .set_presence("alice@a.test", &peer, false)
+        .await
+        .unwrap();
+    let first = store.presence().await.unwrap()[&key];
+    assert!(!first.0);
+    store
+        .set_presence("alice@a.test", &peer, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.presence().await.unwrap()[&key],
+        first,
+        "no change, same since"
+    );
+    store
+        .set_presence("alice@a.test", &peer, true)
+        .await
+        .unwrap();
+    let online = store.presence().await.unwrap()[&key];
+    assert!(online.0 && online.1 >= first.1);
+    store.reset_presence("alice@a.test").await.unwrap();
+    assert!(
+        !store.presence().await.unwrap()[&key].0,
+        "offline once the node stops"
+    );
+
+    let [id] = queue(&store, &["b@b.test"]).await[..] else {
+        panic!("one copy")
+    };
+    let list = site.run(&["queue", "list"]).await;
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    let out = text(&list.stdout);
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(&format!("{id}\t")))
+        .unwrap();
+    assert!(
+        row.ends_with("ago)") && row.contains("\tpeer offline since 20"),
+        "{out}"
+    );
+    let show = site.run(&["queue", "show", &id.to_string()]).await;
+    assert!(
+        text(&show.stdout).contains("peer_presence\toffline since 20"),
+        "{}",
+        text(&show.stdout)
+    );
+
+    store
+        .add_identity("alice@a.test", &tox_id(1))
+        .await
+        .unwrap();
+    assert!(store.remove_identity("alice@a.test").await.unwrap());
+    assert!(
+        store.presence().await.unwrap().is_empty(),
+        "its peers' presence goes with it"
+    );
+}

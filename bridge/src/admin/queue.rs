@@ -10,7 +10,7 @@ use super::{Result, store, utc, when};
 use crate::config::Config;
 use crate::delivery::notify::operator_bounce_reason;
 use crate::events::DsnStatus;
-use crate::store::QueueEntry;
+use crate::store::{PresenceMap, QueueEntry};
 
 /// When the running bridge notices what `queue` commands wrote, at the latest.
 const PICKED_UP: &str = "within a minute";
@@ -19,10 +19,9 @@ const PICKED_UP: &str = "within a minute";
 type Live = std::result::Result<HashMap<String, String>, String>;
 
 pub async fn queue_list(config: &Config) -> Result {
-    let rows = store(config)?
-        .queue_list()
-        .await
-        .map_err(|e| e.to_string())?;
+    let store = store(config)?;
+    let rows = store.queue_list().await.map_err(|e| e.to_string())?;
+    let presence = store.presence().await.map_err(|e| e.to_string())?;
     let live = crate::status::live(config).await;
     let now = SystemTime::now();
     println!("id\tstate\tattempts\tcreated\tnext_attempt\texpires\trecipient\tsender\twhy");
@@ -37,7 +36,7 @@ pub async fn queue_list(config: &Config) -> Result {
             when(r.expires, now),
             r.recipient,
             r.envelope_sender,
-            why(r, now, &live)
+            why(r, now, &live, seen(&presence, r))
         );
     }
     println!("{} message copies", rows.len());
@@ -49,13 +48,10 @@ pub async fn queue_list(config: &Config) -> Result {
     Ok(())
 }
 
-/// Why a copy is where it is, in one line.
-pub fn why(e: &QueueEntry, now: SystemTime, live: &Live) -> String {
-    let last = e
-        .last_error
-        .as_deref()
-        .map(|l| format!("; last attempt: {l}"))
-        .unwrap_or_default();
+/// Why a copy is where it is, in one line: its state, the sending identity's connection in the
+/// running bridge (`live`), the peer's presence as that bridge last recorded it, relay custody,
+/// the next attempt and the last attempt's error.
+pub fn why(e: &QueueEntry, now: SystemTime, live: &Live, presence: Option<&Seen>) -> String {
     if e.state == "delivered" {
         return "delivered".into();
     }
@@ -65,60 +61,87 @@ pub fn why(e: &QueueEntry, now: SystemTime, live: &Live) -> String {
             e.last_error.as_deref().unwrap_or("no reason recorded")
         );
     }
+    let mut why = vec![waiting(e, now, live, presence)];
+    if let Some(at) = e.relayed_at {
+        why.push(format!(
+            "in relay custody at {} relay(s) since {} (the peer fetches it there)",
+            e.custodians(),
+            utc(at)
+        ));
+    }
+    if e.last_error.is_some() && e.next_attempt > now {
+        why.push(format!("next attempt {}", when(e.next_attempt, now)));
+    }
+    if let Some(last) = &e.last_error {
+        why.push(format!("last attempt: {last}"));
+    }
+    why.join("; ")
+}
+
+/// (online, since when) of a copy's peer, as seen by its sending identity.
+pub type Seen = (bool, SystemTime);
+
+/// What a queued copy waits for.
+fn waiting(e: &QueueEntry, now: SystemTime, live: &Live, presence: Option<&Seen>) -> String {
+    let identity = &e.sender_identity;
     if e.expires <= now {
-        return format!("expired; the bridge gives up on it at its next pass{last}");
+        return "expired; the bridge gives up on it at its next pass".into();
     }
     if let Ok(identities) = live {
-        match identities.get(&e.sender_identity) {
+        match identities.get(identity) {
             None => {
                 return format!(
-                    "the sending identity {} is not running in the bridge (restart it to load \
-                     identities added since)",
-                    e.sender_identity
+                    "the sending identity {identity} is not running in the bridge (identities \
+                     added since it started need a restart)"
                 );
             }
             Some(line) if line.starts_with("connection=none") => {
                 return format!(
-                    "the sending identity {} is not connected to the Tox network ({line}){last}",
-                    e.sender_identity
+                    "the sending identity {identity} is not connected to the Tox network ({line})"
                 );
             }
             Some(_) => {}
         }
     }
-    if let Some(at) = e.relayed_at {
-        return format!(
-            "in relay custody at {} relay(s) since {}; the peer fetches it from there, the \
-             bridge also keeps trying directly{last}",
-            e.custodians(),
-            utc(at)
-        );
+    match presence {
+        Some((false, since)) => return format!("peer offline since {}", when(*since, now)),
+        Some((true, since)) if e.last_error.is_none() || e.next_attempt <= now => {
+            return format!(
+                "peer online since {}: the transfer is in progress or its answer awaited",
+                utc(*since)
+            );
+        }
+        Some((true, since)) => return format!("peer online since {}", utc(*since)),
+        None => {}
     }
-    if e.next_attempt > now {
-        return match &e.last_error {
-            // A lease (the bridge took it at its last claim) or a backoff after a failure.
-            None => format!(
-                "leased by the running bridge: waiting for the peer to come online, or the \
-                 transfer is in progress (lease ends {})",
-                utc(e.next_attempt)
-            ),
-            Some(_) => {
-                format!("waiting for the peer, or for the next attempt after a failure{last}")
-            }
-        };
-    }
-    match e.attempts {
-        0 => "waiting for the peer to come online (no attempt yet)".into(),
-        _ => format!("due now; the bridge takes it {PICKED_UP}{last}"),
+    match (e.attempts, e.next_attempt > now, &e.last_error) {
+        (0, _, _) => "waiting for the peer to come online (no attempt yet)".into(),
+        // Taken by the bridge's last claim, and no failure recorded since.
+        (_, true, None) => format!(
+            "leased by the running bridge: waiting for the peer to come online, or the transfer \
+             is in progress (lease ends {})",
+            utc(e.next_attempt)
+        ),
+        (_, true, Some(_)) => {
+            "waiting for the peer, or for the next attempt after a failure".into()
+        }
+        (_, false, _) => format!("due now; the bridge takes it {PICKED_UP}"),
     }
 }
 
+/// The presence of `e`'s peer as its sending identity saw it.
+fn seen<'a>(presence: &'a PresenceMap, e: &QueueEntry) -> Option<&'a Seen> {
+    presence.get(&(e.sender_identity.clone(), e.peer.public_key()))
+}
+
 pub async fn queue_show(config: &Config, id: i64) -> Result {
-    let e = store(config)?
+    let store = store(config)?;
+    let e = store
         .queue_entry(id)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| crate::store::OperatorError::Unknown(id).to_string())?;
+    let presence = store.presence().await.map_err(|e| e.to_string())?;
     let live = crate::status::live(config).await;
     let now = SystemTime::now();
     let opt = |t: Option<SystemTime>| t.map_or("-".to_string(), |t| when(t, now));
@@ -135,7 +158,14 @@ pub async fn queue_show(config: &Config, id: i64) -> Result {
         ("message_id", e.message_id.to_string()),
         ("postfix_queue_id", e.idem_key.clone().unwrap_or("-".into())),
         ("state", e.state.clone()),
-        ("why", why(&e, now, &live)),
+        ("why", why(&e, now, &live, seen(&presence, &e))),
+        (
+            "peer_presence",
+            seen(&presence, &e).map_or("not recorded".into(), |(online, since)| {
+                let state = if *online { "online" } else { "offline" };
+                format!("{state} since {}", when(*since, now))
+            }),
+        ),
         ("sender", format!("<{}>", e.envelope_sender)),
         ("sender_identity", e.sender_identity.clone()),
         ("recipient", e.recipient.clone()),
@@ -269,41 +299,73 @@ mod tests {
     fn why_names_the_reason_a_copy_waits() {
         let now = SystemTime::now();
         let down: Live = Err("not reachable".into());
-        let e = entry(now);
-        assert!(why(&e, now, &down).contains("no attempt yet"));
+        let why = |e: &QueueEntry, live: &Live| why(e, now, live, None);
+        assert_eq!(
+            why(&entry(now), &down),
+            "waiting for the peer to come online (no attempt yet)"
+        );
 
         let leased = QueueEntry {
             attempts: 1,
             next_attempt: now + Duration::from_secs(3000),
             ..entry(now)
         };
-        assert!(why(&leased, now, &down).starts_with("leased by the running bridge"));
+        assert!(why(&leased, &down).starts_with("leased by the running bridge"));
 
         let backoff = QueueEntry {
             last_error: Some("timed out".into()),
             ..leased.clone()
         };
-        assert!(why(&backoff, now, &down).ends_with("last attempt: timed out"));
+        let text = why(&backoff, &down);
+        assert!(text.contains("; next attempt 20"), "{text}");
+        assert!(text.ends_with("; last attempt: timed out"), "{text}");
 
         let relayed = QueueEntry {
             relayed_at: Some(now),
             relayed_to: Some("A,B".into()),
             ..leased.clone()
         };
-        assert!(why(&relayed, now, &down).starts_with("in relay custody at 2 relay(s)"));
+        assert!(why(&relayed, &down).contains("; in relay custody at 2 relay(s) since"));
 
         let offline: Live = Ok(HashMap::from([(
             "alice@a.example".to_string(),
             "connection=none friends=0/3".to_string(),
         )]));
-        assert!(why(&leased, now, &offline).contains("not connected to the Tox network"));
-        assert!(why(&leased, now, &Ok(HashMap::new())).contains("not running in the bridge"));
+        assert!(why(&leased, &offline).contains("not connected to the Tox network"));
+        assert!(why(&leased, &Ok(HashMap::new())).contains("not running in the bridge"));
 
         let failed = QueueEntry {
             state: "failed".into(),
             last_error: Some("expired".into()),
             ..entry(now)
         };
-        assert!(why(&failed, now, &down).starts_with("given up (expired)"));
+        assert!(why(&failed, &down).starts_with("given up (expired)"));
+    }
+
+    #[test]
+    fn why_says_since_when_the_peer_is_offline_or_online() {
+        let now = SystemTime::now();
+        let down: Live = Err("not reachable".into());
+        let hour_ago = now - Duration::from_secs(3600);
+        let leased = QueueEntry {
+            attempts: 1,
+            next_attempt: now + Duration::from_secs(3000),
+            ..entry(now)
+        };
+        let text = why(&leased, now, &down, Some(&(false, hour_ago)));
+        assert!(text.starts_with("peer offline since 20"), "{text}");
+        assert!(text.ends_with("(1h 00m ago)"), "{text}");
+        let text = why(&leased, now, &down, Some(&(true, hour_ago)));
+        assert!(text.contains("the transfer is in progress"), "{text}");
+        let backoff = QueueEntry {
+            last_error: Some("refused by the peer (Busy): later".into()),
+            ..leased
+        };
+        let text = why(&backoff, now, &down, Some(&(true, hour_ago)));
+        assert!(!text.contains("in progress"), "{text}");
+        assert!(
+            text.ends_with("last attempt: refused by the peer (Busy): later"),
+            "{text}"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! delete/bounce`) and on identities (`identity remove`). Each decision is one transaction that
 //! locks the row first, so a running bridge sees the row either before or after it; the bridge's
 //! dispatcher drops a delivery whose row is no longer queued (`Store::still_queued`).
+//! Why a copy waits is read from its row and from `peer_presence` (`store/presence.rs`).
 
 use std::time::SystemTime;
 
@@ -234,13 +235,18 @@ impl Store {
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
-    /// Removes a local identity's row; false if there was none. Nothing else references it in
-    /// the schema: queued copies name it by address and fail once no node sends for it.
+    /// Removes a local identity's row and the presence of its peers; false if there was none.
+    /// Nothing else references it in the schema: queued copies name it by address and fail
+    /// once no node sends for it.
     pub async fn remove_identity(&self, address: &str) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let n = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let n = tx
             .execute("DELETE FROM identities WHERE address = $1", &[&address])
             .await?;
+        tx.execute("DELETE FROM peer_presence WHERE identity = $1", &[&address])
+            .await?;
+        tx.commit().await?;
         Ok(n > 0)
     }
 }
