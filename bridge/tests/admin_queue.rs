@@ -493,3 +493,39 @@ async fn presence_moves_only_on_a_change_and_queue_list_says_since_when_the_peer
         "its peers' presence goes with it"
     );
 }
+
+#[tokio::test]
+async fn delete_and_bounce_end_a_queued_copy_with_exactly_one_failed_event() {
+    use toxmail_bridge::events::{EventsSection, Outbox};
+    let (_server, store) = fresh().await;
+    let store = store.with_events(Outbox::new(&EventsSection::default(), None));
+    let [a, b, c] = queue(&store, &["a@b.test", "b@b.test", "c@b.test"]).await[..] else {
+        panic!("three copies")
+    };
+    store.delete_copy(a, false).await.unwrap();
+    let reason = operator_bounce_reason(0, None);
+    store
+        .bounce_copy(b, &reason, DsnStatus(5, 0, 0), false)
+        .await
+        .unwrap();
+    // A bounced copy deleted before its DSN went out already had its final event.
+    store.delete_copy(b, false).await.unwrap();
+    store.retry_now(Some(c)).await.unwrap();
+    let events = store.unpublished_events(100).await.unwrap();
+    let seen: Vec<(String, String, Option<String>)> = events
+        .iter()
+        .map(|e| {
+            let status = e.data["status"].as_str().map(str::to_owned);
+            (e.type_name.clone(), e.subject.clone(), status)
+        })
+        .filter(|(t, _, _)| !t.ends_with(".accepted"))
+        .collect();
+    let failed = |id: i64| {
+        (
+            "org.toxmail.message.failed".to_string(),
+            toxmail_bridge::events::outbound_subject(id),
+            Some("5.0.0".to_string()),
+        )
+    };
+    assert_eq!(seen, [failed(a), failed(b)], "retry writes none");
+}

@@ -168,8 +168,9 @@ impl Store {
         Ok(ids)
     }
 
-    /// Removes a queued or failed copy without any DSN; returns it as it was. A copy in a
-    /// relay's custody is refused unless `force` (the relay still hands it on).
+    /// Removes a queued or failed copy without any DSN; returns it as it was. A queued copy's
+    /// `failed` event (5.0.0) is written with it. A copy in a relay's custody is refused unless
+    /// `force` (the relay still hands it on).
     pub async fn delete_copy(&self, id: i64, force: bool) -> Result<QueueEntry, OperatorError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(StoreError::from)?;
@@ -181,10 +182,16 @@ impl Store {
         if e.state == "queued" && !force {
             refuse_custody(&e, "deleting it here does not recall it")?;
         }
-        tx.execute("DELETE FROM outbound WHERE id = $1", &[&id])
-            .await
-            .map_err(StoreError::from)?;
+        let sql = format!("DELETE FROM outbound WHERE id = $1 RETURNING {COPY_COLUMNS}");
+        let row = tx.query_one(&sql, &[&id]).await.map_err(StoreError::from)?;
+        // Every copy ends with one final event: a failed copy had it when it failed.
+        let queued = e.state == "queued";
+        if queued {
+            let how = GiveUp::Refused(DsnStatus(5, 0, 0));
+            self.report_copy(&tx, &row, how.event()).await?;
+        }
         tx.commit().await.map_err(StoreError::from)?;
+        self.wake_publisher(queued);
         Ok(e)
     }
 
