@@ -1,5 +1,5 @@
 //! The operator's day (issue 11): a copy deleted while the running bridge waits for its peer is
-//! never delivered (the bridge drops its delivery at its next pass, here woken by the next mail)
+//! never delivered (the bridge drops its delivery at its next pass, usually woken by the next mail)
 //! while the next copy is; `queue list` says the copy waits for the peer, and once the peer has
 //! come and gone, since when it is offline.
 
@@ -65,6 +65,7 @@ async fn a_deleted_copy_is_never_delivered_and_queue_list_says_since_when_the_pe
     );
     // The next mail's commit wakes A's dispatcher, which drops the deleted copy's delivery.
     send(&a, "bob@b.test", "kept").await;
+    // (It checks at most once a second; a skipped check is made when that second is over.)
     let stopped = wait_for(Duration::from_secs(30), || {
         a.bridge_log()
             .contains("delivery stopped: the operator deleted or bounced the copy")

@@ -6,9 +6,9 @@
 //! dropped at the loop's next pass (at most `SAFETY_POLL` later); one that finishes first finds
 //! its row gone and records nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +22,9 @@ use crate::store::{GiveUp, OutboundRow, Store, StoreError};
 
 /// A claimed row stays invisible to other claims this long while its delivery task runs.
 const LEASE: Duration = Duration::from_secs(3600);
+/// Deliveries are checked against the queue (deleted or bounced by the operator) at most this
+/// often: a wake-up per intake commit must not cost a query over every row in flight.
+const WITHDRAWN_CHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Dispatcher {
@@ -38,6 +41,8 @@ pub struct Dispatcher {
     pub notices: Arc<Notify>,
     /// Rows with a delivery task, each with the token that stops it.
     inflight: Mutex<HashMap<i64, CancellationToken>>,
+    /// When `drop_withdrawn` last asked the database.
+    withdrawn_checked: Mutex<Option<Instant>>,
 }
 
 impl Dispatcher {
@@ -57,6 +62,7 @@ impl Dispatcher {
             wake: Notify::new(),
             notices: Arc::new(Notify::new()),
             inflight: Mutex::default(),
+            withdrawn_checked: Mutex::default(),
         }
     }
 
@@ -77,9 +83,13 @@ impl Dispatcher {
                 }
                 Err(e) => tracing::debug!(error = %e, "outbound queue not readable"),
             }
-            self.drop_withdrawn().await;
-            // Sleep until a commit wakes us or the next retry falls due.
+            let recheck = self.drop_withdrawn().await;
+            // Sleep until a commit wakes us, the next retry falls due, or a skipped check is due.
             let due = self.store.next_outbound_due().await.unwrap_or(None);
+            let due = match (due, recheck) {
+                (Some(due), Some(recheck)) => Some(due.min(recheck)),
+                (due, recheck) => due.or(recheck),
+            };
             if !super::idle(&self.wake, due, &shutdown).await {
                 return;
             }
@@ -111,24 +121,37 @@ impl Dispatcher {
         tokio::spawn(tracing::Instrument::instrument(task, span));
     }
 
-    /// Stops the deliveries of rows no longer queued (deleted or given up by the operator).
-    async fn drop_withdrawn(&self) {
+    /// Stops the deliveries of rows no longer queued: deleted or given up by the operator (or
+    /// closed by a relay's receipt, which makes the direct attempt moot).
+    /// Returns when to check again if it skipped the check (it checked less than
+    /// `WITHDRAWN_CHECK` ago).
+    async fn drop_withdrawn(&self) -> Option<SystemTime> {
         let ids: Vec<i64> = {
             let inflight = self.inflight.lock().expect("not poisoned");
             inflight.keys().copied().collect()
         };
-        if ids.is_empty() {
-            return;
+        {
+            let mut checked = self.withdrawn_checked.lock().expect("not poisoned");
+            if ids.is_empty() {
+                return None;
+            }
+            let since = checked.map(|at| at.elapsed());
+            if let Some(wait) = since.and_then(|since| WITHDRAWN_CHECK.checked_sub(since)) {
+                return Some(SystemTime::now() + wait);
+            }
+            *checked = Some(Instant::now());
         }
         let Ok(queued) = self.store.still_queued(&ids).await else {
-            return; // asked again at the next pass
+            return None; // asked again at the next pass
         };
+        let queued: HashSet<i64> = queued.into_iter().collect();
         let inflight = self.inflight.lock().expect("not poisoned");
         for id in ids.iter().filter(|id| !queued.contains(id)) {
             if let Some(stop) = inflight.get(id) {
                 stop.cancel();
             }
         }
+        None
     }
 
     async fn deliver(&self, mut row: OutboundRow) {
