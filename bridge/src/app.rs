@@ -334,13 +334,9 @@ pub async fn run(
         set.spawn(mailroom.serve(deposited, RELAY_PURGE, shutdown.clone()));
     }
     for (address, courier) in &couriers {
-        let (identity, store2) = (address.clone(), store.clone());
-        set.spawn(presence::follow(
-            identity,
-            courier.clone(),
-            store2,
-            shutdown.clone(),
-        ));
+        let stop = shutdown.clone();
+        let follow = presence::follow(address.clone(), courier.clone(), store.clone(), stop);
+        set.spawn(follow);
         let (courier, store) = (courier.clone(), store.clone());
         set.spawn(via_relay::agent(
             courier,

@@ -115,24 +115,12 @@ pub async fn identity_remove(config: &Config, address: &str, force: bool) -> Res
     }
     println!("removed identity {address} (Tox ID {})", row.tox_id);
     let path = identity::savedata_path(&config.bridge.state_dir, &address);
-    let stamp = super::utc(std::time::SystemTime::now()).replace([' ', ':', '-'], "");
-    let kept = path.with_extension(format!("tox.removed-{stamp}"));
-    match std::fs::rename(&path, &kept) {
-        Ok(()) => println!("its savedata (secret key) is kept as {}", kept.display()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("it had no savedata at {}", path.display())
-        }
-        Err(e) => {
-            return Err(format!(
-                "the row is removed, but its savedata stays at {}: cannot rename it: {e}",
-                path.display()
-            ));
-        }
-    }
+    println!("{}", keep_savedata(&path)?);
     println!(
         "to undo: rename the file back to {} and run in the database: INSERT INTO identities \
-         (address, tox_id) VALUES ('{address}', '\\x{}');",
+         (address, tox_id) VALUES ('{}', '\\x{}');",
         path.display(),
+        address.replace('\'', "''"),
         hex::encode(row.tox_id.as_bytes())
     );
     if outbound + inbound > 0 {
@@ -146,4 +134,23 @@ pub async fn identity_remove(config: &Config, address: &str, force: bool) -> Res
          until the bridge is restarted"
     );
     Ok(())
+}
+
+/// Renames a removed identity's savedata `<name>.tox.removed-<UTC time>`; says where it is.
+fn keep_savedata(path: &std::path::Path) -> std::result::Result<String, String> {
+    let stamp = super::utc(std::time::SystemTime::now()).replace([' ', ':', '-'], "");
+    let kept = path.with_extension(format!("tox.removed-{stamp}"));
+    match std::fs::rename(path, &kept) {
+        Ok(()) => Ok(format!(
+            "its savedata (secret key) is kept as {}",
+            kept.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(format!("it had no savedata at {}", path.display()))
+        }
+        Err(e) => Err(format!(
+            "the row is removed, but its savedata stays at {}: cannot rename it: {e}",
+            path.display()
+        )),
+    }
 }

@@ -26,6 +26,14 @@ pub(crate) fn store(config: &Config) -> std::result::Result<Store, String> {
     Store::connect(&config.database.url, 2).map_err(|e| e.to_string())
 }
 
+/// `text` safe for one tab-separated field on a terminal: control characters (tabs, line
+/// breaks, escape sequences a peer may have put into an error text) become `?`.
+pub(crate) fn field(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// `2026-12-03 07:40:12Z`: UTC to the second, sorts and greps as text.
 pub(crate) fn utc(t: SystemTime) -> String {
     let secs = t

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use super::{Result, store, utc, when};
+use super::{Result, field, store, utc, when};
 use crate::config::Config;
 use crate::delivery::notify::operator_bounce_reason;
 use crate::events::DsnStatus;
@@ -34,9 +34,9 @@ pub async fn queue_list(config: &Config) -> Result {
             when(r.created, now),
             when(r.next_attempt, now),
             when(r.expires, now),
-            r.recipient,
-            r.envelope_sender,
-            why(r, now, &live, seen(&presence, r))
+            field(&r.recipient),
+            field(&r.envelope_sender),
+            field(&why(r, now, &live, seen(&presence, r)))
         );
     }
     println!("{} message copies", rows.len());
@@ -183,7 +183,7 @@ pub async fn queue_show(config: &Config, id: i64) -> Result {
         ("delay_dsn", notice(&e).into()),
     ];
     for (key, value) in lines {
-        println!("{key}\t{value}");
+        println!("{key}\t{}", field(&value));
     }
     Ok(())
 }
@@ -201,7 +201,7 @@ pub async fn queue_retry(config: &Config, id: Option<i64>) -> Result {
     let due = store(config)?
         .retry_now(id)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| field(&e.to_string()))?;
     match due.len() {
         0 => println!("no queued copies: nothing to retry"),
         n => println!(
@@ -219,10 +219,14 @@ pub async fn queue_delete(config: &Config, id: i64, force: bool) -> Result {
     let e = store(config)?
         .delete_copy(id, force)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| field(&e.to_string()))?;
     println!(
         "deleted copy {} ({}) from <{}> to {}, {} attempt(s); no DSN is sent",
-        e.id, e.message_id, e.envelope_sender, e.recipient, e.attempts
+        e.id,
+        e.message_id,
+        field(&e.envelope_sender),
+        field(&e.recipient),
+        e.attempts
     );
     if e.state == "queued" {
         println!(
@@ -248,7 +252,7 @@ pub async fn queue_bounce(config: &Config, id: i64, force: bool) -> Result {
     let e = store
         .bounce_copy(id, &reason, status, force)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| field(&e.to_string()))?;
     let dsn = match e.envelope_sender.is_empty() {
         true => "removes the copy (the sender is <>: no DSN is sent)".to_string(),
         false => format!("sends the sender the failed DSN ({status}) and removes the copy"),
@@ -256,7 +260,10 @@ pub async fn queue_bounce(config: &Config, id: i64, force: bool) -> Result {
     println!(
         "copy {} ({}) from <{}> to {} given up: the running bridge stops delivering it and \
          {dsn} {PICKED_UP}",
-        e.id, e.message_id, e.envelope_sender, e.recipient
+        e.id,
+        e.message_id,
+        field(&e.envelope_sender),
+        field(&e.recipient)
     );
     Ok(())
 }
