@@ -16,6 +16,7 @@ use crate::delivery::inbound::admission::SiteView;
 use crate::delivery::inbound::{BridgeInbox, InboundContext, run_injector};
 use crate::delivery::notify::Notifier;
 use crate::delivery::outbound::Dispatcher;
+use crate::delivery::presence;
 use crate::delivery::via_relay::{self, RelaySettings};
 use crate::events::publisher::Publisher;
 use crate::health;
@@ -347,7 +348,10 @@ pub async fn run(
     for (mailroom, deposited) in mailrooms {
         set.spawn(mailroom.serve(deposited, RELAY_PURGE, shutdown.clone()));
     }
-    for courier in couriers.values() {
+    for (address, courier) in &couriers {
+        let stop = shutdown.clone();
+        let follow = presence::follow(address.clone(), courier.clone(), store.clone(), stop);
+        set.spawn(follow);
         let (courier, store) = (courier.clone(), store.clone());
         set.spawn(via_relay::agent(
             courier,

@@ -53,7 +53,7 @@ enum Command {
     /// Tox keys learned from DNS and pinned on first use.
     #[command(subcommand)]
     Pins(PinsCmd),
-    /// The outbound queue.
+    /// The outbound queue: why copies wait, and the operator's decisions on them.
     #[command(subcommand)]
     Queue(QueueCmd),
     /// Print the master.cf and main.cf settings for this configuration, merged with Postfix's
@@ -119,6 +119,14 @@ enum IdentityCmd {
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
     },
+    /// Remove a local mailbox's identity; its savedata is kept, renamed `<name>.removed-<time>`.
+    Remove {
+        /// The identity's address.
+        address: String,
+        /// Remove it even while queued copies or received mail still depend on it.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -168,8 +176,38 @@ enum PinsCmd {
 
 #[derive(Subcommand)]
 enum QueueCmd {
-    /// Every copy in the outbound queue with its state, attempts and last error.
+    /// Copies not yet delivered, with their times and why each waits (tab-separated).
     List,
+    /// Everything about one copy except its (sealed) content.
+    Show {
+        /// The copy's queue id (first column of `queue list`).
+        id: i64,
+    },
+    /// Make a waiting copy due now; the running bridge tries it within a minute.
+    Retry {
+        /// The copy's queue id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every queued copy.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove a copy from the queue without telling its sender (no DSN).
+    Delete {
+        /// The copy's queue id.
+        id: i64,
+        /// Delete it even while relay nodes hold it (they may still hand it on).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Give up on a copy now: its sender gets the failed DSN (5.0.0) and the copy is removed.
+    Bounce {
+        /// The copy's queue id.
+        id: i64,
+        /// Bounce it even while relay nodes hold it (they may still hand it on).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Text logs on stderr, filtered by `TOXMAIL_LOG`; one JSON object per line with
@@ -252,6 +290,9 @@ async fn main() -> ExitCode {
             bundle,
             passphrase_file,
         }) => admin::identity_import(&config, &bundle, passphrase_file.as_deref()).await,
+        Command::Identity(IdentityCmd::Remove { address, force }) => {
+            admin::identity_remove(&config, &address, force).await
+        }
         Command::Block(BlockCmd::Add { key }) => admin::block(&config, &key, true).await,
         Command::Block(BlockCmd::Remove { key }) => admin::block(&config, &key, false).await,
         Command::Block(BlockCmd::List) => admin::block_list(&config).await,
@@ -269,6 +310,14 @@ async fn main() -> ExitCode {
         Command::Pins(PinsCmd::List) => admin::pins_list(&config).await,
         Command::Pins(PinsCmd::Remove { address }) => admin::pins_remove(&config, &address).await,
         Command::Queue(QueueCmd::List) => admin::queue_list(&config).await,
+        Command::Queue(QueueCmd::Show { id }) => admin::queue_show(&config, id).await,
+        Command::Queue(QueueCmd::Retry { id, all: _ }) => admin::queue_retry(&config, id).await,
+        Command::Queue(QueueCmd::Delete { id, force }) => {
+            admin::queue_delete(&config, id, force).await
+        }
+        Command::Queue(QueueCmd::Bounce { id, force }) => {
+            admin::queue_bounce(&config, id, force).await
+        }
         Command::Status => toxmail_bridge::status::status(&config).await,
         Command::PostfixConfig(args) => {
             let current = admin::PostfixCurrent::read(&admin::PostfixSite {
@@ -291,30 +340,13 @@ async fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use clap::CommandFactory;
 
-    use super::Cli;
-
-    /// Every subcommand and argument shows text in `--help`.
     #[test]
-    fn every_command_and_argument_has_help_text() {
-        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
-            for arg in cmd.get_arguments() {
-                let builtin = ["help", "version"].contains(&arg.get_id().as_str());
-                if arg.get_help().is_none() && !builtin {
-                    missing.push(format!("{path} {}", arg.get_id()));
-                }
-            }
-            for sub in cmd.get_subcommands() {
-                let path = format!("{path} {}", sub.get_name());
-                if sub.get_about().is_none() && sub.get_name() != "help" {
-                    missing.push(path.clone());
-                }
-                walk(sub, &path, missing);
-            }
-        }
-        let mut missing = Vec::new();
-        walk(&Cli::command(), "toxmail-bridge", &mut missing);
+    fn every_subcommand_and_argument_has_help_text() {
+        Cli::command().debug_assert();
+        let missing = toxmail_tests::cli::undocumented(&Cli::command());
         assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 }

@@ -58,7 +58,7 @@ pub async fn status(config: &Config) -> Result<(), String> {
 }
 
 /// Identity address → "connection=… friends=…" from the running daemon, or why there is none.
-async fn live(config: &Config) -> Result<HashMap<String, String>, String> {
+pub(crate) async fn live(config: &Config) -> Result<HashMap<String, String>, String> {
     let listen = &config.metrics.listen;
     if listen.is_empty() {
         return Err("unknown ([metrics] listen is off, so the daemon cannot be asked)".into());

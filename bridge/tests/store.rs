@@ -16,7 +16,7 @@ async fn fresh() -> (PgServer, Store) {
         .expect("start private PostgreSQL");
     eprintln!("PgServer::start took {:?}", started.elapsed());
     let store = Store::connect(&server.url(), 4).unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 8, "every migration applied");
+    assert_eq!(store.migrate().await.unwrap(), 9, "every migration applied");
     (server, store)
 }
 

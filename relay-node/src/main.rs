@@ -151,3 +151,16 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_subcommand_and_argument_has_help_text() {
+        Cli::command().debug_assert();
+        let missing = toxmail_tests::cli::undocumented(&Cli::command());
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+}

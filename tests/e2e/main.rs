@@ -5,6 +5,7 @@ mod events;
 mod hostile_peer;
 mod identity_move;
 mod metrics;
+mod operator_queue;
 mod postfix_bad_input;
 mod postfix_dsn;
 mod postfix_flow;

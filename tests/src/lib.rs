@@ -2,6 +2,7 @@
 //! loopback, in temp dirs, on free ports, and stops them when dropped. Scenarios live in `e2e/`.
 
 pub mod bootstrapd;
+pub mod cli;
 pub mod dns;
 pub mod dovecot;
 pub mod inbox;

@@ -22,20 +22,43 @@ mod queue;
 
 pub use check::check_config;
 pub use identity::{
-    identity_add, identity_export, identity_import, identity_list, identity_rotate_nospam,
+    identity_add, identity_export, identity_import, identity_list, identity_remove,
+    identity_rotate_nospam,
 };
 pub use postconf::{Current as PostfixCurrent, PostfixSite};
 pub use postfix::{INJECTION_MARK, injection_service, postfix_config};
-pub use queue::queue_list;
+pub use queue::{queue_bounce, queue_delete, queue_list, queue_retry, queue_show};
 
 pub(crate) fn store(config: &Config) -> std::result::Result<Store, String> {
     Store::connect(&config.database.url, 2).map_err(|e| e.to_string())
 }
 
-pub(crate) fn secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
+/// `text` safe for one tab-separated field on a terminal: control characters (tabs, line
+/// breaks, escape sequences a peer may have put into an error text) become `?`.
+pub(crate) fn field(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// `2026-12-03 07:40:12Z`: UTC to the second, sorts and greps as text.
+pub(crate) fn utc(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let (y, mo, d) = crate::delivery::trace::civil_from_days((secs / 86_400) as i64);
+    let (h, m, s) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02}Z")
+}
+
+/// `2026-12-03 07:40:12Z (in 5m 00s)` or `… (3h 07m ago)`, relative to `now`.
+pub(crate) fn when(t: SystemTime, now: SystemTime) -> String {
+    let relative = match t.duration_since(now) {
+        Ok(ahead) => format!("in {}", crate::status::human(ahead)),
+        Err(behind) => format!("{} ago", crate::status::human(behind.duration())),
+    };
+    format!("{} ({relative})", utc(t))
 }
 
 pub(crate) fn normalised(config: &Config, address: &str) -> std::result::Result<String, String> {
@@ -175,18 +198,19 @@ pub async fn resolve(config: &Config, address: &str, accept_new_key: bool) -> Re
 
 pub async fn pins_list(config: &Config) -> Result {
     let rows = store(config)?.pins().await.map_err(|e| e.to_string())?;
+    let at = |t| when(t, SystemTime::now());
     println!("address\tpinned_key\tpinned\tdns_now");
     for row in &rows {
         let now = match &row.changed {
             None => "same".to_string(),
-            Some((since, Some(id))) => format!("CHANGED since {}: {id}", secs(*since)),
-            Some((since, None)) => format!("CHANGED since {}: no usable record", secs(*since)),
+            Some((since, Some(id))) => format!("CHANGED since {}: {id}", at(*since)),
+            Some((since, None)) => format!("CHANGED since {}: no usable record", at(*since)),
         };
         println!(
             "{}\t{}\t{}\t{now}",
             row.address,
             row.public_key,
-            secs(row.pinned)
+            at(row.pinned)
         );
     }
     println!("{} pinned address(es)", rows.len());
@@ -204,4 +228,22 @@ pub async fn pins_remove(config: &Config, address: &str) -> Result {
         false => return Err(format!("nothing pinned for {address}")),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn times_read_in_utc_with_how_far_off_they_are() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_796_283_612); // 2026-12-03 07:40:12Z
+        assert_eq!(utc(at), "2026-12-03 07:40:12Z");
+        let now = at + Duration::from_secs(3 * 3600 + 7 * 60);
+        assert_eq!(when(at, now), "2026-12-03 07:40:12Z (3h 07m ago)");
+        assert_eq!(
+            when(now + Duration::from_secs(300), now),
+            "2026-12-03 10:52:12Z (in 5m 00s)"
+        );
+    }
 }

@@ -1,12 +1,14 @@
 //! Outbound delivery over Tox (`outbound`: queue rows → courier → delivered/failed/rescheduled),
 //! inbound reception (`inbound`: the Inbox that verifies and commits received envelopes, and the
 //! injector that hands them to the local MTA), relays (`via_relay`: registration, relay lists,
-//! deposits for peers that stay offline), and their helpers.
+//! deposits for peers that stay offline), peer presence for the operator (`presence`), and their
+//! helpers.
 
 pub mod dsn;
 pub mod inbound;
 pub mod notify;
 pub mod outbound;
+pub mod presence;
 pub mod smtp_client;
 pub mod trace;
 pub mod via_relay;

@@ -183,9 +183,25 @@ fn final_outcome(copy: CopyInfo) -> Outcome {
     }
 }
 
+/// How the reason of a copy the operator gave up on (`toxmail-bridge queue bounce`) starts.
+pub const OPERATOR_BOUNCE: &str = "given up by the mail system's operator";
+
+/// The reason (and failed DSN diagnostic) of a copy the operator gives up on.
+pub fn operator_bounce_reason(attempts: i32, last_error: Option<&str>) -> String {
+    let last = last_error
+        .map(|e| format!("; last problem: {e}"))
+        .unwrap_or_default();
+    format!(
+        "{OPERATOR_BOUNCE} before the recipient's mail server took it over Tox; it was not \
+         delivered ({attempts} attempt(s){last})"
+    )
+}
+
 /// The enhanced status of a permanent failure, from the reason recorded with it.
 pub fn status_for(reason: &str) -> (u8, u16, u16) {
-    if reason.starts_with("expired") {
+    if reason.starts_with(OPERATOR_BOUNCE) {
+        (5, 0, 0)
+    } else if reason.starts_with("expired") {
         (5, 4, 7)
     } else if reason.contains("UnknownMailbox") {
         (5, 1, 1)
@@ -231,5 +247,13 @@ mod tests {
         // Refused for good by the recipient itself: failed, custody or not.
         let o = final_outcome(copy("refused by the peer (UnknownMailbox): no", Some("R")));
         assert_eq!((o.action, o.status), (Action::Failed, (5, 1, 1)));
+    }
+
+    #[test]
+    fn an_operator_bounce_is_failed_5_0_0_whatever_the_last_problem_was() {
+        let reason = operator_bounce_reason(4, Some("refused by the peer (TooLarge): big"));
+        let o = final_outcome(copy(&reason, None));
+        assert_eq!((o.action, o.status), (Action::Failed, (5, 0, 0)));
+        assert!(o.diagnostic.contains("not delivered"), "{}", o.diagnostic);
     }
 }

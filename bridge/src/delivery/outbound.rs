@@ -1,11 +1,14 @@
 //! Outbound: hands queued copies to the sending identity's courier and records the outcome.
 //! The courier itself waits for the peer to come online (event driven) and rides out
 //! disconnects; this loop only claims rows, keeps one delivery task per row, and applies backoff
-//! after refusals and errors. At start-up every queued row is handed over at once.
+//! after refusals and errors. At start-up every queued row is handed over at once. A delivery
+//! whose row the operator deleted or gave up on (`toxmail-bridge queue delete/bounce`) is
+//! dropped at the loop's next pass (at most `SAFETY_POLL` later); one that finishes first finds
+//! its row gone and records nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -15,10 +18,13 @@ use super::backoff;
 use super::via_relay::{self, RelaySettings};
 use crate::events::DsnStatus;
 use crate::metrics::{self, Delivery};
-use crate::store::{GiveUp, OutboundRow, Store};
+use crate::store::{GiveUp, OutboundRow, Store, StoreError};
 
 /// A claimed row stays invisible to other claims this long while its delivery task runs.
 const LEASE: Duration = Duration::from_secs(3600);
+/// Deliveries are checked against the queue (deleted or bounced by the operator) at most this
+/// often: a wake-up per intake commit must not cost a query over every row in flight.
+const WITHDRAWN_CHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub struct Dispatcher {
@@ -33,7 +39,10 @@ pub struct Dispatcher {
     /// Wakes the notifier when the queue changed in a way it acts on: a copy failed (its DSN
     /// goes out now) or new copies were queued (their "delayed" notice falls due later).
     pub notices: Arc<Notify>,
-    inflight: Mutex<HashSet<i64>>,
+    /// Rows with a delivery task, each with the token that stops it.
+    inflight: Mutex<HashMap<i64, CancellationToken>>,
+    /// When `drop_withdrawn` last asked the database.
+    withdrawn_checked: Mutex<Option<Instant>>,
 }
 
 impl Dispatcher {
@@ -53,6 +62,7 @@ impl Dispatcher {
             wake: Notify::new(),
             notices: Arc::new(Notify::new()),
             inflight: Mutex::default(),
+            withdrawn_checked: Mutex::default(),
         }
     }
 
@@ -73,8 +83,13 @@ impl Dispatcher {
                 }
                 Err(e) => tracing::debug!(error = %e, "outbound queue not readable"),
             }
-            // Sleep until a commit wakes us or the next retry falls due.
+            let recheck = self.drop_withdrawn().await;
+            // Sleep until a commit wakes us, the next retry falls due, or a skipped check is due.
             let due = self.store.next_outbound_due().await.unwrap_or(None);
+            let due = match (due, recheck) {
+                (Some(due), Some(recheck)) => Some(due.min(recheck)),
+                (due, recheck) => due.or(recheck),
+            };
             if !super::idle(&self.wake, due, &shutdown).await {
                 return;
             }
@@ -82,17 +97,61 @@ impl Dispatcher {
     }
 
     fn spawn(self: &Arc<Self>, row: OutboundRow) {
-        if !self.inflight.lock().expect("not poisoned").insert(row.id) {
-            return;
+        let stop = CancellationToken::new();
+        {
+            let mut inflight = self.inflight.lock().expect("not poisoned");
+            if inflight.contains_key(&row.id) {
+                return;
+            }
+            inflight.insert(row.id, stop.clone());
         }
         let me = self.clone();
         let span = tracing::info_span!("deliver", row = row.id, id = %row.message_id);
         let task = async move {
             let id = row.id;
-            me.deliver(row).await;
+            tokio::select! {
+                _ = me.deliver(row) => {}
+                // Dropping the delivery gives it up (the courier cancels its file).
+                _ = stop.cancelled() => {
+                    tracing::info!("delivery stopped: the operator deleted or bounced the copy");
+                }
+            }
             me.inflight.lock().expect("not poisoned").remove(&id);
         };
         tokio::spawn(tracing::Instrument::instrument(task, span));
+    }
+
+    /// Stops the deliveries of rows no longer queued: deleted or given up by the operator (or
+    /// closed by a relay's receipt, which makes the direct attempt moot).
+    /// Returns when to check again if it skipped the check (it checked less than
+    /// `WITHDRAWN_CHECK` ago).
+    async fn drop_withdrawn(&self) -> Option<SystemTime> {
+        let ids: Vec<i64> = {
+            let inflight = self.inflight.lock().expect("not poisoned");
+            inflight.keys().copied().collect()
+        };
+        {
+            let mut checked = self.withdrawn_checked.lock().expect("not poisoned");
+            if ids.is_empty() {
+                return None;
+            }
+            let since = checked.map(|at| at.elapsed());
+            if let Some(wait) = since.and_then(|since| WITHDRAWN_CHECK.checked_sub(since)) {
+                return Some(SystemTime::now() + wait);
+            }
+            *checked = Some(Instant::now());
+        }
+        let Ok(queued) = self.store.still_queued(&ids).await else {
+            return None; // asked again at the next pass
+        };
+        let queued: HashSet<i64> = queued.into_iter().collect();
+        let inflight = self.inflight.lock().expect("not poisoned");
+        for id in ids.iter().filter(|id| !queued.contains(id)) {
+            if let Some(stop) = inflight.get(id) {
+                stop.cancel();
+            }
+        }
+        None
     }
 
     async fn deliver(&self, mut row: OutboundRow) {
@@ -164,6 +223,11 @@ impl Dispatcher {
         loop {
             match op().await {
                 Ok(()) => return,
+                // The operator deleted the row (`queue delete`) or its bounce went out.
+                Err(StoreError::NotFound(what)) => {
+                    tracing::warn!(%what, "outcome not recorded: the row is gone");
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot record delivery outcome; retrying");
                     tokio::time::sleep(wait).await;

@@ -44,6 +44,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 8,
         sql: include_str!("migrations/0008_delay_notice_index.sql"),
     },
+    Migration {
+        version: 9,
+        sql: include_str!("migrations/0009_peer_presence.sql"),
+    },
 ];
 
 /// Serialises bridges migrating the same database at once ("toxmigr" in ASCII).

@@ -49,7 +49,7 @@ pub enum GiveUp {
 }
 
 impl GiveUp {
-    fn event(self) -> CopyEvent {
+    pub(super) fn event(self) -> CopyEvent {
         match self {
             GiveUp::Expired => CopyEvent::new(EventKind::Expired, Some(DsnStatus::EXPIRED), None),
             GiveUp::Refused(status) => CopyEvent::new(EventKind::Failed, Some(status), None),
@@ -75,21 +75,6 @@ pub struct OutboundRow {
     pub relays: Vec<ToxId>,
     /// A relay confirmed custody of this copy.
     pub relayed: bool,
-}
-
-/// A row as the admin CLI lists it: metadata only.
-#[derive(Debug, Clone)]
-pub struct QueueEntry {
-    pub id: i64,
-    pub message_id: MessageId,
-    pub recipient: String,
-    pub envelope_sender: String,
-    /// `queued` or `failed`.
-    pub state: String,
-    pub attempts: i32,
-    pub next_attempt: SystemTime,
-    pub expires: SystemTime,
-    pub last_error: Option<String>,
 }
 
 const ROW_COLUMNS: &str = "id, message_id, recipient, envelope_sender, sender_identity, peer, \
@@ -316,34 +301,6 @@ impl Store {
             .await?;
         rows.iter()
             .map(|r| tox_id_from(r.get(0), "peer_relays.relay"))
-            .collect()
-    }
-
-    /// Rows still in the queue (queued or failed, not delivered), without envelopes, by id.
-    pub async fn queue_list(&self) -> Result<Vec<QueueEntry>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT id, message_id, recipient, envelope_sender, state, attempts, \
-                 next_attempt, expires, last_error FROM outbound \
-                 WHERE state <> 'delivered' ORDER BY id",
-                &[],
-            )
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(QueueEntry {
-                    id: row.try_get(0)?,
-                    message_id: message_id_from(row.try_get(1)?, "outbound.message_id")?,
-                    recipient: row.try_get(2)?,
-                    envelope_sender: row.try_get(3)?,
-                    state: row.try_get(4)?,
-                    attempts: row.try_get(5)?,
-                    next_attempt: row.try_get(6)?,
-                    expires: row.try_get(7)?,
-                    last_error: row.try_get(8)?,
-                })
-            })
             .collect()
     }
 
