@@ -15,3 +15,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   in_loopback_namespace cargo test --workspace --offline --no-fail-fast -- --test-threads 6
 fi
+
+# The Tox e2e tests again, against the newest c-toxcore Debian has as source.
+./scripts/test-toxcore-newest.sh
