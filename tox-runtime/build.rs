@@ -19,7 +19,15 @@ fn main() {
         .iter()
         .filter(|dir| !dir.starts_with("/usr"))
         .collect();
-    let statik = private.iter().any(|dir| dir.join("libtoxcore.a").exists());
+    let archive = private
+        .iter()
+        .map(|dir| dir.join("libtoxcore.a"))
+        .find(|a| a.exists());
+    if let Some(archive) = &archive {
+        // Linked into the binaries: a rebuilt prefix (its headers unchanged) must relink them.
+        println!("cargo::rerun-if-changed={}", archive.display());
+    }
+    let statik = archive.is_some();
     if !statik && let Some(dir) = private.first() {
         println!(
             "cargo::warning=libtoxcore in {} is a shared library outside /usr: binaries will load \
