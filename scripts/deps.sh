@@ -5,7 +5,7 @@ set -euo pipefail
 
 TOXMAIL_PACKAGES=(
   pkg-config libclang-dev      # bindgen reads tox.h at build time
-  libtoxcore-dev               # c-toxcore 0.2.18 (the FFI crate pins this version)
+  libtoxcore-dev               # c-toxcore 0.2.18; newer: scripts/build-toxcore.sh (docs/operations.md)
   toxcore-utils                # tox-bootstrapd for the private-DHT tests
   iproute2 util-linux          # ip + unshare: tests run in a namespace with only loopback
   dnsmasq-base                 # dnsmasq binary only (no system service): test DNS server (tests/src/dns.rs)

@@ -21,3 +21,6 @@ in_loopback_namespace scripts/deploy-check.sh
 
 # Debian packages: build, dpkg -i, systemd-analyze verify, check-config, dpkg -r/-P.
 TOXMAIL_DEB_PROFILE=dev scripts/package-check.sh
+
+# The Tox e2e tests again, against the newest c-toxcore Debian has as source.
+./scripts/test-toxcore-newest.sh

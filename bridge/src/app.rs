@@ -225,6 +225,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
+    tox_runtime::libtoxcore::log_at_start();
     let store = Store::connect(&config.database.url, config.database.max_connections)?;
     // Before any clone: every copy of the store writes events when `[events]` is on.
     let (store, publisher) = Publisher::setup(&config, store);

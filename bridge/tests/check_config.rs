@@ -72,6 +72,16 @@ fn check_config_passes_on_a_sound_site() {
     assert!(out.ok, "{}", out.stderr);
     assert!(out.stdout.contains("configuration OK"), "{}", out.stdout);
     assert!(out.stdout.contains("1 identity"), "{}", out.stdout);
+    // The libtoxcore this build links: below 0.2.23 the advisory is named, and only a warning.
+    let linked = tox_runtime::libtoxcore::Version::running();
+    let warned =
+        out.stdout.contains("warning: libtoxcore") && out.stdout.contains("GHSA-42vg-9mg3-399f");
+    assert_eq!(
+        warned,
+        tox_runtime::libtoxcore::advisory(linked).is_some(),
+        "libtoxcore {linked}: {}",
+        out.stdout
+    );
 }
 
 #[test]

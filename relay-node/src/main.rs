@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use tox_runtime::libtoxcore::Version;
 use tox_runtime::service_manager;
 use toxmail_relay::config::{Config, DEFAULT_PATH};
 use toxmail_relay::service;
@@ -88,6 +89,9 @@ async fn migrate(config: &Config) -> Result<(), String> {
 
 async fn check_config(config: &Config) -> Result<(), String> {
     service::node_options(config).map_err(|e| e.to_string())?;
+    if let Some(warning) = tox_runtime::libtoxcore::advisory(Version::running()) {
+        println!("warning: {warning}");
+    }
     let status = store(config).await?.status().await.map_err(|e| {
         format!("database: {e} (run `toxmail-relay migrate` first if the schema is missing)")
     })?;

@@ -384,6 +384,7 @@ pub fn id_file(config: &Config) -> PathBuf {
 
 /// Runs the relay until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RelayError> {
+    tox_runtime::libtoxcore::log_at_start();
     let store = Store::connect(&config.database.url, config.database.max_connections)?;
     // At boot the database may still be starting: wait rather than exit into a restart loop.
     let migrate = async || store.migrate().await;

@@ -21,6 +21,7 @@ mod tox_burst;
 mod tox_delivery;
 mod tox_identity;
 mod tox_resume;
+mod tox_version;
 mod wakeups;
 
 use std::time::Duration;

@@ -40,3 +40,31 @@ pub fn init_logging() {
         .with_test_writer()
         .try_init();
 }
+
+/// The libtoxcore these tests and the daemons they start run on: the one the bindings were
+/// generated from (the same build), and `TOXMAIL_EXPECT_LIBTOXCORE` when that is set
+/// (`scripts/test-toxcore-newest.sh` sets it to the version it built).
+pub fn expected_libtoxcore() -> String {
+    let running = tox_runtime::libtoxcore_version();
+    assert_eq!(
+        running,
+        tox_runtime::libtoxcore::BUILT_AGAINST.to_string(),
+        "the loader gave another libtoxcore than the build found"
+    );
+    if let Ok(want) = std::env::var("TOXMAIL_EXPECT_LIBTOXCORE") {
+        assert_eq!(running, want, "TOXMAIL_EXPECT_LIBTOXCORE");
+    }
+    running
+}
+
+/// Asserts that a daemon's log names the libtoxcore it runs on (logged once at start), and that
+/// it is [`expected_libtoxcore`].
+pub fn assert_logs_libtoxcore(daemon: &str, log: &str) {
+    let version = expected_libtoxcore();
+    let text = format!("libtoxcore={version}");
+    let json = format!("\"libtoxcore\":\"{version}\"");
+    assert!(
+        log.contains(&text) || log.contains(&json),
+        "{daemon} did not log libtoxcore {version} at start\n{log}"
+    );
+}

@@ -89,6 +89,7 @@ impl RelayProcess {
                 && let Some(id) = text.lines().find_map(|l| l.strip_prefix("tox_id "))
             {
                 self.address = Some(id.parse().expect("relay.id holds a Tox ID"));
+                crate::assert_logs_libtoxcore("toxmail-relay", &self.log());
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {

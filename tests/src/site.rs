@@ -275,6 +275,7 @@ impl Site {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        crate::assert_logs_libtoxcore("toxmail-bridge", &self.bridge_log());
     }
 
     /// SIGKILL, as a crash.

@@ -52,7 +52,6 @@ pub async fn check_config(config: &Config) -> Result {
 
 /// Warnings that depend on the configuration and this build alone: printed by `check-config`,
 /// never failing it.
-// The lead adds the libtoxcore version warning here (issue 11); nothing else is checked yet.
 fn warnings(config: &Config) -> Vec<String> {
     let mut warnings = Vec::new();
     if config.tox.bootstrap.is_empty() && config.tox.local_discovery {
@@ -61,6 +60,11 @@ fn warnings(config: &Config) -> Vec<String> {
              reaches on this network"
                 .to_string(),
         );
+    }
+    if let Some(advisory) =
+        tox_runtime::libtoxcore::advisory(tox_runtime::libtoxcore::Version::running())
+    {
+        warnings.push(advisory);
     }
     warnings
 }
