@@ -51,7 +51,13 @@ pub async fn status(config: &Config) -> Result<(), String> {
     } else {
         println!("recent errors (newest first):");
         for e in errors {
-            println!("  {} [{}]: {}", e.what, e.state, e.error);
+            // Error texts can carry a peer's words: no control characters reach the terminal.
+            println!(
+                "  {} [{}]: {}",
+                crate::admin::field(&e.what),
+                e.state,
+                crate::admin::field(&e.error)
+            );
         }
     }
     Ok(())

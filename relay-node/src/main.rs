@@ -83,7 +83,7 @@ async fn migrate(config: &Config) -> Result<(), String> {
         .migrate()
         .await
         .map_err(|e| e.to_string())?;
-    println!("{n} migration(s) applied");
+    println!("applied {n} migration(s)");
     Ok(())
 }
 
@@ -93,10 +93,15 @@ async fn check_config(config: &Config) -> Result<(), String> {
         println!("warning: {warning}");
     }
     let status = store(config).await?.status().await.map_err(|e| {
-        format!("database: {e} (run `toxmail-relay migrate` first if the schema is missing)")
+        // 42P01: undefined table, the one error `migrate` cures.
+        let hint = match e.to_string().contains("does not exist") {
+            true => " (run `toxmail-relay migrate` first: the schema is missing)",
+            false => "",
+        };
+        format!("database: {e}{hint}")
     })?;
     println!(
-        "configuration ok; database reachable, {} envelope(s) held",
+        "configuration OK; database reachable, {} envelope(s) held",
         status.held
     );
     Ok(())

@@ -53,7 +53,9 @@ const MIGRATIONS: &[Migration] = &[
 /// Serialises bridges migrating the same database at once ("toxmigr" in ASCII).
 const LOCK_KEY: i64 = 0x0074_6f78_6d69_6772;
 
-const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+/// `SET LOCAL`: no "already exists, skipping" NOTICE in the logs at every start.
+const CREATE_TABLE: &str = "SET LOCAL client_min_messages = warning;
+CREATE TABLE IF NOT EXISTS schema_migrations (
     version integer PRIMARY KEY,
     applied_at timestamptz NOT NULL DEFAULT now()
 )";

@@ -22,8 +22,10 @@ pub(super) async fn apply(client: &mut Client) -> Result<u32, StoreError> {
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
             .await?;
+        // No "already exists, skipping" NOTICE in the logs at every start.
         tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS relay_schema_migrations (
+            "SET LOCAL client_min_messages = warning;
+             CREATE TABLE IF NOT EXISTS relay_schema_migrations (
                 version integer PRIMARY KEY,
                 applied_at timestamptz NOT NULL DEFAULT now())",
         )

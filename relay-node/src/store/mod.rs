@@ -59,8 +59,18 @@ impl From<tokio_postgres::Error> for StoreError {
 
 impl From<PoolError> for StoreError {
     fn from(e: PoolError) -> Self {
-        crate::metrics::DATABASE_ERRORS.inc();
-        StoreError::Unavailable(format!("connection pool: {e}"))
+        match e {
+            // The server's own words (authentication failed, no such database), not "db error".
+            PoolError::Backend(e) => match StoreError::from(e) {
+                // Whatever stopped a new connection, the database is not usable right now.
+                StoreError::Query(text) => StoreError::Unavailable(text),
+                other => other,
+            },
+            other => {
+                crate::metrics::DATABASE_ERRORS.inc();
+                StoreError::Unavailable(format!("connection pool: {other}"))
+            }
+        }
     }
 }
 
