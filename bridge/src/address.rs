@@ -150,15 +150,17 @@ impl ReversePath {
             ReversePath::Address(a) => Some(a),
         }
     }
+
+    /// What goes between `<` and `>`: "" for the null path.
+    pub fn as_str(&self) -> &str {
+        self.address().map_or("", MailAddress::as_str)
+    }
 }
 
 /// Displays what goes between `<` and `>`: nothing for the null path.
 impl fmt::Display for ReversePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ReversePath::Null => Ok(()),
-            ReversePath::Address(a) => a.fmt(f),
-        }
+        f.write_str(self.as_str())
     }
 }
 
