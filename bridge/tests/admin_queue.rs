@@ -19,10 +19,7 @@ use toxmail_tests::postfix::{PostfixSite, SiteConfig};
 use toxmail_tests::postgres::PgServer;
 
 async fn fresh() -> (PgServer, Store) {
-    let server = tokio::task::spawn_blocking(PgServer::start)
-        .await
-        .unwrap()
-        .expect("start private PostgreSQL");
+    let server = PgServer::started().await;
     let store = Store::connect(&server.url(), 4).unwrap();
     store.migrate().await.unwrap();
     (server, store)

@@ -11,10 +11,7 @@ use toxmail_protocol::{MessageId, PublicKey, ToxId};
 use toxmail_tests::postgres::PgServer;
 
 async fn fresh(events: bool) -> (PgServer, Store) {
-    let server = tokio::task::spawn_blocking(PgServer::start)
-        .await
-        .unwrap()
-        .expect("start private PostgreSQL");
+    let server = PgServer::started().await;
     let store = Store::connect(&server.url(), 4).unwrap();
     store.migrate().await.unwrap();
     if !events {

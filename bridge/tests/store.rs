@@ -10,10 +10,7 @@ use toxmail_tests::postgres::PgServer;
 
 async fn fresh() -> (PgServer, Store) {
     let started = Instant::now();
-    let server = tokio::task::spawn_blocking(PgServer::start)
-        .await
-        .unwrap()
-        .expect("start private PostgreSQL");
+    let server = PgServer::started().await;
     eprintln!("PgServer::start took {:?}", started.elapsed());
     let store = Store::connect(&server.url(), 4).unwrap();
     assert_eq!(store.migrate().await.unwrap(), 9, "every migration applied");

@@ -20,10 +20,7 @@ fn now() -> u64 {
 }
 
 async fn fresh(connections: usize) -> (PgServer, Store) {
-    let server = tokio::task::spawn_blocking(PgServer::start)
-        .await
-        .unwrap()
-        .expect("start private PostgreSQL");
+    let server = PgServer::started().await;
     let store = Store::connect(&server.url(), connections).unwrap();
     assert_eq!(store.migrate().await.unwrap(), 4, "every migration applied");
     (server, store)

@@ -5,12 +5,10 @@
 
 use std::time::Duration;
 
-use toxmail_tests::bootstrapd::BootstrapDaemon;
 use toxmail_tests::site::Site;
 use toxmail_tests::wait_for;
 
 use crate::CONNECT;
-use crate::postfix_flow::spec;
 use crate::postfix_recovery::{poll, query_strings, send};
 
 /// The `why` column of copy `id` in `queue list`.
@@ -33,16 +31,7 @@ async fn queued_ids(site: &Site) -> Vec<String> {
 async fn a_deleted_copy_is_never_delivered_and_queue_list_says_since_when_the_peer_is_offline() {
     toxmail_tests::init_logging();
     let root = tempfile::tempdir().unwrap();
-    let boot = BootstrapDaemon::start(root.path()).unwrap();
-    let mut b = Site::prepare(root.path(), spec("site-b", "b.test", &["bob"]), &boot.node);
-    let mut a = Site::prepare(
-        root.path(),
-        spec("site-a", "a.test", &["alice"]),
-        &boot.node,
-    );
-    let bob = b.identities["bob@b.test"].to_string();
-    a.admin(&["contact", "add", "bob@b.test", &bob]).unwrap();
-    a.start_bridge();
+    let (_boot, a, mut b) = crate::postfix_flow::alice_with_bob_offline(root.path());
 
     send(&a, "bob@b.test", "withdrawn").await;
     let queued = poll(Duration::from_secs(30), || async {

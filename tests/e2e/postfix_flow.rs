@@ -25,6 +25,18 @@ pub fn spec(name: &str, domain: &str, mailboxes: &[&str]) -> SiteSpec {
 
 /// Site B (bob, running) and site A (alice, with bob as a contact, running) on a private DHT:
 /// the bootstrap node must outlive both.
+/// Site A (alice, bob@b.test as a contact) running, site B (bob) prepared but not started: bob's
+/// mail waits at A until a test starts B.
+pub fn alice_with_bob_offline(root: &std::path::Path) -> (BootstrapDaemon, Site, Site) {
+    let boot = BootstrapDaemon::start(root).unwrap();
+    let b = Site::prepare(root, spec("site-b", "b.test", &["bob"]), &boot.node);
+    let bob_id = b.identities["bob@b.test"].to_string();
+    let mut a = Site::prepare(root, spec("site-a", "a.test", &["alice"]), &boot.node);
+    a.admin(&["contact", "add", "bob@b.test", &bob_id]).unwrap();
+    a.start_bridge();
+    (boot, a, b)
+}
+
 pub fn alice_and_bob(root: &std::path::Path) -> (BootstrapDaemon, Site, Site) {
     let boot = BootstrapDaemon::start(root).unwrap();
     let mut b = Site::prepare(root, spec("site-b", "b.test", &["bob"]), &boot.node);

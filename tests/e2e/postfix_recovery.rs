@@ -83,16 +83,7 @@ pub(crate) async fn send(site: &Site, to: &str, subject: &str) {
 async fn offline_peer_and_crashed_bridges_deliver_exactly_once() {
     toxmail_tests::init_logging();
     let root = tempfile::tempdir().unwrap();
-    let boot = BootstrapDaemon::start(root.path()).unwrap();
-    let mut b = Site::prepare(root.path(), spec("site-b", "b.test", &["bob"]), &boot.node);
-    let mut a = Site::prepare(
-        root.path(),
-        spec("site-a", "a.test", &["alice"]),
-        &boot.node,
-    );
-    let bob = b.identities["bob@b.test"].to_string();
-    a.admin(&["contact", "add", "bob@b.test", &bob]).unwrap();
-    a.start_bridge();
+    let (_boot, mut a, mut b) = crate::postfix_flow::alice_with_bob_offline(root.path());
 
     // Peer offline at send time: Postfix A gets its 250 and forgets the mail; it is queued.
     send(&a, "bob@b.test", "while you were away").await;

@@ -8,6 +8,13 @@ pub fn undocumented(cmd: &clap::Command) -> Vec<String> {
     missing
 }
 
+/// Fails (for a daemon's unit test) when clap finds `cmd` inconsistent or an entry has no help text.
+pub fn assert_documented(cmd: clap::Command) {
+    cmd.clone().debug_assert();
+    let missing = undocumented(&cmd);
+    assert!(missing.is_empty(), "no help text: {missing:?}");
+}
+
 fn walk(cmd: &clap::Command, parent: &str, missing: &mut Vec<String>) {
     let path = format!("{parent} {}", cmd.get_name()).trim().to_string();
     let blank = |text: Option<&clap::builder::StyledStr>| {

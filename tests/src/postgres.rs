@@ -53,6 +53,14 @@ pub struct PgServer {
 }
 
 impl PgServer {
+    /// `start` on a blocking thread, for async tests; panics when the server cannot start.
+    pub async fn started() -> PgServer {
+        tokio::task::spawn_blocking(PgServer::start)
+            .await
+            .expect("PgServer::start does not panic")
+            .expect("start private PostgreSQL")
+    }
+
     /// Creates a cluster holding an empty database `toxmail` (a copy of the template, or initdb
     /// where no template can be cached), starts it and waits until it accepts connections.
     pub fn start() -> io::Result<PgServer> {
@@ -384,10 +392,7 @@ mod tests {
 
     #[tokio::test]
     async fn pg_server_is_private_durable_restartable_and_removed_on_drop() {
-        let server = tokio::task::spawn_blocking(PgServer::start)
-            .await
-            .unwrap()
-            .unwrap();
+        let server = PgServer::started().await;
         let url = server.url();
         assert_eq!(query_text(&url, "SHOW fsync").await.unwrap(), "on");
         assert_eq!(

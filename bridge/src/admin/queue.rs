@@ -134,13 +134,18 @@ fn seen<'a>(presence: &'a PresenceMap, e: &QueueEntry) -> Option<&'a Seen> {
     presence.get(&(e.sender_identity.clone(), e.peer.public_key()))
 }
 
-pub async fn queue_show(config: &Config, id: i64) -> Result {
-    let store = store(config)?;
-    let e = store
+/// The copy `id`, or the error that names an unknown one.
+async fn entry(store: &crate::store::Store, id: i64) -> std::result::Result<QueueEntry, String> {
+    store
         .queue_entry(id)
         .await
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| crate::store::OperatorError::Unknown(id).to_string())?;
+        .ok_or_else(|| crate::store::OperatorError::Unknown(id).to_string())
+}
+
+pub async fn queue_show(config: &Config, id: i64) -> Result {
+    let store = store(config)?;
+    let e = entry(&store, id).await?;
     let presence = store.presence().await.map_err(|e| e.to_string())?;
     let live = crate::status::live(config).await;
     let now = SystemTime::now();
@@ -242,11 +247,7 @@ pub async fn queue_delete(config: &Config, id: i64, force: bool) -> Result {
 
 pub async fn queue_bounce(config: &Config, id: i64, force: bool) -> Result {
     let store = store(config)?;
-    let e = store
-        .queue_entry(id)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| crate::store::OperatorError::Unknown(id).to_string())?;
+    let e = entry(&store, id).await?;
     let reason = operator_bounce_reason(e.attempts, e.last_error.as_deref());
     let status = DsnStatus::from(crate::delivery::notify::status_for(&reason));
     let e = store

@@ -26,20 +26,7 @@ pub struct ContactRow {
 impl Store {
     /// Adds a local identity; `Conflict` if the address already has one.
     pub async fn add_identity(&self, address: &str, tox_id: &ToxId) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO identities (address, tox_id) VALUES ($1, $2)",
-                &[&address, &&tox_id.as_bytes()[..]],
-            )
-            .await
-            .map_err(|e| match StoreError::from(e) {
-                StoreError::Conflict(_) => {
-                    StoreError::Conflict(format!("identity {address} already exists"))
-                }
-                other => other,
-            })?;
-        Ok(())
+        self.add_identities(&[(address.to_owned(), *tox_id)]).await
     }
 
     /// Adds several identities in one transaction: all of them, or none (`Conflict` naming the

@@ -299,6 +299,14 @@ fn tox_id_from(bytes: &[u8], what: &str) -> Result<ToxId, StoreError> {
     ToxId::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
+/// `outbound.relays`: the relays' Tox IDs, back to back.
+fn relays_from(row: &tokio_postgres::Row) -> Result<Vec<ToxId>, StoreError> {
+    row.try_get::<_, &[u8]>("relays")?
+        .chunks(toxmail_protocol::TOX_ID_SIZE)
+        .map(|c| tox_id_from(c, "outbound.relays"))
+        .collect()
+}
+
 fn public_key_from(bytes: &[u8], what: &str) -> Result<PublicKey, StoreError> {
     PublicKey::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }

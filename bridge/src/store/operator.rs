@@ -11,7 +11,7 @@ use toxmail_protocol::{MessageId, ToxId};
 
 use super::events::COPY_COLUMNS;
 use super::queue::GiveUp;
-use super::{Store, StoreError, message_id_from, tox_id_from};
+use super::{Store, StoreError, message_id_from, relays_from, tox_id_from};
 use crate::events::DsnStatus;
 
 /// A copy as the operator sees it: metadata only, never the envelope's bytes.
@@ -87,11 +87,7 @@ fn entry(row: &Row) -> Result<QueueEntry, StoreError> {
         delivered_at: row.try_get("delivered_at")?,
         last_error: row.try_get("last_error")?,
         envelope_bytes: row.try_get("envelope_bytes")?,
-        relays: row
-            .try_get::<_, &[u8]>("relays")?
-            .chunks(toxmail_protocol::TOX_ID_SIZE)
-            .map(|c| tox_id_from(c, "outbound.relays"))
-            .collect::<Result<_, _>>()?,
+        relays: relays_from(row)?,
         relayed_at: row.try_get("relayed_at")?,
         relayed_to: row.try_get("relayed_to")?,
         delay_notified: row.try_get("delay_notified")?,

@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 use toxmail_protocol::{MessageId, PublicKey, ToxId};
 
 use super::events::{COPY_COLUMNS, CopyEvent};
-use super::{Store, StoreError, message_id_from, tox_id_from};
+use super::{Store, StoreError, message_id_from, relays_from, tox_id_from};
 use crate::events::{DsnStatus, EventKind, NewEvent, Path, outbound_subject};
 
 /// A copy to queue for one recipient.
@@ -353,11 +353,7 @@ fn outbound_row(row: &Row) -> Result<OutboundRow, StoreError> {
         attempts: row.try_get("attempts")?,
         expires: row.try_get("expires")?,
         created: row.try_get("created")?,
-        relays: row
-            .try_get::<_, &[u8]>("relays")?
-            .chunks(toxmail_protocol::TOX_ID_SIZE)
-            .map(|c| tox_id_from(c, "outbound.relays"))
-            .collect::<Result<_, _>>()?,
+        relays: relays_from(row)?,
         relayed: row
             .try_get::<_, Option<SystemTime>>("relayed_at")?
             .is_some(),
