@@ -277,6 +277,7 @@ pub async fn run(
         tc.strangers = config.tox.stranger_limits();
         tc.spool_max_age = Duration::from_secs(config.tox.spool_max_age_secs);
         tc.spool_max_bytes = config.tox.spool_max_bytes;
+        tc.refriend_after = Duration::from_secs(config.tox.refriend_after_secs.max(1));
         if config.tox.friend_policy == FriendPolicySetting::Contacts {
             tc.friend_policy = FriendPolicy::KnownContacts(HashSet::new());
         }

@@ -385,6 +385,14 @@ pub struct ToxSection {
     /// The oldest partial envelopes are deleted while the spool holds more than this.
     #[serde(default = "default_spool_max_bytes")]
     pub spool_max_bytes: u64,
+    /// A peer with mail waiting that stays offline this long is sent our friend request again,
+    /// in case it ended the friendship (removed or blocked us, lost its friend list).
+    #[serde(default = "default_refriend_after")]
+    pub refriend_after_secs: u64,
+}
+
+fn default_refriend_after() -> u64 {
+    900
 }
 
 fn default_spool_max_age() -> u64 {
@@ -408,6 +416,7 @@ impl Default for ToxSection {
             stranger_grace_secs: default_stranger_grace(),
             spool_max_age_secs: default_spool_max_age(),
             spool_max_bytes: default_spool_max_bytes(),
+            refriend_after_secs: default_refriend_after(),
         }
     }
 }

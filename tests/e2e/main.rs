@@ -20,6 +20,7 @@ mod tox_bad_input;
 mod tox_burst;
 mod tox_delivery;
 mod tox_identity;
+mod tox_refriend;
 mod tox_resume;
 mod tox_version;
 mod wakeups;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
-use toxmail_protocol::{Frame, MessageId, NackCode, PublicKey};
+use toxmail_protocol::{Frame, MessageId, NackCode, PublicKey, ToxId};
 
 use super::core::{Action, Core, CoreConfig, FileKey, Input, OfferOutcome, OutKey};
 use super::strangers::Strangers;
@@ -45,6 +45,20 @@ pub(crate) struct Engine<I> {
     pub(super) last_sweep: Instant,
     /// What `Courier::peer_level` reads.
     levels: super::PeerLevels,
+    /// Full addresses of peers we were asked to deliver to: what a friend request needs.
+    pub(super) addresses: HashMap<PublicKey, ToxId>,
+    /// When each friend was last online, went offline, or was sent a friend request by us (the
+    /// engine's start for friends not seen since): see `refriend_silent`.
+    pub(super) heard: HashMap<PublicKey, Instant>,
+    pub(super) started: Instant,
+    pub(super) last_refriend_check: Instant,
+    /// How often each friend was asked again without coming online since: the wait before the
+    /// next request doubles each time.
+    pub(super) asked_again: HashMap<PublicKey, u32>,
+    /// Keys whose friend request we ignored this run (blocked, not a contact, a bound):
+    /// c-toxcore drops their further requests unseen, so a later change of mind must clear that
+    /// (`forget_ignored_request`).
+    pub(super) ignored: VecDeque<PublicKey>,
 }
 
 impl<I: Inbox> Engine<I> {
@@ -80,6 +94,12 @@ impl<I: Inbox> Engine<I> {
             blocked: Default::default(),
             last_sweep: Instant::now(),
             levels,
+            addresses: HashMap::new(),
+            heard: HashMap::new(),
+            started: Instant::now(),
+            last_refriend_check: Instant::now(),
+            asked_again: HashMap::new(),
+            ignored: VecDeque::new(),
         }
     }
 
@@ -128,6 +148,11 @@ impl<I: Inbox> Engine<I> {
         }
     }
 
+    /// Peers with deliveries of ours waiting for their verdict (a peer once per delivery).
+    pub(super) fn waiting_peers(&self) -> impl Iterator<Item = PublicKey> + '_ {
+        self.replies.keys().map(|(pk, _)| *pk)
+    }
+
     async fn load_friends(&mut self) {
         match self.handle.friends().await {
             Ok(friends) => {
@@ -173,10 +198,12 @@ impl<I: Inbox> Engine<I> {
                 self.config.friend_policy.allow(pk);
                 self.known.insert(pk);
                 self.strangers.proven(&pk);
+                self.forget_ignored_request(pk).await;
             }
             Command::Revoke { key, block } => self.revoke(key, block).await,
             Command::Unblock(key) => {
                 self.blocked.remove(&key);
+                self.forget_ignored_request(key).await;
             }
             Command::Subscribe(tx) => self.subscribers.push(tx),
             Command::SendRelayFrame { to, frame, reply } => {
@@ -212,11 +239,17 @@ impl<I: Inbox> Engine<I> {
                 friend,
                 public_key,
                 status,
-            } => Input::Connection {
-                pk: public_key,
-                friend,
-                online: status.is_online(),
-            },
+            } => {
+                self.heard.insert(public_key, Instant::now());
+                if status.is_online() {
+                    self.asked_again.remove(&public_key);
+                }
+                Input::Connection {
+                    pk: public_key,
+                    friend,
+                    online: status.is_online(),
+                }
+            }
             Event::Packet {
                 friend,
                 public_key,
@@ -300,6 +333,7 @@ impl<I: Inbox> Engine<I> {
             self.feed(Input::Abandoned(key)).await;
         }
         self.drop_expired_strangers().await;
+        self.refriend_silent().await;
         self.feed(Input::Tick).await;
         let sweep_every = (self.config.spool_max_age / 4).clamp(SECOND, SWEEP_MAX_INTERVAL);
         if self.last_sweep.elapsed() >= sweep_every {

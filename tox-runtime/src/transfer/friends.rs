@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use toxmail_protocol::{MessageId, PublicKey, friend_request_message};
 
@@ -11,6 +11,13 @@ use super::core::Input;
 use super::engine::Engine;
 use super::policy::Verdict;
 use super::{DeliveryError, Destination, Inbox};
+
+/// As c-toxcore's `MAX_RECEIVED_STORED`: it remembers this many requesters.
+const IGNORED_REMEMBERED: usize = 32;
+
+/// Bounds on how often `refriend_silent` looks (a quarter of `refriend_after` in between).
+const REFRIEND_CHECK_MIN: Duration = Duration::from_secs(1);
+const REFRIEND_CHECK_MAX: Duration = Duration::from_secs(60);
 
 impl<I: Inbox> Engine<I> {
     pub(super) fn spool_path(&self, from: &PublicKey, id: &MessageId) -> PathBuf {
@@ -23,7 +30,7 @@ impl<I: Inbox> Engine<I> {
                 .friend_requests_ignored
                 .fetch_add(1, Ordering::Relaxed);
             tracing::info!(peer = %from, "friend request from a blocked key ignored");
-            return;
+            return self.remember_ignored(from);
         }
         let verdict = self.config.friend_policy.judge(&from, message);
         if verdict == Verdict::Accept
@@ -35,14 +42,14 @@ impl<I: Inbox> Engine<I> {
                 .fetch_add(1, Ordering::Relaxed);
             let pending = self.strangers.len();
             tracing::warn!(peer = %from, ?bound, pending, "stranger's friend request not taken: bound reached");
-            return;
+            return self.remember_ignored(from);
         }
         if verdict != Verdict::Accept {
             self.stats
                 .friend_requests_ignored
                 .fetch_add(1, Ordering::Relaxed);
             tracing::info!(peer = %from, ?verdict, "friend request ignored");
-            return;
+            return self.remember_ignored(from);
         }
         match self.handle.friend_add_norequest(from).await {
             Ok(friend) => {
@@ -58,9 +65,47 @@ impl<I: Inbox> Engine<I> {
         }
     }
 
-    /// Makes `to` a friend unless it is one: first contact sends a friend request.
+    /// c-toxcore keeps the keys of the last `IGNORED_REMEMBERED` requests it passed on and drops
+    /// further requests from them unseen, also after we ignored one.
+    fn remember_ignored(&mut self, from: PublicKey) {
+        if !self.ignored.contains(&from) {
+            if self.ignored.len() == IGNORED_REMEMBERED {
+                self.ignored.pop_front();
+            }
+            self.ignored.push_back(from);
+        }
+    }
+
+    /// After the operator changed their mind about `key` (made it a contact, unblocked it): a
+    /// request of its we ignored this run would make c-toxcore drop its next ones unseen until
+    /// this node restarts. Adding and deleting the friend clears c-toxcore's memory of it.
+    pub(super) async fn forget_ignored_request(&mut self, key: PublicKey) {
+        let Some(at) = self.ignored.iter().position(|k| *k == key) else {
+            return;
+        };
+        self.ignored.remove(at);
+        if self.core.is_friend(&key) {
+            return;
+        }
+        let cleared = match self.handle.friend_add_norequest(key).await {
+            Ok(_) => self.handle.friend_delete(key).await,
+            Err(e) => Err(e),
+        };
+        match cleared {
+            Ok(()) => tracing::info!(peer = %key, "its next friend request will be heard"),
+            Err(e) => {
+                tracing::warn!(peer = %key, error = %e, "its next friend request may go unheard until a restart")
+            }
+        }
+    }
+
+    /// Makes `to` a friend unless it is one: first contact sends a friend request. A full
+    /// address is remembered for asking again (`refriend_silent`).
     pub(super) async fn befriend(&mut self, to: Destination) -> Result<(), DeliveryError> {
         let pk = to.public_key();
+        if let Destination::Address(address) = to {
+            self.addresses.insert(pk, address);
+        }
         if self.core.is_friend(&pk) {
             return Ok(());
         }
@@ -70,8 +115,58 @@ impl<I: Inbox> Engine<I> {
         let hello = friend_request_message(&self.config.request_note);
         let friend = self.handle.friend_add(address, hello).await?;
         tracing::info!(peer = %pk, "friend request sent");
+        self.heard.insert(pk, Instant::now());
         self.feed(Input::Friend { pk, friend }).await;
         Ok(())
+    }
+
+    /// Asks again the friends we have mail for that stayed offline, unheard, for
+    /// `refriend_after` (doubled after each time asked, up to 64 times, until it comes online): a peer that ended the friendship (contact removed, blocked, its friend
+    /// list lost) looks exactly like one that is offline, and would never come online for us
+    /// again. The friend is deleted and added with a new request under a new friend number; a
+    /// peer that still has us sees the request as us coming online. Its deliveries keep waiting
+    /// in the core, which only learns the new friend number.
+    pub(super) async fn refriend_silent(&mut self) {
+        let every = (self.config.refriend_after / 4).clamp(REFRIEND_CHECK_MIN, REFRIEND_CHECK_MAX);
+        if self.last_refriend_check.elapsed() < every {
+            return;
+        }
+        self.last_refriend_check = Instant::now();
+        let mut silent: Vec<PublicKey> = self
+            .waiting_peers()
+            .filter(|pk| self.core.peers.get(pk).is_some_and(|p| !p.online))
+            .filter(|pk| {
+                let heard = self.heard.get(pk).copied().unwrap_or(self.started);
+                let times = self.asked_again.get(pk).copied().unwrap_or(0);
+                heard.elapsed() >= self.config.refriend_after * 2u32.pow(times.min(6))
+            })
+            .filter(|pk| self.addresses.contains_key(pk))
+            .collect();
+        silent.sort_unstable();
+        silent.dedup();
+        for pk in silent {
+            let address = self.addresses[&pk];
+            self.heard.insert(pk, Instant::now());
+            *self.asked_again.entry(pk).or_default() += 1;
+            // Fails harmlessly when an earlier attempt deleted it and could not add it back.
+            if let Err(e) = self.handle.friend_delete(pk).await {
+                tracing::debug!(peer = %pk, error = %e, "friend not deleted before asking again");
+            }
+            let hello = friend_request_message(&self.config.request_note);
+            match self.handle.friend_add(address, hello).await {
+                Ok(friend) => {
+                    self.stats
+                        .friend_requests_resent
+                        .fetch_add(1, Ordering::Relaxed);
+                    let quiet = self.config.refriend_after.as_secs();
+                    tracing::info!(peer = %pk, quiet_secs = quiet, "friend with mail waiting stayed offline; friend request sent again in case it dropped us");
+                    self.feed(Input::Friend { pk, friend }).await;
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %pk, error = %e, "could not send the friend request again; trying later")
+                }
+            }
+        }
     }
 
     /// Ends the friendship with `key` and takes back what vouched for it; with `block`, its

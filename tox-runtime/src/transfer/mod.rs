@@ -184,6 +184,11 @@ pub struct TransferConfig {
     /// Bytes one peer may have offered and in transfer to us at once (never less than one
     /// `max_envelope`); further offers are refused for now (`Busy`).
     pub max_peer_bytes: u64,
+    /// A friend we have mail for that stayed offline this long, with no friend request from us
+    /// in that time, is asked again (deleted and added with a new request): it may have ended
+    /// the friendship (contact removed, blocked, its friend list lost), which looks exactly like
+    /// being offline. A peer that still has us takes the request as coming online.
+    pub refriend_after: Duration,
 }
 
 impl TransferConfig {
@@ -201,6 +206,7 @@ impl TransferConfig {
             spool_max_age: Duration::from_secs(2 * 86_400),
             spool_max_bytes: 4 * 1024 * 1024 * 1024,
             max_peer_bytes: 256 * 1024 * 1024,
+            refriend_after: Duration::from_secs(900),
         }
     }
 }
@@ -278,6 +284,9 @@ pub struct TransferStats {
     pub strangers_dropped: AtomicU64,
     /// Partial envelopes the spool sweeper deleted.
     pub spool_files_swept: AtomicU64,
+    /// Friend requests sent again to friends we have mail for that stayed offline
+    /// ([`TransferConfig::refriend_after`]).
+    pub friend_requests_resent: AtomicU64,
 }
 
 impl TransferStats {
