@@ -71,7 +71,7 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Steps 1 to 4 start the services, 5 to 7 are in their own functions, 8 stops everything.
+/// Steps 1 to 4 start the services, 5 to 8 are in their own functions, 9 stops everything.
 async fn run(root: PathBuf, keep: bool) -> Result {
     step("1. a private Tox network");
     let boot = BootstrapDaemon::start(&root).map_err(|e| format!("tox-bootstrapd: {e}"))?;
@@ -98,15 +98,21 @@ async fn run(root: PathBuf, keep: bool) -> Result {
     a_spec.dns_domains = vec!["b.test".into()];
     a_spec.nameserver = Some(dns_addr);
     a_spec.relay_sink = true;
+    // Postfix A runs the bridge's milter: alice hears which of her recipients went the plain way.
+    a_spec.milter = Some("warn".into());
     let mut a = Site::prepare(&root, a_spec, &boot.node);
     a.start_bridge();
     describe(&a);
     say!("alice@a.test's Tox ID is {}", a.identities["alice@a.test"]);
     let sink = a.postfix.sink_addr().expect("site A has a sink");
     say!("plain outbound mail goes to an smtp-sink on {sink}, standing in for the Internet");
+    say!("Postfix A asks the bridge's milter about each mail (policy \"warn\")");
 
-    let result = deliver(&a, &b).await;
-    step("8. stopping everything");
+    let mut result = deliver(&a, &b).await;
+    if result.is_ok() {
+        result = show_warning(&a).await;
+    }
+    step("9. stopping everything");
     if keep {
         save_for_inspection(&root, &a, &b);
     }
@@ -243,6 +249,30 @@ fn show_delivered(a: &Site, b: &Site, marker: &str) -> Result {
     check_database(a, marker, "after delivery")?;
     check_database(b, marker, "after delivery")?;
     say!("the bridges stored only sealed envelopes, and cleared them once delivered");
+    Ok(())
+}
+
+/// Step 8: the milter's notice to alice, in her own Maildir at site A, naming carol's copy as
+/// not end-to-end encrypted.
+async fn show_warning(a: &Site) -> Result {
+    step("8. alice's warning: one of her recipients was not reached over Tox");
+    let arrived = wait_for(Duration::from_secs(30), || {
+        !maildir_files(a, "alice").is_empty()
+    });
+    if !arrived.await {
+        return Err("no notice reached alice's Maildir within 30 s".into());
+    }
+    let path = maildir_files(a, "alice").pop().ok_or("no notice")?;
+    say!("the bridge's milter saw bob's and carol's copies take different ways, and sent alice");
+    say!("a notice through Postfix A: {}", path.display());
+    let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+    let rule = "-".repeat(72);
+    say!("{rule}");
+    text.lines().for_each(|line| say!("| {line}"));
+    say!("{rule}");
+    if !text.contains("carol@plain.test") || !text.contains("bob@b.test") {
+        return Err("the notice does not name both recipients".into());
+    }
     Ok(())
 }
 
