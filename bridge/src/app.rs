@@ -404,6 +404,12 @@ pub async fn run(
     if let Some(relay) = &relay_service {
         toxmail_relay::metrics::touch(relay.1.limits.total_bytes);
     }
+    let retention = crate::retention::Retention::new(config.retention());
+    set.spawn(crate::retention::run(
+        store.clone(),
+        retention,
+        shutdown.clone(),
+    ));
     set.spawn(health::watch(
         store.clone(),
         relay_service.as_ref().map(|r| r.0.clone()),

@@ -480,6 +480,10 @@ pub struct QueueSection {
     /// One "delayed" DSN goes to the sender once a copy has waited this long.
     #[serde(default = "default_delay_notice")]
     pub delay_notice_secs: u64,
+    /// Delivered copies, and received messages once injected (or bounced), are kept this many
+    /// days, then purged (`crate::retention`). At least 7 and more than `lifetime_secs`.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u64,
 }
 
 impl Default for QueueSection {
@@ -489,9 +493,21 @@ impl Default for QueueSection {
             retry_min_secs: default_retry_min(),
             retry_max_secs: default_retry_max(),
             delay_notice_secs: default_delay_notice(),
+            retention_days: default_retention_days(),
         }
     }
 }
+
+fn default_retention_days() -> u64 {
+    30
+}
+
+/// The shortest retention accepted. Postfix retries an LMTP transaction whose replies it did not
+/// get until its `maximal_queue_lifetime` (5 days by default), and only a kept row recognises
+/// the retry by its queue id; received rows from before schema 11 carry no sealed expiry, so
+/// they are kept at least as long as a sender with the usual 5-day lifetime may resend, plus
+/// the grace of `store::retention::EXPIRY_GRACE`.
+pub const MIN_RETENTION_DAYS: u64 = 7;
 
 fn default_lifetime() -> u64 {
     5 * 24 * 3600
@@ -649,6 +665,8 @@ impl Config {
                 .map_err(|e| invalid("relays.register_with", format!("{r}: {e}")))?;
         }
         self.events.check().map_err(|(key, m)| invalid(key, m))?;
+        self.check_retention()
+            .map_err(|m| invalid("queue.retention_days", m))?;
         if self.queue.retry_min_secs == 0 || self.queue.retry_min_secs > self.queue.retry_max_secs {
             return Err(invalid(
                 "queue.retry_min_secs",
@@ -675,6 +693,34 @@ impl Config {
 
     pub fn lifetime(&self) -> Duration {
         Duration::from_secs(self.queue.lifetime_secs)
+    }
+
+    /// How long finished rows are kept (validated at load).
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.queue.retention_days.saturating_mul(86_400))
+    }
+
+    /// The retention must outlast a sender's retries: Postfix's (`MIN_RETENTION_DAYS`) and a
+    /// peer's, taken to be configured like this site (its queue lifetime plus the expiry grace).
+    fn check_retention(&self) -> Result<(), String> {
+        let days = self.queue.retention_days;
+        if days < MIN_RETENTION_DAYS {
+            return Err(format!(
+                "{days} days is less than the {MIN_RETENTION_DAYS} days a sender may still \
+                 retry the same message"
+            ));
+        }
+        let grace = crate::store::retention::EXPIRY_GRACE;
+        let needed = self.lifetime().saturating_add(grace);
+        if self.retention() < needed {
+            return Err(format!(
+                "{days} days is shorter than queue.lifetime_secs plus {} day of grace ({}s): \
+                 a peer configured like this site may still resend what a purge forgot",
+                grace.as_secs() / 86_400,
+                needed.as_secs()
+            ));
+        }
+        Ok(())
     }
 
     pub fn local_domains(&self) -> Vec<String> {
@@ -818,6 +864,26 @@ local_domains = ["a.test"]
         );
         let missing = format!("{ok}\ntrust_anchor = \"{}/none\"", dir.path().display());
         assert!(parse(with(&missing)).is_err());
+    }
+
+    #[test]
+    fn retention_defaults_to_30_days_and_must_outlast_a_senders_retries() {
+        let with = |queue: &str| {
+            let text = MINIMAL.replace("[inbound]", &format!("[queue]\n{queue}\n[inbound]"));
+            Config::parse(Path::new("t.toml"), &text)
+        };
+        let c = with("").unwrap();
+        assert_eq!(c.retention(), Duration::from_secs(30 * 86_400));
+        assert_eq!(with("retention_days = 7").unwrap().queue.retention_days, 7);
+        for bad in [
+            "retention_days = 6",
+            "retention_days = 0",
+            "retention_days = 10\nlifetime_secs = 864000",
+        ] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains("queue.retention_days"), "{bad}: {err}");
+        }
+        with("retention_days = 11\nlifetime_secs = 864000").unwrap();
     }
 
     #[test]

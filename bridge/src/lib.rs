@@ -17,7 +17,7 @@
 //! [`app`] wires it all (`run` takes bound listeners), [`config`] is the TOML configuration,
 //! [`identity`] the Tox identities and their savedata, [`admin`] the CLI subcommands,
 //! [`metrics`] every Prometheus family, [`health`] the database and queue sampler and `/readyz`,
-//! [`status`] the operator's `status` report.
+//! [`status`] the operator's `status` report, [`retention`] the purge of finished history.
 #![forbid(unsafe_code)]
 
 pub mod address;
@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod postfix;
 pub mod reply;
 pub mod resolve;
+pub mod retention;
 pub mod roster;
 pub mod status;
 pub mod store;

@@ -176,8 +176,18 @@ enum PinsCmd {
 
 #[derive(Subcommand)]
 enum QueueCmd {
-    /// Copies not yet delivered, with their times and why each waits (tab-separated).
-    List,
+    /// Copies not yet delivered, with their times and why each waits (tab-separated), a page
+    /// at a time by id; the last line says how many more there are and how to list them.
+    List {
+        /// At most this many copies.
+        #[arg(long, value_name = "N", default_value_t = admin::DEFAULT_PAGE,
+              value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        limit: i64,
+        /// Only copies with a queue id above this one (the last id of the previous page).
+        #[arg(long, value_name = "ID", default_value_t = 0,
+              value_parser = clap::value_parser!(i64).range(0..))]
+        after: i64,
+    },
     /// Everything about one copy except its (sealed) content.
     Show {
         /// The copy's queue id (first column of `queue list`).
@@ -309,7 +319,9 @@ async fn main() -> ExitCode {
         } => admin::resolve(&config, &address, accept_new_key).await,
         Command::Pins(PinsCmd::List) => admin::pins_list(&config).await,
         Command::Pins(PinsCmd::Remove { address }) => admin::pins_remove(&config, &address).await,
-        Command::Queue(QueueCmd::List) => admin::queue_list(&config).await,
+        Command::Queue(QueueCmd::List { limit, after }) => {
+            admin::queue_list(&config, after, limit).await
+        }
         Command::Queue(QueueCmd::Show { id }) => admin::queue_show(&config, id).await,
         Command::Queue(QueueCmd::Retry { id, all: _ }) => admin::queue_retry(&config, id).await,
         Command::Queue(QueueCmd::Delete { id, force }) => {

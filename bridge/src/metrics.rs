@@ -130,6 +130,15 @@ pub static MILTER_PLAIN_RECIPIENTS: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 
+pub static PURGED_ROWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "toxmail_purged_rows_total",
+        "History rows deleted past [queue] retention_days, by table: outbound (delivered copies), \
+         inbound (received messages injected or bounced, whose sealed expiry has passed).",
+        "table",
+    )
+});
+
 /// Every family of the bridge process: its own, the Tox layer's and the relay service's
 /// (histograms by their base name). The dashboard and rules tests check against this.
 pub fn exported_names() -> Vec<String> {
@@ -140,7 +149,7 @@ pub fn exported_names() -> Vec<String> {
     names
 }
 
-fn own() -> [&'static dyn Collector; 13] {
+fn own() -> [&'static dyn Collector; 14] {
     [
         &*LMTP_TRANSACTIONS,
         &*LMTP_RECIPIENTS,
@@ -155,6 +164,7 @@ fn own() -> [&'static dyn Collector; 13] {
         &*DSN_SENT,
         &*MILTER_NOTICES,
         &*MILTER_PLAIN_RECIPIENTS,
+        &*PURGED_ROWS,
     ]
 }
 
@@ -193,6 +203,14 @@ pub fn touch() {
     for policy in ["warn", "reject"] {
         MILTER_NOTICES.with_label_values(&[policy]);
     }
+    for table in ["outbound", "inbound"] {
+        PURGED_ROWS.with_label_values(&[table]);
+    }
+}
+
+/// Counts `n` rows of `table` purged past the retention.
+pub fn purged(table: &str, n: u64) {
+    PURGED_ROWS.with_label_values(&[table]).inc_by(n);
 }
 
 /// The `result` label of one LMTP reply.
@@ -320,7 +338,7 @@ mod tests {
     #[test]
     fn names_follow_the_conventions_and_no_family_is_declared_twice() {
         let names = exported_names();
-        assert_eq!(names.len(), 13 + 6 + 8, "{names:?}");
+        assert_eq!(names.len(), 14 + 6 + 8, "{names:?}");
         for name in &names {
             assert!(name.starts_with("toxmail_"), "{name}");
         }

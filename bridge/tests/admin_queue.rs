@@ -270,6 +270,39 @@ async fn cli_queue_commands_say_what_they_did_and_fail_clearly_on_unknown_ids() 
         "nothing changed"
     );
 
+    // Pages: two copies, then the command for the rest; then the rest.
+    let first = site.run(&["queue", "list", "--limit", "2"]).await;
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let out = text(&first.stdout);
+    let listed: Vec<&str> = out.lines().filter_map(|l| l.split('\t').next()).collect();
+    assert!(
+        listed.contains(&a.to_string().as_str()) && !listed.contains(&c.to_string().as_str()),
+        "{out}"
+    );
+    let next = format!("2 message copies shown; 1 more: toxmail-bridge queue list --after {b}");
+    assert!(out.contains(&next), "{out}");
+    let rest = site
+        .run(&["queue", "list", "--after", &b.to_string()])
+        .await;
+    let out = text(&rest.stdout);
+    assert!(
+        out.lines().any(|l| l.starts_with(&format!("{c}\t"))),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("1 message copies after id {b}\n")),
+        "{out}"
+    );
+    for bad in [&["--limit", "0"][..], &["--limit", "x"], &["--after=-1"]] {
+        let refused = site.run(&[&["queue", "list"][..], bad].concat()).await;
+        assert!(!refused.status.success(), "{bad:?}");
+        assert!(
+            text(&refused.stderr).contains("invalid value"),
+            "{bad:?}: {}",
+            text(&refused.stderr)
+        );
+    }
+
     let retry = site.run(&["queue", "retry", "--all"]).await;
     assert!(retry.status.success(), "{}", text(&retry.stderr));
     assert!(

@@ -141,6 +141,7 @@ async fn inbound_injection_and_failure_write_events_and_a_store_without_outbox_w
                 identity: "bob@b.example".to_owned(),
                 envelope: b"sealed".to_vec(),
                 sender_verdict: "none".to_owned(),
+                expires: SystemTime::now(),
             };
             assert!(s.record_inbound(&new).await.unwrap());
         }

@@ -27,7 +27,7 @@ pub use identity::{
 };
 pub use postconf::{Current as PostfixCurrent, PostfixSite};
 pub use postfix::{INJECTION_MARK, injection_service, postfix_config};
-pub use queue::{queue_bounce, queue_delete, queue_list, queue_retry, queue_show};
+pub use queue::{DEFAULT_PAGE, queue_bounce, queue_delete, queue_list, queue_retry, queue_show};
 
 pub(crate) fn store(config: &Config) -> std::result::Result<Store, String> {
     Store::connect(&config.database.url, 2).map_err(|e| e.to_string())

@@ -18,14 +18,23 @@ const PICKED_UP: &str = "within a minute";
 /// The connection of each identity in the running bridge, or why it cannot be asked.
 type Live = std::result::Result<HashMap<String, String>, String>;
 
-pub async fn queue_list(config: &Config) -> Result {
+/// Copies `queue list` prints at once unless told otherwise.
+pub const DEFAULT_PAGE: i64 = 100;
+
+/// Prints up to `limit` copies still in the queue with an id above `after`, and how to get the
+/// next page when there are more.
+pub async fn queue_list(config: &Config, after: i64, limit: i64) -> Result {
     let store = store(config)?;
-    let rows = store.queue_list().await.map_err(|e| e.to_string())?;
+    let page = store
+        .queue_page(after, limit)
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows = &page.entries;
     let presence = store.presence().await.map_err(|e| e.to_string())?;
     let live = crate::status::live(config).await;
     let now = SystemTime::now();
     println!("id\tstate\tattempts\tcreated\tnext_attempt\texpires\trecipient\tsender\twhy");
-    for r in &rows {
+    for r in rows {
         println!(
             "{}\t{}\t{}\t{}\t{}\t{}\t{}\t<{}>\t{}",
             r.id,
@@ -39,13 +48,31 @@ pub async fn queue_list(config: &Config) -> Result {
             field(&why(r, now, &live, seen(&presence, r)))
         );
     }
-    println!("{} message copies", rows.len());
+    println!(
+        "{}",
+        page_summary(rows.len(), after, rows.last().map(|r| r.id), page.more)
+    );
     if let Err(daemon) = &live
         && !rows.is_empty()
     {
         println!("the running bridge: {daemon}");
     }
     Ok(())
+}
+
+/// The last line of `queue list`: how many copies it showed and, when more follow, the command
+/// for the next page.
+fn page_summary(shown: usize, after: i64, last: Option<i64>, more: i64) -> String {
+    let from = match after {
+        0 => String::new(),
+        after => format!(" after id {after}"),
+    };
+    match (last, more) {
+        (Some(last), 1..) => format!(
+            "{shown} message copies{from} shown; {more} more: toxmail-bridge queue list --after {last}"
+        ),
+        _ => format!("{shown} message copies{from}"),
+    }
 }
 
 /// Why a copy is where it is, in one line: its state, the sending identity's connection in the
@@ -276,6 +303,20 @@ fn join(ids: &[i64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_summary_names_the_next_page_only_when_there_is_one() {
+        assert_eq!(page_summary(3, 0, Some(9), 0), "3 message copies");
+        assert_eq!(page_summary(0, 0, None, 0), "0 message copies");
+        assert_eq!(
+            page_summary(2, 0, Some(5), 7),
+            "2 message copies shown; 7 more: toxmail-bridge queue list --after 5"
+        );
+        assert_eq!(
+            page_summary(1, 5, Some(8), 0),
+            "1 message copies after id 5"
+        );
+    }
     use std::time::Duration;
     use toxmail_protocol::{MessageId, PublicKey, ToxId};
 

@@ -23,6 +23,9 @@ pub struct NewInbound {
     pub envelope: Vec<u8>,
     /// The admission verdict on sealing key versus envelope sender (`Verdict::as_db`).
     pub sender_verdict: String,
+    /// The expiry sealed in the envelope: the row is not purged before it has passed
+    /// (`store/retention.rs`).
+    pub expires: SystemTime,
 }
 
 /// What names one inbound row: the key that sealed the envelope and the id it chose.
@@ -61,8 +64,9 @@ impl Store {
         let client = self.client().await?;
         let insert = client
             .prepare_cached(
-                "INSERT INTO inbound (message_id, sender_key, identity, envelope, sender_verdict) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sender_key, message_id) DO NOTHING",
+                "INSERT INTO inbound (message_id, sender_key, identity, envelope, sender_verdict, \
+                 expires) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (sender_key, message_id) DO NOTHING",
             )
             .await?;
         let inserted = client
@@ -74,6 +78,7 @@ impl Store {
                     &rec.identity,
                     &rec.envelope,
                     &rec.sender_verdict,
+                    &rec.expires,
                 ],
             )
             .await?;

@@ -48,6 +48,14 @@ const MIGRATIONS: &[Migration] = &[
         version: 9,
         sql: include_str!("migrations/0009_peer_presence.sql"),
     },
+    Migration {
+        version: 10,
+        sql: include_str!("migrations/0010_reserved.sql"),
+    },
+    Migration {
+        version: 11,
+        sql: include_str!("migrations/0011_retention.sql"),
+    },
 ];
 
 /// Serialises bridges migrating the same database at once ("toxmigr" in ASCII).

@@ -1,6 +1,7 @@
 //! The bridge's PostgreSQL store: the outbound queue (`queue`) and the receipts that close it
 //! (`receipts`), inbound dedup and injection (`inbound`), identities and contacts (`directory`),
-//! the delivery events outbox (`events`), versioned schema (`migrations`).
+//! the delivery events outbox (`events`), the purge of finished history (`retention`), versioned
+//! schema (`migrations`).
 //! Only sealed envelopes and delivery metadata are stored, never plaintext mail. Every method
 //! runs in its own transaction (or statement) and is committed when it returns `Ok`.
 
@@ -14,6 +15,7 @@ mod pins;
 mod presence;
 mod queue;
 mod receipts;
+pub mod retention;
 mod schedule;
 mod stats;
 
@@ -29,11 +31,12 @@ pub use directory::{ContactRow, IdentityRow};
 pub use inbound::{InboundKey, InboundRow, NewInbound};
 pub use migrations::SchemaState;
 pub use notices::CopyInfo;
-pub use operator::{OperatorError, QueueEntry};
+pub use operator::{OperatorError, QueueEntry, QueuePage};
 pub use pins::PinRow;
 pub use presence::PresenceMap;
 pub use queue::{Enqueued, GiveUp, NewOutbound, OutboundRow};
 pub use receipts::in_custody_of;
+pub use retention::Purged;
 pub use stats::{QueueStats, RecentError};
 
 /// How long to wait for a free pooled connection, and to open a new one (TCP connect plus

@@ -54,6 +54,14 @@ impl QueueEntry {
     }
 }
 
+/// One page of `queue list`.
+#[derive(Debug, Clone)]
+pub struct QueuePage {
+    pub entries: Vec<QueueEntry>,
+    /// Open copies after the last one listed (after `after` when the page is empty).
+    pub more: i64,
+}
+
 /// Why the operator's change to a copy or an identity was not made. Nothing changed.
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
@@ -115,6 +123,27 @@ impl Store {
             format!("SELECT {ENTRY_COLUMNS} FROM outbound WHERE state <> 'delivered' ORDER BY id");
         let rows = client.query(&sql, &[]).await?;
         rows.iter().map(entry).collect()
+    }
+
+    /// One page of the copies still in the queue: up to `limit` with an id above `after`, by id,
+    /// and how many more there are after the last one. Reads only open rows (`outbound_open`).
+    pub async fn queue_page(&self, after: i64, limit: i64) -> Result<QueuePage, StoreError> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM outbound WHERE state <> 'delivered' AND id > $1 \
+             ORDER BY id LIMIT $2"
+        );
+        let rows = client.query(&sql, &[&after, &limit.max(0)]).await?;
+        let entries = rows.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
+        let last = entries.last().map_or(after, |e| e.id);
+        let more: i64 = client
+            .query_one(
+                "SELECT count(*) FROM outbound WHERE state <> 'delivered' AND id > $1",
+                &[&last],
+            )
+            .await?
+            .get(0);
+        Ok(QueuePage { entries, more })
     }
 
     /// One copy in any state (a delivered row is kept without its envelope), or `None`.

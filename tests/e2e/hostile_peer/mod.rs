@@ -11,6 +11,7 @@ mod dns;
 mod headers;
 mod identity;
 mod relayed;
+mod replay;
 mod revocation;
 mod squatting;
 

@@ -10,6 +10,7 @@ mod bounce;
 mod injector;
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 use tox_runtime::transfer::{DepositRefusal, Inbox, Refusal};
@@ -22,7 +23,7 @@ use toxmail_relay::service::RelayInbox;
 use super::smtp_client;
 use crate::config::{NextHop, SenderMismatch};
 use crate::resolve::{Resolver, Route};
-use crate::store::{NewInbound, Store};
+use crate::store::{NewInbound, Store, retention};
 use admission::{SiteView, Verdict};
 pub use injector::run_injector;
 
@@ -105,16 +106,27 @@ impl Inbox for BridgeInbox {
         id: MessageId,
         envelope: Vec<u8>,
     ) -> Result<(), Refusal> {
-        let verdict = self.admit(from, &envelope).await.inspect_err(|r| {
+        let admitted = self.admit(from, &envelope).await.inspect_err(|r| {
             crate::metrics::inbound(crate::metrics::Inbound::Refused);
             tracing::info!(%id, sealer = %from, reason = %r.detail, "envelope refused at admission");
         })?;
+        let (verdict, expires) = match admitted {
+            Admitted::Take { verdict, expires } => (verdict, expires),
+            Admitted::Stale { expires } => {
+                // Its dedup row may have been purged (store/retention.rs): the answer is the
+                // one a kept row would have given, an ack without a second store.
+                tracing::info!(%id, sealer = %from, expired = %crate::admin::utc(expires),
+                    "envelope expired long ago; acknowledged as a duplicate, not stored");
+                return Ok(());
+            }
+        };
         let record = NewInbound {
             message_id: id,
             sender_key: from,
             identity: self.identity.clone(),
             envelope,
             sender_verdict: verdict.as_db().to_string(),
+            expires,
         };
         match self.ctx.store.record_inbound(&record).await {
             Ok(new) => {
@@ -160,7 +172,7 @@ impl BridgeInbox {
     /// Opens the envelope and decides whether this site takes it: sealed by the sender, to this
     /// identity's mailbox, from a sender whose key does not contradict what the site knows, to a
     /// mailbox the local MTA does not refuse. The verdict on the sender goes with the row.
-    async fn admit(&self, from: PublicKey, envelope: &[u8]) -> Result<Verdict, Refusal> {
+    async fn admit(&self, from: PublicKey, envelope: &[u8]) -> Result<Admitted, Refusal> {
         let key = self.ctx.keys.get(&self.identity).ok_or_else(|| {
             Refusal::new(
                 NackCode::StorageFailure,
@@ -176,6 +188,10 @@ impl BridgeInbox {
         }
         self.check_sealer(&from)?;
         let meta = &opened.letter.metadata;
+        let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(meta.expires);
+        if retention::stale(expires, SystemTime::now()) {
+            return Ok(Admitted::Stale { expires });
+        }
         let site = &self.ctx.site;
         let mailbox =
             admission::bind_recipient(&meta.recipient, &self.identity, &public_key_of(key), site)?;
@@ -201,9 +217,20 @@ impl BridgeInbox {
             )),
             Err(e) => {
                 tracing::info!(error = %e, "mailbox check deferred; the injector will retry");
-                Ok(verdict)
+                Ok(Admitted::Take { verdict, expires })
             }
-            Ok(()) => Ok(verdict),
+            Ok(()) => Ok(Admitted::Take { verdict, expires }),
         }
     }
+}
+
+/// What admission decided about an envelope it did not refuse.
+enum Admitted {
+    /// Store it, with the verdict on its sender and the expiry it was sealed with.
+    Take {
+        verdict: Verdict,
+        expires: SystemTime,
+    },
+    /// It expired longer ago than the purge waits after an expiry: never stored.
+    Stale { expires: SystemTime },
 }
