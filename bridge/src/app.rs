@@ -362,13 +362,13 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    let notifier = Notifier {
-        store: store.clone(),
-        hop: config.notice_hop(),
-        hostname: config.bridge.hostname.clone(),
-        delay: Duration::from_secs(config.queue.delay_notice_secs),
-        wake: dispatcher.notices.clone(),
-    };
+    let notifier = Notifier::new(
+        store.clone(),
+        config.notice_hop(),
+        config.bridge.hostname.clone(),
+        Duration::from_secs(config.queue.delay_notice_secs),
+        dispatcher.notices.clone(),
+    );
     set.spawn(notifier.run(shutdown.clone()));
     set.spawn(run_injector(ctx, shutdown.clone()));
     if let Some(listener) = listeners.milter {

@@ -114,6 +114,15 @@ pub static DSN_SENT: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static DSN_UNDELIVERABLE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "toxmail_dsn_undeliverable_total",
+        "Delivery status notifications given up on, by action: the local MTA refused them \
+         permanently (5xx) or they could not be built. Each one is logged with the queue id.",
+        "action",
+    )
+});
+
 pub static MILTER_NOTICES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "toxmail_milter_notices_total",
@@ -149,7 +158,7 @@ pub fn exported_names() -> Vec<String> {
     names
 }
 
-fn own() -> [&'static dyn Collector; 14] {
+fn own() -> [&'static dyn Collector; 15] {
     [
         &*LMTP_TRANSACTIONS,
         &*LMTP_RECIPIENTS,
@@ -162,6 +171,7 @@ fn own() -> [&'static dyn Collector; 14] {
         &*DELIVERY_SECONDS,
         &*INBOUND,
         &*DSN_SENT,
+        &*DSN_UNDELIVERABLE,
         &*MILTER_NOTICES,
         &*MILTER_PLAIN_RECIPIENTS,
         &*PURGED_ROWS,
@@ -174,7 +184,7 @@ pub fn touch() {
     let _ = own();
     LazyLock::force(&toxmail_relay::metrics::DATABASE_UP);
     LazyLock::force(&toxmail_relay::metrics::DATABASE_ERRORS);
-    let known: [(&IntCounterVec, &[&str]); 4] = [
+    let known: [(&IntCounterVec, &[&str]); 5] = [
         (
             &LMTP_TRANSACTIONS,
             &["accepted", "partial", "deferred", "rejected"],
@@ -185,6 +195,7 @@ pub fn touch() {
             &["tox", "notfound", "invalid", "temp", "perm"],
         ),
         (&DSN_SENT, &["failed", "delayed", "relayed"]),
+        (&DSN_UNDELIVERABLE, &["failed", "delayed", "relayed"]),
     ];
     for (vec, labels) in known {
         for label in labels {
@@ -257,6 +268,13 @@ pub fn mixed_message(policy: &str, plain: usize) {
 /// One DSN sent to a sender.
 pub fn dsn_sent(action: crate::delivery::dsn::Action) {
     DSN_SENT.with_label_values(&[action.keyword()]).inc();
+}
+
+/// One DSN given up on (refused for good by the local MTA, or not buildable).
+pub fn dsn_undeliverable(action: crate::delivery::dsn::Action) {
+    DSN_UNDELIVERABLE
+        .with_label_values(&[action.keyword()])
+        .inc();
 }
 
 /// The `result` of an outbound delivery attempt (`toxmail_deliveries_total`).
@@ -338,7 +356,7 @@ mod tests {
     #[test]
     fn names_follow_the_conventions_and_no_family_is_declared_twice() {
         let names = exported_names();
-        assert_eq!(names.len(), 14 + 6 + 8, "{names:?}");
+        assert_eq!(names.len(), 15 + 6 + 8, "{names:?}");
         for name in &names {
             assert!(name.starts_with("toxmail_"), "{name}");
         }

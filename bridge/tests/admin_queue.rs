@@ -419,16 +419,13 @@ async fn a_bounced_copy_reaches_its_sender_as_exactly_one_failed_dsn() {
         .unwrap();
 
     let shutdown = CancellationToken::new();
-    let notifier = Notifier {
-        store: store.clone(),
-        hop: NextHop {
-            lmtp: false,
-            addr: site.smtp_addr(),
-        },
-        hostname: "mx.a.test".into(),
-        delay: Duration::from_secs(86_400),
-        wake: Arc::new(tokio::sync::Notify::new()),
+    let hop = NextHop {
+        lmtp: false,
+        addr: site.smtp_addr(),
     };
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let day = Duration::from_secs(86_400);
+    let notifier = Notifier::new(store.clone(), hop, "mx.a.test".into(), day, wake);
     let running = tokio::spawn(notifier.clone().run(shutdown.clone()));
     let started = Instant::now();
     let mut removed = false;

@@ -423,3 +423,82 @@ async fn report_sent_through_postfix_lands_in_the_senders_maildir_from_null() {
     assert_eq!(get(bob, "Final-Recipient"), Some("rfc822; bob@b.test"));
     assert_eq!(get(bob, "Status"), Some("5.4.7"));
 }
+
+/// The notifier against a real Postfix and PostgreSQL: the report to a sender Postfix knows goes
+/// out once; the one to a sender it refuses for good (550, no such mailbox) is given up at once,
+/// counted, and its row removed, instead of being tried again every few seconds for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_the_mta_refuses_for_good_is_given_up_once_and_the_other_sent_once() {
+    use toxmail_bridge::delivery::notify::Notifier;
+    use toxmail_bridge::store::{GiveUp, NewOutbound, Store};
+    use toxmail_protocol::{MessageId, PublicKey, ToxId};
+
+    toxmail_tests::init_logging();
+    let pg = toxmail_tests::postgres::PgServer::started().await;
+    let store = Store::connect(&pg.url(), 4).unwrap();
+    store.migrate().await.unwrap();
+    let cfg = SiteConfig::new("dsn-n", "a.test", &["alice"]);
+    let site = tokio::task::spawn_blocking(|| PostfixSite::start(cfg)).await;
+    let site = site.unwrap().expect("postfix starts");
+
+    let copy = |sender: &str| NewOutbound {
+        message_id: MessageId::random(),
+        idem_key: None,
+        recipient: "bob@b.test".into(),
+        envelope_sender: sender.into(),
+        sender_identity: "alice@a.test".into(),
+        peer: ToxId::new(PublicKey([7; 32]), 1),
+        envelope: vec![1, 2, 3],
+        expires: SystemTime::now() + Duration::from_secs(86_400),
+        relays: Vec::new(),
+    };
+    let queued = store
+        .enqueue(&[copy("alice@a.test"), copy("ghost@a.test")])
+        .await
+        .unwrap();
+    for q in &queued {
+        let reason = "expired: the peer did not come online in time";
+        store
+            .mark_failed(q.id, reason, GiveUp::Expired)
+            .await
+            .unwrap();
+    }
+
+    let hop = NextHop {
+        lmtp: false,
+        addr: site.smtp_addr(),
+    };
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let day = Duration::from_secs(86_400);
+    let notifier = Notifier::new(store.clone(), hop, HOST.into(), day, wake);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(notifier.run(stop.clone()));
+
+    let settled = toxmail_tests::wait_for(Duration::from_secs(30), || {
+        !site.maildir_messages("alice").is_empty()
+    });
+    assert!(settled.await, "{}", site.maillog());
+    let mut gone = false;
+    for _ in 0..100 {
+        if store.failed_copies().await.unwrap().is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "both rows removed once their reports were settled");
+    let undeliverable = &toxmail_bridge::metrics::DSN_UNDELIVERABLE;
+    assert_eq!(undeliverable.with_label_values(&["failed"]).get(), 1);
+    let sent = &toxmail_bridge::metrics::DSN_SENT;
+    assert_eq!(sent.with_label_values(&["failed"]).get(), 1);
+    stop.cancel();
+    task.await.unwrap();
+    // Postfix saw one refused RCPT for ghost, not one every few seconds.
+    let log = site.maillog();
+    let refused = log
+        .lines()
+        .filter(|l| l.contains("ghost@a.test") && l.contains("reject"))
+        .count();
+    assert_eq!(refused, 1, "{log}");
+    assert_eq!(site.maildir_messages("alice").len(), 1);
+}

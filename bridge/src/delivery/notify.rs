@@ -4,7 +4,8 @@
 //! unknown, since the recipient may well have it and a resent copy would be a duplicate. DSNs go through the local
 //! MTA with a null sender; none is ever sent about a message whose own sender is <>.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
@@ -15,8 +16,10 @@ use super::trace::rfc5322_date;
 use crate::config::NextHop;
 use crate::store::{CopyInfo, Store};
 
-/// How soon a "delayed" notice the local MTA did not take is tried again.
+/// A report the local MTA did not take for now is tried again after this long, doubled after
+/// each refusal up to `DSN_RETRY_MAX`.
 const DSN_RETRY: Duration = Duration::from_secs(5);
+const DSN_RETRY_MAX: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 pub struct Notifier {
@@ -27,6 +30,40 @@ pub struct Notifier {
     pub delay: Duration,
     /// Woken when a copy failed or new copies were queued (`Dispatcher::notices`).
     pub wake: Arc<Notify>,
+    /// Reports not taken for now and reports settled whose database write is still owed.
+    pub pending: Arc<Mutex<Pending>>,
+}
+
+/// Which of a copy's two reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    /// "delayed" (or "relayed"), once, while the copy waits.
+    Interim,
+    /// "failed" (or "relayed, outcome unknown"), when the copy is given up.
+    Final,
+}
+
+/// What the notifier remembers between passes, in memory: a restart forgets the backoff (each
+/// report is tried once more at once) and, in the milliseconds between a report going out and
+/// its row being written, could send one again, as any MTA could.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Reports the MTA did not take: how often, and not before when.
+    backoff: HashMap<(i64, Kind), (u32, SystemTime)>,
+    /// Reports sent or given up on whose row could not be written yet: only the write is
+    /// retried, the report is never sent twice.
+    settled: HashSet<(i64, Kind)>,
+}
+
+/// What became of one report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Told {
+    /// Sent, or none owed (the sender is <>).
+    Done,
+    /// Refused for good by the local MTA, or not buildable: given up, logged and counted.
+    GaveUp,
+    /// Not taken now: tried again after a backoff.
+    Later,
 }
 
 /// One copy's final or interim status, ready for a report.
@@ -39,6 +76,23 @@ pub struct Outcome {
 }
 
 impl Notifier {
+    pub fn new(
+        store: Store,
+        hop: NextHop,
+        hostname: String,
+        delay: Duration,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Notifier {
+            store,
+            hop,
+            hostname,
+            delay,
+            wake,
+            pending: Arc::default(),
+        }
+    }
+
     fn report(&self, o: &Outcome) -> Report {
         let now = SystemTime::now();
         Report {
@@ -59,31 +113,78 @@ impl Notifier {
         }
     }
 
-    /// Sends the report unless the sender is <>; true when nothing more is owed to the sender.
-    async fn tell(&self, o: &Outcome) -> bool {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends the report unless the sender is <>, or this report is backing off after the MTA
+    /// did not take it (then `Later`).
+    async fn tell(&self, o: &Outcome, kind: Kind) -> Told {
+        let key = (o.copy.id, kind);
         if !dsn::should_notify(&o.copy.envelope_sender) {
-            return true;
+            return Told::Done;
         }
-        match dsn::send(&self.hop, &self.hostname, &self.report(o)).await {
+        let waiting = self.pending().backoff.get(&key).map(|(_, at)| *at);
+        if waiting.is_some_and(|at| at > SystemTime::now()) {
+            return Told::Later;
+        }
+        let result = dsn::send(&self.hop, &self.hostname, &self.report(o)).await;
+        let mut pending = self.pending();
+        match result {
             Ok(()) => {
+                pending.backoff.remove(&key);
                 crate::metrics::dsn_sent(o.action);
                 tracing::info!(id = o.copy.id, action = ?o.action, "delivery status notification sent");
-                true
+                Told::Done
+            }
+            Err(e) if e.is_temporary() => {
+                let tries = pending.backoff.get(&key).map_or(0, |(n, _)| *n) + 1;
+                let wait = DSN_RETRY
+                    .saturating_mul(1 << (tries - 1).min(10))
+                    .min(DSN_RETRY_MAX);
+                pending
+                    .backoff
+                    .insert(key, (tries, SystemTime::now() + wait));
+                tracing::warn!(id = o.copy.id, error = %e, retry_in = ?wait, "DSN not taken by the local MTA; will retry");
+                Told::Later
             }
             Err(e) => {
-                tracing::warn!(id = o.copy.id, error = %e, "DSN not sent; will retry");
-                false
+                pending.backoff.remove(&key);
+                crate::metrics::dsn_undeliverable(o.action);
+                tracing::error!(id = o.copy.id, action = ?o.action, error = %e, "DSN given up: the local MTA refused it for good or it could not be built; the sender is not told");
+                Told::GaveUp
+            }
+        }
+    }
+
+    /// Tells the sender once (unless already settled), then writes `record`; a failed write is
+    /// retried at the next pass without telling again.
+    async fn settle<F, Fut>(&self, o: Outcome, kind: Kind, record: F)
+    where
+        F: FnOnce(i64) -> Fut,
+        Fut: std::future::Future<Output = Result<(), crate::store::StoreError>>,
+    {
+        let key = (o.copy.id, kind);
+        if !self.pending().settled.contains(&key) {
+            if self.tell(&o, kind).await == Told::Later {
+                return;
+            }
+            self.pending().settled.insert(key);
+        }
+        match record(o.copy.id).await {
+            Ok(()) => {
+                self.pending().settled.remove(&key);
+            }
+            Err(e) => {
+                tracing::warn!(id = o.copy.id, error = %e, "report settled but its row not updated; retried later, the report is not sent again")
             }
         }
     }
 
     /// After a copy was marked failed: tells the sender, then removes the row.
-    pub async fn failed(&self, o: Outcome) {
-        if self.tell(&o).await
-            && let Err(e) = self.store.remove_outbound(o.copy.id).await
-        {
-            tracing::warn!(id = o.copy.id, error = %e, "failed row not removed; retried later");
-        }
+    async fn failed(&self, o: Outcome) {
+        self.settle(o, Kind::Final, |id| self.store.remove_outbound(id))
+            .await
     }
 
     /// Periodically: "delayed" notices that are due, and "failed" notices still owed (after a
@@ -93,9 +194,8 @@ impl Notifier {
             if let Ok(due) = self.store.delay_notice_due(self.delay).await {
                 for copy in due {
                     let o = delayed(copy);
-                    if self.tell(&o).await {
-                        let _ = self.store.mark_delay_notified(o.copy.id).await;
-                    }
+                    self.settle(o, Kind::Interim, |id| self.store.mark_delay_notified(id))
+                        .await;
                 }
             }
             if let Ok(failed) = self.store.failed_copies().await {
@@ -103,8 +203,8 @@ impl Notifier {
                     self.failed(final_outcome(copy)).await;
                 }
             }
-            // Sleep until a copy fails or the next "delayed" notice falls due. A DSN the MTA
-            // did not take is tried again at the next wake-up or safety poll.
+            // Sleep until a copy fails, the next "delayed" notice falls due, or a report that
+            // was not taken may be tried again.
             let due = self
                 .store
                 .next_delay_notice(self.delay)
@@ -112,6 +212,24 @@ impl Notifier {
                 .unwrap_or(None);
             // A notice due now was just tried: if the MTA refused it, not again at once.
             let due = due.map(|t| t.max(SystemTime::now() + DSN_RETRY));
+            let retry = {
+                let mut pending = self.pending();
+                // Rows gone meanwhile (deleted by the operator) leave nothing to wait for.
+                pending
+                    .backoff
+                    .retain(|_, (_, at)| *at + DSN_RETRY_MAX > SystemTime::now());
+                let settled = !pending.settled.is_empty();
+                let next = pending.backoff.values().map(|(_, at)| *at).min();
+                if settled {
+                    Some(SystemTime::now() + DSN_RETRY)
+                } else {
+                    next
+                }
+            };
+            let due = match (due, retry) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if !super::idle(&self.wake, due, &shutdown).await {
                 return;
             }

@@ -23,6 +23,10 @@ fn read(transport_maps: &str) -> Current {
 #[test]
 fn postfix_config_names_the_sockets_and_the_milter_only_when_enabled() {
     let mut config = example();
+    // The shipped example has the milter on.
+    let out = postfix_config(&config, &read(""));
+    assert!(out.contains("smtpd_milters = { inet:127.0.0.1:8892, default_action=accept }"));
+    config.milter.listen = String::new();
     let out = postfix_config(&config, &read(""));
     assert!(out.contains("\ntransport_maps = socketmap:inet:127.0.0.1:9025:transport\n"));
     assert!(out.contains("toxlmtp   unix  -       -       n"));
