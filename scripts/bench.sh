@@ -2,7 +2,8 @@
 # The bridge benchmark (docs/benchmarks.md, "Bridge (issue 3)"): installs what is missing (plus
 # Dovecot's LMTP server, the ingest anchor), builds release binaries, then runs
 # toxmail-bridge-bench inside a network namespace that has only loopback. Arguments go to the
-# benchmark (rounds, default 3); `relay` as the first argument runs toxmail-relay-bench instead.
+# benchmark (rounds, default 3); `relay` as the first argument runs toxmail-relay-bench instead,
+# `intake` the intake memory benchmark (one LMTP transaction of 50 recipients × 50 MiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh

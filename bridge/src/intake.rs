@@ -1,11 +1,15 @@
 //! What the LMTP server calls: per-recipient routing checks at RCPT, and after DATA the sealing of
-//! one copy per recipient and one database commit for all of them, before any 250.
+//! one copy per recipient and one database commit for all of them, before any 250. Copies are
+//! sealed and written one at a time inside that transaction, so memory holds the message and one
+//! sealed copy, whatever the number of recipients.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use toxmail_protocol::{Letter, MessageId, Metadata, SecretKey, ToxId, seal, seal_compressed};
+use toxmail_protocol::{
+    Letter, MessageId, Metadata, SealError, SecretKey, ToxId, seal, seal_compressed,
+};
 
 use crate::config::UnknownSender;
 use crate::delivery::outbound::Dispatcher;
@@ -13,7 +17,7 @@ use crate::identity::DEFAULT_IDENTITY;
 use crate::postfix::lmtp::{Intake, Transaction};
 use crate::reply::{Failure, Reply};
 use crate::resolve::{Resolver, Route};
-use crate::store::{NewOutbound, Store};
+use crate::store::{Enqueued, Store, StoreError, UnsealedCopy};
 
 #[derive(Debug)]
 pub struct BridgeIntake {
@@ -80,76 +84,43 @@ impl Intake for BridgeIntake {
             Ok(i) => i.to_string(),
             Err(f) => return vec![f.reply(); tx.recipients.len()],
         };
-        let key = &self.keys[&identity];
-        let expires_at = SystemTime::now() + self.lifetime;
         let mut replies: Vec<Option<Reply>> = vec![None; tx.recipients.len()];
         let mut copies = Vec::new();
         let mut slots = Vec::new();
+        let expires = SystemTime::now() + self.lifetime;
         for (i, rcpt) in tx.recipients.iter().enumerate() {
-            let (peer, relays) = match self.route(rcpt).await {
-                Ok(p) => p,
-                Err(f) => {
-                    replies[i] = Some(f.reply());
-                    continue;
+            match self.route(rcpt).await {
+                Ok((peer, relays)) => {
+                    copies.push(UnsealedCopy {
+                        message_id: MessageId::random(),
+                        idem_key: tx.ident.clone(),
+                        recipient: rcpt.clone(),
+                        envelope_sender: tx.mail_from.clone(),
+                        sender_identity: identity.clone(),
+                        peer,
+                        expires,
+                        relays,
+                    });
+                    slots.push(i);
                 }
-            };
-            let letter = Letter {
-                message_id: MessageId::random(),
-                metadata: Metadata {
-                    envelope_sender: tx.mail_from.clone(),
-                    recipient: rcpt.clone(),
-                    queue_id: tx.ident.clone().unwrap_or_default(),
-                    created: unix_now(),
-                    expires: unix_now() + self.lifetime.as_secs(),
-                },
-                message: tx.data.clone(),
-            };
-            let sealed = if self.opens_compressed(&identity, &peer) {
-                seal_compressed(&letter, key, &peer.public_key())
-            } else {
-                seal(&letter, key, &peer.public_key())
-            };
-            let envelope = match sealed {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot seal");
-                    replies[i] = Some(
-                        match e {
-                            toxmail_protocol::SealError::TooLarge { max, .. } => {
-                                Failure::MessageTooBig { limit: max as u64 }
-                            }
-                            _ => Failure::BadArguments("address too long to seal".into()),
-                        }
-                        .reply(),
-                    );
-                    continue;
-                }
-            };
-            copies.push(NewOutbound {
-                message_id: letter.message_id,
-                idem_key: tx.ident.clone(),
-                recipient: rcpt.clone(),
-                envelope_sender: tx.mail_from.clone(),
-                sender_identity: identity.clone(),
-                peer,
-                envelope,
-                expires: expires_at,
-                relays,
-            });
-            slots.push(i);
+                Err(f) => replies[i] = Some(f.reply()),
+            }
         }
         if !copies.is_empty() {
-            let outcome = self.store.enqueue(&copies).await;
+            let queued = self.enqueue(&identity, tx, &copies).await;
             for (n, &i) in slots.iter().enumerate() {
-                replies[i] = Some(match &outcome {
-                    Ok(done) => Reply::queued(&format!("queued as {}", done[n].id)),
+                replies[i] = Some(match &queued {
+                    Ok(done) => match &done[n] {
+                        Ok(copy) => Reply::queued(&format!("queued as {}", copy.id)),
+                        Err(e) => seal_failure(e).reply(),
+                    },
                     Err(e) => {
                         tracing::warn!(error = %e, "queue commit failed");
                         Failure::StorageUnavailable.reply()
                     }
                 });
             }
-            if outcome.is_ok() {
+            if queued.is_ok() {
                 self.dispatcher.wake.notify_one();
                 self.dispatcher.notices.notify_one();
             }
@@ -158,5 +129,54 @@ impl Intake for BridgeIntake {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Failure::LocalError("no reply".into()).reply()))
             .collect()
+    }
+}
+
+impl BridgeIntake {
+    /// Seals and queues the copies in one transaction, one at a time: each copy's envelope is
+    /// written and dropped before the next is sealed, so at most one exists beside the message.
+    async fn enqueue(
+        &self,
+        identity: &str,
+        tx: Transaction,
+        copies: &[UnsealedCopy],
+    ) -> Result<Vec<Result<Enqueued, SealError>>, StoreError> {
+        let key = &self.keys[identity];
+        let queue_id = tx.ident.unwrap_or_default();
+        let lifetime = self.lifetime.as_secs();
+        // The one copy of the message: lent to each copy's `Letter` and taken back after sealing.
+        let mut message = tx.data;
+        let seal_copy = |_: usize, copy: &UnsealedCopy| {
+            let letter = Letter {
+                message_id: copy.message_id,
+                metadata: Metadata {
+                    envelope_sender: copy.envelope_sender.clone(),
+                    recipient: copy.recipient.clone(),
+                    queue_id: queue_id.clone(),
+                    created: unix_now(),
+                    expires: unix_now() + lifetime,
+                },
+                message: std::mem::take(&mut message),
+            };
+            let sealed = if self.opens_compressed(identity, &copy.peer) {
+                seal_compressed(&letter, key, &copy.peer.public_key())
+            } else {
+                seal(&letter, key, &copy.peer.public_key())
+            };
+            message = letter.message;
+            if let Err(e) = &sealed {
+                tracing::warn!(error = %e, "cannot seal");
+            }
+            sealed
+        };
+        self.store.enqueue_sealing(copies, seal_copy).await
+    }
+}
+
+/// The reply to a copy that could not be sealed.
+fn seal_failure(e: &SealError) -> Failure {
+    match e {
+        SealError::TooLarge { max, .. } => Failure::MessageTooBig { limit: *max as u64 },
+        _ => Failure::BadArguments("address too long to seal".into()),
     }
 }

@@ -2,6 +2,7 @@
 //! sender's key to the recipient's key, behind a small cleartext header and padded to a Padmé
 //! size bucket. `layout` owns the byte layout, `padding` the bucket function.
 
+mod deflate;
 mod layout;
 mod padding;
 
@@ -154,6 +155,9 @@ fn fresh_nonce() -> [u8; NONCE_SIZE] {
 /// that makes it smaller; an incompressible message is sealed as version 1. Only for a
 /// recipient known to open version 2 (its `Hello` announced protocol level 2 or more).
 ///
+/// The message is compressed straight into the envelope's buffer and given up on as soon as it
+/// would not come out smaller, so sealing holds no buffer beside the envelope.
+///
 /// The compressed size is still padded to its Padmé bucket; what the size of a sealed envelope
 /// tells an observer changes from "how long" to "how long once compressed" (docs/security.md).
 pub fn seal_compressed(
@@ -162,28 +166,60 @@ pub fn seal_compressed(
     recipient: &PublicKey,
 ) -> Result<Vec<u8>, SealError> {
     let nonce = fresh_nonce();
+    match seal_deflated(letter, sender, recipient, nonce)? {
+        Some(envelope) => Ok(envelope),
+        None => seal_with_nonce(letter, sender, recipient, nonce),
+    }
+}
+
+/// The version 2 envelope, or `None` when the message does not compress by more than the 4
+/// bytes of its length prefix (or is over the limit: the plain seal reports that).
+fn seal_deflated(
+    letter: &Letter,
+    sender: &SecretKey,
+    recipient: &PublicKey,
+    nonce: [u8; NONCE_SIZE],
+) -> Result<Option<Vec<u8>>, SealError> {
     let message = &letter.message;
+    if message.len() > MAX_ENVELOPE_SIZE || recipient.has_small_order() {
+        return Ok(None);
+    }
+    let empty = layout::Body::Compressed {
+        original_len: message.len(),
+        data: &[],
+    };
+    let prefix = HEADER_SIZE + TAG_SIZE + layout::inner_len(letter, empty)?;
+    let header = EnvelopeHeader {
+        version: ENVELOPE_VERSION_COMPRESSED,
+        message_id: letter.message_id,
+        sender: public_key_of(sender),
+        recipient: *recipient,
+    };
+    let mut out = Vec::with_capacity(prefix + message.len());
+    layout::write_header(&mut out, &header, &nonce);
+    out.extend_from_slice(&[0u8; TAG_SIZE]); // filled in once the tag is known
+    layout::write_inner(&mut out, &header, letter, empty);
     let level = if message.len() <= COMPRESS_WELL_UP_TO {
         6
     } else {
         1
     };
-    let compressed = miniz_oxide::deflate::compress_to_vec(message, level);
-    if compressed.len() + 4 >= message.len() {
-        return seal_with_nonce(letter, sender, recipient, nonce);
-    }
-    let body = layout::Body::Compressed {
-        original_len: message.len(),
-        data: &compressed,
+    // Smaller means: compressed data plus its 4-byte original length under the message's size.
+    let Some(compressed) =
+        deflate::append(&mut out, message, level, message.len().saturating_sub(5))
+    else {
+        return Ok(None);
     };
-    seal_body(
-        letter,
-        body,
-        ENVELOPE_VERSION_COMPRESSED,
-        sender,
-        recipient,
-        nonce,
-    )
+    // The stored length (original length prefix and data) sits 8 bytes before the data.
+    let stored = u32::try_from(4 + compressed).unwrap_or(u32::MAX);
+    out[prefix - 8..prefix - 4].copy_from_slice(&stored.to_be_bytes());
+    if out.len() > MAX_ENVELOPE_SIZE {
+        return Ok(None);
+    }
+    let total = padded_len(out.len());
+    out.resize(total, 0);
+    encrypt(&mut out, sender, recipient, nonce)?;
+    Ok(Some(out))
 }
 
 /// `seal` with a caller-chosen nonce. Reusing a nonce for the same key pair breaks the
@@ -236,13 +272,23 @@ fn seal_body(
     out.extend_from_slice(&[0u8; TAG_SIZE]); // filled in once the tag is known
     layout::write_inner(&mut out, &header, letter, body);
     out.resize(total, 0);
+    encrypt(&mut out, sender, recipient, nonce)?;
+    Ok(out)
+}
 
+/// Encrypts the padded inner block of `out` in place and writes the tag after the header.
+fn encrypt(
+    out: &mut [u8],
+    sender: &SecretKey,
+    recipient: &PublicKey,
+    nonce: [u8; NONCE_SIZE],
+) -> Result<(), SealError> {
     let (head, body) = out.split_at_mut(HEADER_SIZE + TAG_SIZE);
     let tag = SalsaBox::new(&recipient.to_crypto(), sender)
         .encrypt_in_place_detached(&nonce.into(), b"", body)
         .map_err(|_| SealError::Crypto)?;
     head[HEADER_SIZE..].copy_from_slice(&tag);
-    Ok(out)
+    Ok(())
 }
 
 /// Reads the cleartext header without any cryptography. Only the first [`HEADER_SIZE`] bytes

@@ -6,6 +6,7 @@
 //! runs in its own transaction (or statement) and is committed when it returns `Ok`.
 
 mod directory;
+mod enqueue;
 mod events;
 mod inbound;
 mod migrations;
@@ -28,6 +29,7 @@ use tokio_postgres::error::SqlState;
 use toxmail_protocol::{MessageId, PublicKey, ToxId};
 
 pub use directory::{ContactRow, IdentityRow};
+pub use enqueue::UnsealedCopy;
 pub use inbound::{InboundKey, InboundRow, NewInbound};
 pub use migrations::SchemaState;
 pub use notices::CopyInfo;

@@ -9,7 +9,7 @@ use toxmail_protocol::{MessageId, PublicKey, ToxId};
 
 use super::events::{COPY_COLUMNS, CopyEvent};
 use super::{Store, StoreError, message_id_from, relays_from, tox_id_from};
-use crate::events::{DsnStatus, EventKind, NewEvent, Path, outbound_subject};
+use crate::events::{DsnStatus, EventKind, Path};
 
 /// A copy to queue for one recipient.
 #[derive(Debug, Clone)]
@@ -80,76 +80,7 @@ pub struct OutboundRow {
 const ROW_COLUMNS: &str = "id, message_id, recipient, envelope_sender, sender_identity, peer, \
                            envelope, attempts, expires, created, relays, relayed_at";
 
-const INSERT: &str = "INSERT INTO outbound (message_id, idem_key, recipient, envelope_sender, \
-                      sender_identity, peer, envelope, expires, relays) \
-                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                      ON CONFLICT (idem_key, recipient) WHERE idem_key IS NOT NULL DO NOTHING \
-                      RETURNING id";
-
-const EXISTING: &str = "SELECT id FROM outbound WHERE idem_key = $1 AND recipient = $2";
-
 impl Store {
-    /// Queues all copies in ONE transaction: when this returns `Ok` every row is committed, and
-    /// on error none is. A copy whose `(idem_key, recipient)` exists is not queued again.
-    pub async fn enqueue(&self, copies: &[NewOutbound]) -> Result<Vec<Enqueued>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let insert = tx.prepare_cached(INSERT).await?;
-        let existing = tx.prepare_cached(EXISTING).await?;
-        let mut queued = Vec::with_capacity(copies.len());
-        for copy in copies {
-            let relays: Vec<u8> = copy.relays.iter().flat_map(|r| *r.as_bytes()).collect();
-            let inserted = tx
-                .query_opt(
-                    &insert,
-                    &[
-                        &&copy.message_id.0[..],
-                        &copy.idem_key,
-                        &copy.recipient,
-                        &copy.envelope_sender,
-                        &copy.sender_identity,
-                        &&copy.peer.as_bytes()[..],
-                        &copy.envelope,
-                        &copy.expires,
-                        &relays,
-                    ],
-                )
-                .await?;
-            let entry = match inserted {
-                Some(row) => {
-                    let id = row.get(0);
-                    if let Some(outbox) = &self.events {
-                        let mut data = outbox.data(&copy.message_id, &copy.recipient);
-                        (data.queue_id, data.attempt) = (Some(id), Some(0));
-                        let event = NewEvent {
-                            kind: EventKind::Accepted,
-                            subject: outbound_subject(id),
-                            data,
-                        };
-                        super::events::write(&tx, &event).await?;
-                    }
-                    Enqueued {
-                        id,
-                        duplicate: false,
-                    }
-                }
-                // The conflicting row is committed (or ours, earlier in this batch): under READ
-                // COMMITTED this new statement sees it.
-                None => Enqueued {
-                    id: tx
-                        .query_one(&existing, &[&copy.idem_key, &copy.recipient])
-                        .await?
-                        .get(0),
-                    duplicate: true,
-                },
-            };
-            queued.push(entry);
-        }
-        tx.commit().await?;
-        self.wake_publisher(queued.iter().any(|q| !q.duplicate));
-        Ok(queued)
-    }
-
     /// Claims up to `limit` queued rows that are due, skipping rows another claimer holds, and
     /// leases them: they are not due again until `lease` has passed (unless rescheduled).
     pub async fn claim_due(

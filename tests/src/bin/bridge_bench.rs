@@ -13,6 +13,10 @@
 //!
 //! Usage: toxmail-bridge-bench [rounds [all|ingest|latency]]   (default 3 all; ingest figures
 //! are medians of the rounds). With TOXMAIL_KEEP_BENCH set, the sites' dir (bridge logs) is kept.
+//! `toxmail-bridge-bench intake`: the intake memory benchmark of issue 12 only (`intake.rs`).
+
+#[path = "bridge_bench/intake.rs"]
+mod intake;
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -48,7 +52,10 @@ const CLOCK_TICKS: f64 = 100.0;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("intake") {
+        return intake::run().await;
+    }
     let rounds: usize = match args.next() {
         Some(n) => n.parse()?,
         None => 3,

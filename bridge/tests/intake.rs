@@ -1,0 +1,163 @@
+//! The LMTP intake against a real private PostgreSQL: the copies of a multi-recipient message are
+//! sealed and written one at a time but committed together, each open only to its recipient;
+//! a copy the database refuses leaves none and answers 451 for everyone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_postgres::NoTls;
+use toxmail_bridge::config::UnknownSender;
+use toxmail_bridge::delivery::outbound::Dispatcher;
+use toxmail_bridge::delivery::via_relay::RelaySettings;
+use toxmail_bridge::intake::BridgeIntake;
+use toxmail_bridge::postfix::lmtp::{Intake, Transaction};
+use toxmail_bridge::resolve::{Resolver, ResolverConfig};
+use toxmail_bridge::store::Store;
+use toxmail_protocol::{OpenError, SecretKey, ToxId, open, public_key_of};
+use toxmail_tests::postgres::PgServer;
+
+const SENDER: &str = "alice@a.example";
+
+fn peer_key(n: u8) -> SecretKey {
+    SecretKey::from([n; 32])
+}
+
+fn rcpt(n: u8) -> String {
+    format!("{}@tox", ToxId::new(public_key_of(&peer_key(n)), 7))
+}
+
+async fn intake(server: &PgServer) -> (BridgeIntake, Store) {
+    let store = Store::connect(&server.url(), 4).unwrap();
+    store.migrate().await.unwrap();
+    let relays = RelaySettings {
+        own: Vec::new(),
+        deposit_after: None,
+        max_deposits: 0,
+        register_for: Duration::from_secs(60),
+    };
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        HashMap::new(),
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+        Arc::new(relays),
+    );
+    let intake = BridgeIntake {
+        resolver: Arc::new(Resolver::new(ResolverConfig::default())),
+        store: store.clone(),
+        keys: HashMap::from([(SENDER.to_string(), SecretKey::from([0xa1; 32]))]),
+        unknown_sender: UnknownSender::Refuse,
+        delimiter: None,
+        lifetime: Duration::from_secs(86_400),
+        dispatcher: Arc::new(dispatcher),
+    };
+    (intake, store)
+}
+
+fn transaction(recipients: Vec<String>, data: &[u8]) -> Transaction {
+    Transaction {
+        mail_from: SENDER.into(),
+        recipients,
+        data: data.to_vec(),
+        ident: Some("4F1A2B".into()),
+    }
+}
+
+fn codes(replies: &[toxmail_bridge::reply::Reply]) -> Vec<String> {
+    replies
+        .iter()
+        .map(|r| r.render().chars().take(9).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn multi_recipient_message_commits_every_copy_each_open_only_to_its_recipient() {
+    let server = PgServer::started().await;
+    let (intake, store) = intake(&server).await;
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    // The third recipient is not a Tox address: refused, the others queued in RCPT order.
+    let recipients = vec![rcpt(1), rcpt(2), "carol@c.example".into(), rcpt(3)];
+    let replies = intake.deliver(transaction(recipients.clone(), &data)).await;
+    let codes = codes(&replies);
+    assert!(codes[0].starts_with("250 2.0.0"), "{codes:?}");
+    assert!(codes[1].starts_with("250 2.0.0"), "{codes:?}");
+    assert!(codes[2].starts_with('5'), "{codes:?}");
+    assert!(codes[3].starts_with("250 2.0.0"), "{codes:?}");
+
+    let rows = store.queued().await.unwrap();
+    assert_eq!(rows.len(), 3);
+    for (row, (n, rcpt)) in rows.iter().zip([
+        (1, &recipients[0]),
+        (2, &recipients[1]),
+        (3, &recipients[3]),
+    ]) {
+        assert_eq!(&row.recipient, rcpt);
+        let opened = open(&row.envelope, &peer_key(n)).unwrap();
+        assert_eq!(opened.letter.message, data);
+        assert_eq!(&opened.letter.metadata.recipient, rcpt);
+        assert_eq!(opened.letter.message_id, row.message_id);
+        assert_eq!(opened.sender, public_key_of(&SecretKey::from([0xa1; 32])));
+        let other = if n == 1 { 2 } else { 1 };
+        assert_eq!(
+            open(&row.envelope, &peer_key(other)).unwrap_err(),
+            OpenError::WrongRecipient
+        );
+    }
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+
+    // Postfix repeats the transaction (same queue id): nothing new, the same ids answered.
+    let again = intake.deliver(transaction(recipients, &data)).await;
+    assert_eq!(store.queued().await.unwrap().len(), 3);
+    for (reply, id) in [&again[0], &again[1], &again[3]].iter().zip(ids) {
+        assert!(
+            reply.render().contains(&format!("queued as {id}")),
+            "{reply:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_copy_the_database_refuses_leaves_no_copy_and_answers_451_for_all() {
+    let server = PgServer::started().await;
+    let (intake, store) = intake(&server).await;
+    let (db, conn) = tokio_postgres::connect(&server.url(), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    // The third copy fails after the first two were written in the same transaction.
+    let refused = rcpt(3);
+    db.batch_execute(&format!(
+        "CREATE FUNCTION refuse_copy() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+             IF NEW.recipient = '{refused}' THEN RAISE EXCEPTION 'refused by the test'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_copy BEFORE INSERT ON outbound
+             FOR EACH ROW EXECUTE FUNCTION refuse_copy();"
+    ))
+    .await
+    .unwrap();
+    let recipients = vec![rcpt(1), rcpt(2), refused, rcpt(4)];
+    let replies = intake
+        .deliver(transaction(
+            recipients.clone(),
+            b"Subject: x\r\n\r\nbody\r\n",
+        ))
+        .await;
+    assert_eq!(codes(&replies), vec!["451 4.3.0"; 4]);
+    assert!(store.queued().await.unwrap().is_empty());
+    let count: i64 = db
+        .query_one("SELECT count(*) FROM outbound", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 0);
+
+    // Postfix retries once the database takes it: every copy, once.
+    db.batch_execute("DROP TRIGGER refuse_copy ON outbound")
+        .await
+        .unwrap();
+    let replies = intake
+        .deliver(transaction(recipients, b"Subject: x\r\n\r\nbody\r\n"))
+        .await;
+    assert_eq!(codes(&replies), vec!["250 2.0.0"; 4]);
+    assert_eq!(store.queued().await.unwrap().len(), 4);
+}
