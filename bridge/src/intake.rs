@@ -59,7 +59,7 @@ impl BridgeIntake {
     async fn route(&self, rcpt: &str) -> Result<(ToxId, Vec<ToxId>), Failure> {
         match self.resolver.resolve(rcpt).await {
             Route::Tox { peer, relays, .. } => Ok((peer, relays)),
-            Route::Local | Route::NotTox => Err(Failure::RecipientUnknown),
+            Route::Local | Route::NotTox => Err(Failure::NoLongerTox),
             Route::Invalid(why) => Err(Failure::BadDestination(why)),
             Route::TempFail(why) => Err(Failure::RoutingTemporary(why)),
         }

@@ -141,6 +141,10 @@ pub enum Failure {
     MessageTooBig { limit: u64 },
     #[error("recipient not reachable over Tox")]
     RecipientUnknown,
+    /// Postfix routed the recipient here, but it no longer resolves to Tox (a contact removed, a
+    /// DNS record withdrawn since the socketmap answered): Postfix should route it again.
+    #[error("recipient no longer routed over Tox")]
+    NoLongerTox,
     #[error("bad destination: {0}")]
     BadDestination(String),
     #[error("temporary routing failure: {0}")]
@@ -192,6 +196,13 @@ impl Failure {
             MessageTooBig { .. } => (552, (5, 3, 4), "message too big for this system"),
             // X.1.1 "bad destination mailbox address": no (longer a) Tox mapping.
             RecipientUnknown => (550, (5, 1, 1), "recipient not reachable over Tox"),
+            // X.4.0 "other or undefined network or routing status", temporary: Postfix asks the
+            // socketmap again at its next attempt and takes the ordinary route.
+            NoLongerTox => (
+                450,
+                (4, 4, 0),
+                "recipient no longer routed over Tox, route it again",
+            ),
             // X.1.3 "bad destination mailbox address syntax": the nearest fit for a bad Tox ID.
             BadDestination(_) => (550, (5, 1, 3), "recipient has an invalid Tox address"),
             // X.4.3 "directory server failure": the DNS lookup failed.
@@ -252,6 +263,7 @@ mod tests {
             (StorageFull, 452, (4, 3, 1), true),
             (MessageTooBig { limit: 10 }, 552, (5, 3, 4), false),
             (RecipientUnknown, 550, (5, 1, 1), false),
+            (NoLongerTox, 450, (4, 4, 0), true),
             (BadDestination(s()), 550, (5, 1, 3), false),
             (RoutingTemporary(s()), 451, (4, 4, 3), true),
             (SenderRefused(s()), 550, (5, 7, 1), false),

@@ -95,8 +95,10 @@ async fn malformed_lmtp_and_bad_addresses_are_refused_and_nothing_is_queued() {
         "bad checksum: {checksum}"
     );
     let plain = c.send(b"RCPT TO:<someone@plain.test>\r\n").await;
+    // Not (or no longer) a Tox recipient: Postfix only sends us recipients the socketmap routed
+    // here, so this one's route changed since; 450 makes Postfix route it again.
     assert!(
-        plain.starts_with("550 5.1.1"),
+        plain.starts_with("450 4.4.0"),
         "not a Tox recipient: {plain}"
     );
     assert!(
