@@ -12,8 +12,9 @@ install_missing dovecot-lmtpd
 # The harness starts the bridge (and relay) found next to the benchmark binary: build them in release.
 cargo build --release --locked -p toxmail-bridge -p toxmail-relay -p toxmail-tests --bins
 if [ "${1:-}" = relay ]; then
-  # `scripts/bench.sh relay`: relay deposit and drain rates (docs/benchmarks.md, "Relay").
-  in_loopback_namespace target/release/toxmail-relay-bench
+  # `scripts/bench.sh relay [rates|handon]`: relay deposit and drain rates, hand-on memory
+  # (docs/benchmarks.md, "Relay").
+  in_loopback_namespace target/release/toxmail-relay-bench "${@:2}"
 else
   in_loopback_namespace target/release/toxmail-bridge-bench "$@"
 fi

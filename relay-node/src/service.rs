@@ -1,27 +1,29 @@
 //! The running relay: a Tox node whose transfer engine takes deposits through [`RelayInbox`]
 //! (policy, quota, durable store, then custody), and a loop that hands held envelopes to their
-//! registered recipients when they are online, deletes each after the recipient's ack (owing its
-//! depositor a `Released` receipt, sent when the depositor is online), and purges what expired.
+//! registered recipients when they are online (a few at a time: [`crate::hand_on`]), deletes each
+//! after the recipient's ack (owing its depositor a `Released` receipt, sent when the depositor
+//! is online), and purges what expired.
 
 use std::collections::HashSet;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tox_runtime::transfer::{
-    Courier, DeliveryError, DepositRefusal, FriendPolicy, Inbox, PeerEvent, Refusal, TransferConfig,
+    Courier, DepositRefusal, FriendPolicy, Inbox, PeerEvent, Refusal, TransferConfig,
 };
 use tox_runtime::{BootstrapNode, Node, Options, service_manager};
 use toxmail_protocol::{
     Deposit, Holding, MessageId, NackClass, NackCode, PublicKey, REGISTER_SUBJECT, Refuse,
-    RelayFrame, RelayRefusal, ReleaseOutcome, Released,
+    RelayFrame, RelayRefusal, Released,
 };
 
 use crate::config::Config;
+use crate::hand_on::{Budget, HandOn};
 use crate::metrics;
 use crate::registrar::RegisterLimiter;
 use crate::store::{DepositLimits, Held, HoldRefusal, Limit, Store, StoreError};
@@ -491,24 +493,32 @@ pub struct Mailroom {
     courier: Courier,
     policy: Arc<Policy>,
     online: HashSet<PublicKey>,
-    /// Envelopes being handed on now, so none is offered twice at once.
-    in_flight: Arc<Mutex<HashSet<MessageId>>>,
+    /// The envelopes on their way to online recipients.
+    hand_on: HandOn,
     registrations: RegisterLimiter,
-    /// Depositors just owed a receipt (see [`hand_on`]), so the loop can send it if they are online.
-    released: mpsc::UnboundedSender<PublicKey>,
+    /// Depositors just owed a receipt (the hand-on's), so the loop can send it if they are online.
     released_rx: Option<mpsc::UnboundedReceiver<PublicKey>>,
 }
 
 impl Mailroom {
+    /// With the process's shared hand-on budget ([`Budget::shared`]).
     pub fn new(store: Store, courier: Courier, policy: Arc<Policy>) -> Mailroom {
+        Mailroom::with_budget(store, courier, policy, Budget::shared())
+    }
+
+    pub fn with_budget(
+        store: Store,
+        courier: Courier,
+        policy: Arc<Policy>,
+        budget: Arc<Budget>,
+    ) -> Mailroom {
         let (released, released_rx) = mpsc::unbounded_channel();
         Mailroom {
-            released,
+            hand_on: HandOn::new(store.clone(), courier.clone(), budget, released),
             released_rx: Some(released_rx),
             store,
             courier,
             online: HashSet::new(),
-            in_flight: Arc::new(Mutex::new(HashSet::new())),
             registrations: RegisterLimiter::new(
                 policy.registrations_per_hour,
                 REGISTER_WINDOW,
@@ -540,7 +550,7 @@ impl Mailroom {
                 }
                 Some(recipient) = deposited.recv() => {
                     if self.online.contains(&recipient) && self.is_registered(&recipient).await {
-                        self.release(recipient).await;
+                        self.release(recipient);
                     }
                 }
                 _ = purge.tick() => match self.store.purge_expired().await {
@@ -568,11 +578,12 @@ impl Mailroom {
                 self.online.insert(pk);
                 self.send_receipts(pk).await;
                 if self.is_registered(&pk).await {
-                    self.release(pk).await;
+                    self.release(pk);
                 }
             }
             PeerEvent::Offline(pk) => {
                 self.online.remove(&pk);
+                self.hand_on.stop(&pk);
             }
             PeerEvent::Relay {
                 from,
@@ -617,7 +628,7 @@ impl Mailroom {
         self.courier.send_relay_frame(from, holding).await;
         if expires > now() {
             self.online.insert(from);
-            self.release(from).await;
+            self.release(from);
         }
     }
 
@@ -656,75 +667,9 @@ impl Mailroom {
         }
     }
 
-    /// Hands every envelope held for `recipient` to it; each is deleted after its ack.
-    async fn release(&self, recipient: PublicKey) {
-        let held = match self.store.held_for(&recipient).await {
-            Ok(h) => h,
-            Err(e) => return tracing::warn!(peer = %recipient, error = %e, "cannot read held mail"),
-        };
-        for h in held {
-            if !self.in_flight.lock().unwrap().insert(h.message_id) {
-                continue;
-            }
-            let (courier, store) = (self.courier.clone(), self.store.clone());
-            let (in_flight, released) = (self.in_flight.clone(), self.released.clone());
-            tokio::spawn(async move {
-                let id = h.message_id;
-                if let Some(depositor) = hand_on(&courier, &store, h).await {
-                    let _ = released.send(depositor);
-                }
-                // Only now, with the row gone or kept on purpose, may a later release retry it.
-                in_flight.lock().unwrap().remove(&id);
-            });
-        }
-    }
-}
-
-/// Delivers one held envelope to its recipient (the key it is sealed to) and deletes it once
-/// acknowledged, or once the recipient refused it for good. A temporary refusal is retried after
-/// a growing pause while the envelope is still held; other failures leave it for the next time
-/// the recipient comes online. Returns the depositor once it is owed a receipt.
-async fn hand_on(courier: &Courier, store: &Store, h: Held) -> Option<PublicKey> {
-    let id = h.message_id;
-    let envelope: Arc<[u8]> = Arc::from(h.envelope);
-    let mut pause = Duration::from_secs(2);
-    let outcome = loop {
-        let started = Instant::now();
-        match courier.deliver(h.recipient, id, envelope.clone()).await {
-            Ok(()) => {
-                metrics::HANDON_SECONDS.observe(started.elapsed().as_secs_f64());
-                tracing::info!(peer = %h.recipient, %id, "held envelope delivered; deleting it");
-                break ReleaseOutcome::Delivered;
-            }
-            Err(DeliveryError::Refused(n)) if n.class == NackClass::Temporary => {
-                tracing::info!(peer = %h.recipient, %id, detail = %n.detail, retry_in = ?pause,
-                    "recipient refused for now");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(300));
-                if !matches!(store.held_by(&h.recipient, &id).await, Ok(Some(_))) {
-                    return None; // expired and purged meanwhile, or the store is down
-                }
-            }
-            Err(e) if e.is_temporary() => {
-                tracing::info!(peer = %h.recipient, %id, error = %e, "hand-on failed; kept");
-                return None;
-            }
-            Err(e) => {
-                tracing::warn!(peer = %h.recipient, %id, error = %e, "recipient refused for good; deleting");
-                break ReleaseOutcome::Rejected;
-            }
-        }
-    };
-    let mut wait = Duration::from_millis(200);
-    loop {
-        match store.release(&h.recipient, &id, outcome).await {
-            Ok(depositor) => return depositor,
-            Err(e) => {
-                tracing::warn!(%id, error = %e, "cannot delete a delivered envelope; retrying")
-            }
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(30));
+    /// Hands what is held for `recipient` to it, a page at a time (see [`crate::hand_on`]).
+    fn release(&self, recipient: PublicKey) {
+        self.hand_on.start(recipient);
     }
 }
 

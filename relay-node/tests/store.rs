@@ -1,13 +1,14 @@
 //! The relay's store against a real private PostgreSQL 15 (`toxmail_tests::postgres`): the
 //! relay-wide byte cap and the registration cap hold under concurrent writers, and the running
 //! total follows deposits, deliveries and the purge; a release owes its depositor exactly one
-//! receipt, which lives no longer than the envelope would have been held.
+//! receipt, which lives no longer than the envelope would have been held; the hand-on lists
+//! held mail page by page without bodies and reads each body back whole, in chunks.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::task::JoinSet;
 use toxmail_protocol::{MessageId, PublicKey, ReleaseOutcome};
-use toxmail_relay::store::{DepositLimits, Held, HoldRefusal, Limit, Receipt, Store};
+use toxmail_relay::store::{Cursor, DepositLimits, Held, HoldRefusal, Limit, Receipt, Store};
 use toxmail_tests::postgres::PgServer;
 
 const SIZE: usize = 1000;
@@ -96,6 +97,99 @@ async fn concurrent_deposits_never_hold_more_than_total_bytes() {
     let one = PublicKey([1; 32]);
     let refusal = store.quota_refusal(&one, &one, SIZE as u64, limits).await;
     assert_eq!(refusal.unwrap(), Some(Limit::TotalBytes));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_deposits_racing_for_the_last_room_under_total_bytes_store_exactly_one() {
+    let (server, store) = fresh(4).await;
+    // Room for one more each round: the cap grows by one envelope per round.
+    for round in 1..=10u8 {
+        let limits = limits(u64::from(round) * SIZE as u64);
+        let racer = |n: u8| {
+            let store = store.clone();
+            let held = envelope(2 * round + n, now() + 3600);
+            tokio::spawn(async move { store.hold(&held, &PublicKey([200 + n; 32]), limits).await })
+        };
+        let (first, second) = (racer(0), racer(1));
+        let outcomes = [first.await.unwrap(), second.await.unwrap()].map(|r| r.unwrap());
+        let stored = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(stored, 1, "round {round}: {outcomes:?}");
+        assert!(
+            outcomes.contains(&Err(HoldRefusal::Over(Limit::TotalBytes))),
+            "the other is refused for the total (temporary)"
+        );
+        assert_eq!(totals(&server).await, bytes(i64::from(round)));
+    }
+}
+
+#[tokio::test]
+async fn the_hand_on_lists_held_mail_a_page_at_a_time_and_reads_bodies_whole() {
+    let (_server, store) = fresh(4).await;
+    let depositor = PublicKey([7; 32]);
+    let mut kept = Vec::new();
+    for n in 0..5usize {
+        let mut held = envelope(1, now() + 3600);
+        // Two larger than a read chunk (1 MiB), one of them not a whole number of chunks.
+        held.envelope = (0..[10, 3 << 20, 20, (1 << 20) + 7, 30][n])
+            .map(|i| (i % 251) as u8)
+            .collect();
+        store
+            .hold(&held, &depositor, limits(1 << 30))
+            .await
+            .unwrap()
+            .unwrap();
+        kept.push(held);
+    }
+    // Held for someone else, and one that expired: not listed.
+    for other in [envelope(2, now() + 3600), envelope(1, now() - 10)] {
+        store
+            .hold(&other, &depositor, limits(1 << 30))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let recipient = PublicKey([1; 32]);
+    let mut listed = Vec::new();
+    let mut cursor = Cursor::START;
+    loop {
+        let page = store.held_page(&recipient, cursor, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        cursor = Cursor::after(last);
+        listed.extend(page);
+    }
+    let ids: Vec<_> = listed.iter().map(|l| l.message_id).collect();
+    let want: Vec<_> = kept.iter().map(|h| h.message_id).collect();
+    assert_eq!(ids, want, "each once, oldest first");
+    for (l, h) in listed.iter().zip(&kept) {
+        assert_eq!(l.size, h.envelope.len() as u64);
+        let body = store
+            .held_envelope(&recipient, &l.message_id, l.size)
+            .await
+            .unwrap();
+        assert_eq!(body.as_deref(), Some(&h.envelope[..]), "exact bytes");
+    }
+    // A size that does not match the row is an error, not a short envelope.
+    let wrong = store.held_envelope(&recipient, &ids[0], 11).await;
+    assert!(wrong.is_err());
+    // Released: no longer listed or read.
+    store
+        .release(&recipient, &ids[1], ReleaseOutcome::Delivered)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .held_envelope(&recipient, &ids[1], listed[1].size)
+            .await
+            .unwrap(),
+        None
+    );
+    let page = store
+        .held_page(&recipient, Cursor::START, 10)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 4);
+    assert!(page.iter().all(|l| l.message_id != ids[1]));
 }
 
 #[tokio::test]

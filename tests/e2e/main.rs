@@ -13,6 +13,7 @@ mod postfix_harness;
 mod postfix_recovery;
 mod relay;
 mod relay_bounds;
+mod relay_pages;
 mod relay_receipts;
 mod relay_sites;
 mod service_manager;

@@ -172,6 +172,11 @@ impl RelayProcess {
         }
     }
 
+    /// The running relay's process id (for its `/proc` figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("relay.log")).unwrap_or_default()
     }

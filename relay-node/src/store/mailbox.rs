@@ -216,30 +216,6 @@ impl Store {
         Ok(Ok(held.expires))
     }
 
-    /// Everything held for `recipient` that has not expired, oldest first.
-    pub async fn held_for(&self, recipient: &PublicKey) -> Result<Vec<Held>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT message_id, envelope, extract(epoch FROM expires_at)::bigint FROM held
-                 WHERE recipient = $1 AND expires_at > now() ORDER BY deposited_at",
-                &[&recipient.0.as_slice()],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| {
-                let id: &[u8] = r.get(0);
-                Ok(Held {
-                    message_id: MessageId::from_slice(id)
-                        .map_err(|e| StoreError::Corrupt(format!("message id: {e}")))?,
-                    recipient: *recipient,
-                    envelope: r.get(1),
-                    expires: r.get::<_, i64>(2).max(0) as u64,
-                })
-            })
-            .collect()
-    }
-
     /// Count and bytes held for `recipient`.
     pub async fn holdings(&self, recipient: &PublicKey) -> Result<(u32, u64), StoreError> {
         let client = self.client().await?;

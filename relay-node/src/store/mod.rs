@@ -1,7 +1,9 @@
 //! The relay's PostgreSQL store: held envelopes, registrations and deposit quotas (`mailbox`),
-//! receipts owed to depositors (`receipts`),
+//! held envelopes listed and read in pages for the hand-on (`hand_on`), receipts owed to
+//! depositors (`receipts`),
 //! versioned schema (`migrations`). Every method is one transaction, committed when it returns Ok.
 
+mod hand_on;
 mod mailbox;
 mod migrations;
 mod receipts;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
+pub use hand_on::{Cursor, Listed};
 pub use mailbox::{DepositLimits, Held, HoldRefusal, Limit, Status};
 pub use receipts::Receipt;
 
