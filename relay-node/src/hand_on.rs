@@ -224,8 +224,7 @@ impl HandOn {
         let id = listed.message_id;
         let read = async {
             let _one_at_a_time = self.budget.reading.lock().await;
-            let envelope = self.store.held_envelope(&recipient, &id, listed.size).await;
-            envelope.map(|e| e.map(Arc::<[u8]>::from))
+            self.store.held_envelope(&recipient, &id, listed.size).await
         };
         let envelope = tokio::select! {
             _ = stop.cancelled() => return,

@@ -2,6 +2,7 @@
 //! no bodies), and one envelope's body read in bounded chunks, so neither the relay nor its
 //! database connections ever hold more than the envelopes being handed on.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::IsolationLevel;
@@ -78,7 +79,7 @@ impl Store {
         recipient: &PublicKey,
         id: &MessageId,
         size: u64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<Arc<[u8]>>, StoreError> {
         let corrupt = || StoreError::Corrupt(format!("envelope {id}: not the size listed"));
         let size = usize::try_from(size).map_err(|_| corrupt())?;
         let mut client = self.client().await?;
@@ -94,9 +95,13 @@ impl Store {
                  WHERE recipient = $1 AND message_id = $2",
             )
             .await?;
-        let mut envelope = Vec::with_capacity(size);
+        // Filled in place: the courier takes this very buffer, so no second envelope-sized copy
+        // exists even for a moment (an iterator of known length is collected in one allocation).
+        let mut envelope: Arc<[u8]> = std::iter::repeat_n(0u8, size).collect();
+        let buffer = Arc::get_mut(&mut envelope).expect("not shared yet");
+        let mut filled = 0;
         loop {
-            let from = i32::try_from(envelope.len() + 1).map_err(|_| corrupt())?;
+            let from = i32::try_from(filled + 1).map_err(|_| corrupt())?;
             let row = tx
                 .query_opt(
                     &chunk,
@@ -109,8 +114,14 @@ impl Store {
             if usize::try_from(row.get::<_, i32>(1)).ok() != Some(size) {
                 return Err(corrupt());
             }
-            envelope.extend_from_slice(row.get::<_, &[u8]>(0));
-            if envelope.len() >= size {
+            let part = row.get::<_, &[u8]>(0);
+            let end = filled + part.len();
+            if (part.is_empty() && filled < size) || end > size {
+                return Err(corrupt());
+            }
+            buffer[filled..end].copy_from_slice(part);
+            filled = end;
+            if filled >= size {
                 break;
             }
         }
