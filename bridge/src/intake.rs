@@ -66,6 +66,23 @@ impl BridgeIntake {
     }
 }
 
+/// How idempotency keys derived from the message start (a Postfix queue id never does).
+pub const DERIVED_KEY_PREFIX: &str = "sha256-";
+
+/// The idempotency key of a transaction that came without a queue id: the SHA-256 of its sender
+/// and message bytes (128 bits of it).
+pub fn derived_idem_key(mail_from: &str, data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(mail_from.as_bytes());
+    hash.update([0]);
+    hash.update(data);
+    format!(
+        "{DERIVED_KEY_PREFIX}{}",
+        hex::encode(&hash.finalize()[..16])
+    )
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -85,6 +102,14 @@ impl Intake for BridgeIntake {
             Err(f) => return vec![f.reply(); tx.recipients.len()],
         };
         let mut replies: Vec<Option<Reply>> = vec![None; tx.recipients.len()];
+        // Postfix's queue id (XFORWARD IDENT) makes a retried transaction a no-op; without it
+        // (Zimbra's stock lmtp service, any client that does not send XFORWARD) the message
+        // itself is the key: a retry repeats its bytes, and Postfix put its own queue id in its
+        // Received: header and a unique Message-ID in it if the sender left none.
+        let idem_key = Some(match &tx.ident {
+            Some(ident) => ident.clone(),
+            None => derived_idem_key(&tx.mail_from, &tx.data),
+        });
         let mut copies = Vec::new();
         let mut slots = Vec::new();
         let expires = SystemTime::now() + self.lifetime;
@@ -93,7 +118,7 @@ impl Intake for BridgeIntake {
                 Ok((peer, relays)) => {
                     copies.push(UnsealedCopy {
                         message_id: MessageId::random(),
-                        idem_key: tx.ident.clone(),
+                        idem_key: idem_key.clone(),
                         recipient: rcpt.clone(),
                         envelope_sender: tx.mail_from.clone(),
                         sender_identity: identity.clone(),

@@ -162,3 +162,44 @@ async fn a_copy_the_database_refuses_leaves_no_copy_and_answers_451_for_all() {
     assert_eq!(codes(&replies), vec!["250 2.0.0"; 4]);
     assert_eq!(store.queued().await.unwrap().len(), 4);
 }
+
+/// Without XFORWARD (Zimbra's stock `lmtp` service) there is no Postfix queue id: a retried
+/// transaction is recognised by its sender and bytes and queued once; another message is not
+/// taken for a retry.
+#[tokio::test]
+async fn a_retry_without_a_queue_id_is_queued_once() {
+    let server = PgServer::started().await;
+    let (intake, _store) = intake(&server).await;
+    let (db, conn) = tokio_postgres::connect(&server.url(), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let rows = || async {
+        let row = db.query_one("SELECT count(*) FROM outbound", &[]).await;
+        row.unwrap().get::<_, i64>(0)
+    };
+    let message =
+        b"Received: by mx.a.example (Postfix) id 4Q1\r\nMessage-ID: <1@a.example>\r\n\r\nhi\r\n";
+    let stock = |recipients: Vec<String>, data: &[u8]| Transaction {
+        ident: None,
+        ..transaction(recipients, data)
+    };
+    let first = intake.deliver(stock(vec![rcpt(1), rcpt(2)], message)).await;
+    assert_eq!(codes(&first), vec!["250 2.0.0"; 2]);
+    let again = intake.deliver(stock(vec![rcpt(1), rcpt(2)], message)).await;
+    assert_eq!(first, again, "the retry answers the same queue ids");
+    assert_eq!(rows().await, 2);
+    // A different message (another queue id in Postfix's Received:) is new mail.
+    let other =
+        b"Received: by mx.a.example (Postfix) id 4Q2\r\nMessage-ID: <1@a.example>\r\n\r\nhi\r\n";
+    let replies = intake.deliver(stock(vec![rcpt(1)], other)).await;
+    assert_eq!(codes(&replies), vec!["250 2.0.0"]);
+    assert_ne!(replies[0], first[0]);
+    assert_eq!(rows().await, 3);
+    let keys = db
+        .query("SELECT DISTINCT idem_key FROM outbound", &[])
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2);
+    for key in keys {
+        assert!(key.get::<_, String>(0).starts_with("sha256-"));
+    }
+}

@@ -188,7 +188,13 @@ pub async fn queue_show(config: &Config, id: i64) -> Result {
     let lines = [
         ("id", e.id.to_string()),
         ("message_id", e.message_id.to_string()),
-        ("postfix_queue_id", e.idem_key.clone().unwrap_or("-".into())),
+        (
+            "postfix_queue_id",
+            e.idem_key
+                .clone()
+                .filter(|k| !k.starts_with(crate::intake::DERIVED_KEY_PREFIX))
+                .unwrap_or("-".into()),
+        ),
         ("state", e.state.clone()),
         ("why", why(&e, now, &live, seen(&presence, &e))),
         (

@@ -99,7 +99,12 @@ impl Notifier {
             reporting_mta: format!("dns; {}", self.hostname),
             original_sender: o.copy.envelope_sender.clone(),
             original_message_id: None,
-            original_queue_id: o.copy.idem_key.clone(),
+            // A key derived from the message is not a queue id anyone could look up.
+            original_queue_id: o
+                .copy
+                .idem_key
+                .clone()
+                .filter(|k| !k.starts_with(crate::intake::DERIVED_KEY_PREFIX)),
             arrival: Some(o.copy.created),
             recipients: vec![RecipientStatus {
                 final_recipient: o.copy.recipient.clone(),
