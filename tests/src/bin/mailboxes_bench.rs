@@ -19,6 +19,12 @@ struct Args {
     /// Seconds CPU time is measured over.
     #[arg(long, default_value_t = 60)]
     window: u64,
+    /// Iterate idle identities at most every this many ms (0: as c-toxcore asks).
+    #[arg(long, default_value_t = 0)]
+    idle_ms: u64,
+    /// Owner threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    owner_threads: usize,
     /// Measure one count in this process (used by the parent for each count).
     #[arg(long, hide = true)]
     child: bool,
@@ -35,6 +41,18 @@ fn proc_status(key: &str) -> u64 {
         .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// UDP datagrams sent in this network namespace (the bench runs in its own).
+fn udp_out() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/net/snmp").unwrap();
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp: "));
+    let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "OutDatagrams")
+        .unwrap();
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
 }
 
 /// User plus system CPU time of this process, in clock ticks (1/100 s on Linux).
@@ -59,9 +77,10 @@ async fn measure(count: usize, settle: u64, window: u64) {
     }
     let start_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(settle)).await;
-    let (t0, c0) = (Instant::now(), cpu_ticks());
+    let (t0, c0, u0) = (Instant::now(), cpu_ticks(), udp_out());
     tokio::time::sleep(Duration::from_secs(window)).await;
     let ticks = cpu_ticks() - c0;
+    let packets = (udp_out() - u0) as f64 / t0.elapsed().as_secs_f64();
     let cpu = ticks as f64 / t0.elapsed().as_secs_f64(); // ticks/s = % of one core
     let rss_mb = proc_status("VmRSS:") as f64 / 1024.0;
     let threads = proc_status("Threads:");
@@ -70,9 +89,10 @@ async fn measure(count: usize, settle: u64, window: u64) {
         .filter(|n| n.handle.stats().connection() != Connection::None)
         .count();
     println!(
-        "| {count} | {rss_mb:.1} | {cpu:.1} | {threads} | {online} | {start_secs:.1} | {:.0} | {:.3} |",
+        "| {count} | {rss_mb:.1} | {cpu:.1} | {threads} | {online} | {start_secs:.1} | {:.0} | {:.3} | {:.1} |",
         rss_mb * 1024.0 / count as f64,
         cpu / count as f64,
+        packets / count as f64,
     );
     for node in nodes {
         node.kill().await;
@@ -88,21 +108,27 @@ async fn main() {
         args.counts
     };
     if args.child {
+        tox_runtime::set_idle_interval(Duration::from_millis(args.idle_ms));
+        tox_runtime::set_owner_threads(args.owner_threads);
         return measure(counts[0], args.settle, args.window).await;
     }
     println!(
-        "idle, private DHT (one tox-bootstrapd on 127.0.0.1), settle {} s, window {} s",
-        args.settle, args.window
+        "idle, private DHT (one tox-bootstrapd on 127.0.0.1), settle {} s, window {} s, \
+         idle interval {} ms, owner threads {} (0: one per core)",
+        args.settle, args.window, args.idle_ms, args.owner_threads
     );
     println!(
-        "| identities | RSS MB | CPU % of one core | threads | online | start s | KB per identity | CPU % per identity |"
+        "| identities | RSS MB | CPU % of one core | threads | online | start s | KB per identity | CPU % per identity | UDP datagrams/s sent per identity |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let me = std::env::current_exe().unwrap();
     for count in counts {
         let status = std::process::Command::new(&me)
             .args(["--child", "--settle", &args.settle.to_string()])
-            .args(["--window", &args.window.to_string(), &count.to_string()])
+            .args(["--window", &args.window.to_string()])
+            .args(["--idle-ms", &args.idle_ms.to_string()])
+            .args(["--owner-threads", &args.owner_threads.to_string()])
+            .arg(count.to_string())
             .status()
             .unwrap();
         assert!(status.success(), "measuring {count} identities failed");
