@@ -876,7 +876,11 @@ local_domains = ["a.test"]
     fn the_port_range_is_sized_by_the_identity_count_unless_set_and_too_small_is_refused() {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/bridge.example.toml");
         let tox = Config::load(&example).unwrap().tox;
-        assert_eq!(tox.ports(1), Ok([33445, 33545]), "c-toxcore's range at least");
+        assert_eq!(
+            tox.ports(1),
+            Ok([33445, 33545]),
+            "c-toxcore's range at least"
+        );
         assert_eq!(tox.ports(1000), Ok([33445, 34544]), "a tenth to spare");
         assert!(tox.ports(40_000).unwrap_err().contains("starting lower"));
 
