@@ -44,7 +44,7 @@ pub use error::{Result, RuntimeError};
 pub use event::{Connection, Event, FileControl, FileNumber, FriendNumber};
 pub use node::{FriendInfo, Handle, Node, NodeInfo, NodeStats};
 pub use options::{BootstrapNode, LOOPBACK_PORTS, Options};
-pub use pool::{set_idle_interval, set_owner_threads};
+pub use pool::set_owner_threads;
 
 /// The version of the libtoxcore this process runs on, as "major.minor.patch".
 pub fn libtoxcore_version() -> String {

@@ -145,16 +145,6 @@ impl Owner {
         Duration::from_millis(u64::from(self.tox.iteration_interval().max(1)))
     }
 
-    /// No friend online and nothing of ours waiting to go out or to be saved: what the thread
-    /// may iterate less often than c-toxcore asks (`set_idle_interval`).
-    pub(crate) fn is_idle(&self) -> bool {
-        self.stats.friends().1 == 0
-            && self.outgoing.is_empty()
-            && self.packets.is_empty()
-            && self.retry_chunks.is_empty()
-            && self.unsaved_since.is_none()
-    }
-
     pub(crate) fn stats(&self) -> &NodeStats {
         &self.stats
     }

@@ -78,18 +78,6 @@ static SIZE: AtomicUsize = AtomicUsize::new(0);
 static THREADS: Mutex<Vec<Thread>> = Mutex::new(Vec::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Milliseconds an idle instance waits between iterations at least; 0 = as c-toxcore asks.
-static IDLE_INTERVAL_MS: AtomicU64 = AtomicU64::new(0);
-
-/// Iterates an idle instance (no friend online, nothing of ours queued or unsaved) at most every
-/// `interval` instead of every `tox_iteration_interval` (50 ms when idle); zero turns it off
-/// (the default). c-toxcore asks for 20 iterations a second; an idle identity then answers DHT
-/// and onion packets, and notices a friend's request or connection, up to `interval` later.
-pub fn set_idle_interval(interval: Duration) {
-    let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
-    IDLE_INTERVAL_MS.store(ms, Ordering::Relaxed);
-}
-
 /// Sets how many owner threads iterate this process's Tox instances (default: one per core).
 /// Takes effect for threads not yet started; threads start as nodes start, up to this number.
 pub fn set_owner_threads(n: usize) {
@@ -222,15 +210,7 @@ impl Worker {
                 continue;
             }
             let sink = &mut self.sink;
-            let step = || {
-                let wait = slot.owner.step(sink);
-                match IDLE_INTERVAL_MS.load(Ordering::Relaxed) {
-                    0 => wait,
-                    idle if slot.owner.is_idle() => wait.max(Duration::from_millis(idle)),
-                    _ => wait,
-                }
-            };
-            match catch_unwind(AssertUnwindSafe(step)) {
+            match catch_unwind(AssertUnwindSafe(|| slot.owner.step(sink))) {
                 Ok(wait) => self.schedule(id, Instant::now() + wait),
                 Err(_) => {
                     self.sink.events.clear();
