@@ -19,9 +19,6 @@ struct Args {
     /// Seconds CPU time is measured over.
     #[arg(long, default_value_t = 60)]
     window: u64,
-    /// Iterate idle identities at most every this many ms (0: as c-toxcore asks).
-    #[arg(long, default_value_t = 0)]
-    idle_ms: u64,
     /// Owner threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     owner_threads: usize,
@@ -55,6 +52,17 @@ fn udp_out() -> u64 {
     values.split_whitespace().nth(at).unwrap().parse().unwrap()
 }
 
+/// Bytes sent on `lo`, the namespace's only interface.
+fn lo_bytes_out() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/net/dev").unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("lo:"))
+        .unwrap();
+    let fields: Vec<&str> = line.split(':').nth(1).unwrap().split_whitespace().collect();
+    fields[8].parse().unwrap() // receive has 8 fields, then transmit bytes
+}
+
 /// User plus system CPU time of this process, in clock ticks (1/100 s on Linux).
 fn cpu_ticks() -> u64 {
     let text = std::fs::read_to_string("/proc/self/stat").unwrap();
@@ -77,10 +85,11 @@ async fn measure(count: usize, settle: u64, window: u64) {
     }
     let start_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(settle)).await;
-    let (t0, c0, u0) = (Instant::now(), cpu_ticks(), udp_out());
+    let (t0, c0, u0, b0) = (Instant::now(), cpu_ticks(), udp_out(), lo_bytes_out());
     tokio::time::sleep(Duration::from_secs(window)).await;
     let ticks = cpu_ticks() - c0;
     let packets = (udp_out() - u0) as f64 / t0.elapsed().as_secs_f64();
+    let bytes = (lo_bytes_out() - b0) as f64 / t0.elapsed().as_secs_f64();
     let cpu = ticks as f64 / t0.elapsed().as_secs_f64(); // ticks/s = % of one core
     let rss_mb = proc_status("VmRSS:") as f64 / 1024.0;
     let threads = proc_status("Threads:");
@@ -89,10 +98,11 @@ async fn measure(count: usize, settle: u64, window: u64) {
         .filter(|n| n.handle.stats().connection() != Connection::None)
         .count();
     println!(
-        "| {count} | {rss_mb:.1} | {cpu:.1} | {threads} | {online} | {start_secs:.1} | {:.0} | {:.3} | {:.1} |",
+        "| {count} | {rss_mb:.1} | {cpu:.1} | {threads} | {online} | {start_secs:.1} | {:.0} | {:.3} | {:.1} | {:.0} |",
         rss_mb * 1024.0 / count as f64,
         cpu / count as f64,
         packets / count as f64,
+        bytes / count as f64,
     );
     for node in nodes {
         node.kill().await;
@@ -108,25 +118,23 @@ async fn main() {
         args.counts
     };
     if args.child {
-        tox_runtime::set_idle_interval(Duration::from_millis(args.idle_ms));
         tox_runtime::set_owner_threads(args.owner_threads);
         return measure(counts[0], args.settle, args.window).await;
     }
     println!(
         "idle, private DHT (one tox-bootstrapd on 127.0.0.1), settle {} s, window {} s, \
-         idle interval {} ms, owner threads {} (0: one per core)",
-        args.settle, args.window, args.idle_ms, args.owner_threads
+         owner threads {} (0: one per core)",
+        args.settle, args.window, args.owner_threads
     );
     println!(
-        "| identities | RSS MB | CPU % of one core | threads | online | start s | KB per identity | CPU % per identity | UDP datagrams/s sent per identity |"
+        "| identities | RSS MB | CPU % of one core | threads | online | start s | KB per identity | CPU % per identity | UDP datagrams/s sent per identity | bytes/s sent per identity |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let me = std::env::current_exe().unwrap();
     for count in counts {
         let status = std::process::Command::new(&me)
             .args(["--child", "--settle", &args.settle.to_string()])
             .args(["--window", &args.window.to_string()])
-            .args(["--idle-ms", &args.idle_ms.to_string()])
             .args(["--owner-threads", &args.owner_threads.to_string()])
             .arg(count.to_string())
             .status()
