@@ -3,10 +3,20 @@
 # Dovecot's LMTP server, the ingest anchor), builds release binaries, then runs
 # toxmail-bridge-bench inside a network namespace that has only loopback. Arguments go to the
 # benchmark (rounds, default 3); `relay` as the first argument runs toxmail-relay-bench instead,
-# `intake` the intake memory benchmark (one LMTP transaction of 50 recipients × 50 MiB).
+# `intake` the intake memory benchmark (one LMTP transaction of 50 recipients × 50 MiB);
+# `mailboxes` runs toxmail-mailboxes-bench (idle cost of 1 / 100 / 1,000 identities; the rest of
+# the arguments go to it, e.g. `scripts/bench.sh mailboxes --settle 60 --window 60 1 100 1000`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
+if [ "${1:-}" = mailboxes ]; then
+  # docs/benchmarks.md, "A thousand mailboxes (issue 12)": needs tox-bootstrapd (toxcore-utils).
+  shift
+  install_missing toxcore-utils
+  cargo build --release --locked -p toxmail-tests --bin toxmail-mailboxes-bench
+  in_loopback_namespace target/release/toxmail-mailboxes-bench "$@"
+  exit
+fi
 install_missing dovecot-lmtpd
 
 # The harness starts the bridge (and relay) found next to the benchmark binary: build them in release.

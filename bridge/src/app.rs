@@ -44,6 +44,8 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
+    #[error("{0}")]
+    Ports(String),
     #[error("relay service: {0}")]
     RelayStore(#[from] toxmail_relay::store::StoreError),
 }
@@ -221,7 +223,7 @@ pub async fn wait_for_database(
 }
 
 pub async fn run(
-    config: Config,
+    mut config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
@@ -230,6 +232,8 @@ pub async fn run(
     // Before any clone: every copy of the store writes events when `[events]` is on.
     let (store, publisher) = Publisher::setup(&config, store);
     let rows = identities(&config, &store).await?;
+    // Each identity binds a UDP port of its own: a range too small is refused before any starts.
+    config.tox.port_range = Some(config.tox.ports(rows.len()).map_err(AppError::Ports)?);
     let pass = identity::read_key_file(&config.bridge.key_file)?;
     let mut nodes = Vec::new();
     let mut keys = HashMap::new();

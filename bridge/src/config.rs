@@ -356,8 +356,10 @@ fn yes() -> bool {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToxSection {
-    #[serde(default = "default_port_range")]
-    pub port_range: [u16; 2],
+    /// UDP ports the identities bind, one each. Unset: from 33445, as many as there are
+    /// identities plus a tenth to spare, at least 101 (`ToxSection::ports`).
+    #[serde(default)]
+    pub port_range: Option<[u16; 2]>,
     #[serde(default)]
     pub ipv6: bool,
     #[serde(default)]
@@ -406,7 +408,7 @@ fn default_spool_max_bytes() -> u64 {
 impl Default for ToxSection {
     fn default() -> Self {
         ToxSection {
-            port_range: default_port_range(),
+            port_range: None,
             ipv6: false,
             local_discovery: false,
             bootstrap: Vec::new(),
@@ -445,8 +447,43 @@ impl ToxSection {
     }
 }
 
-fn default_port_range() -> [u16; 2] {
-    [33445, 33545]
+/// The first port of the range sized by the identity count, and its least size (c-toxcore's own
+/// default range, 33445..=33545).
+const DEFAULT_FIRST_PORT: u16 = 33445;
+const DEFAULT_PORTS: usize = 101;
+
+impl ToxSection {
+    /// The UDP port range for `identities` identities: the configured one if it has a port for
+    /// each, else an error saying how wide it must be; unset, one sized by the count.
+    pub fn ports(&self, identities: usize) -> Result<[u16; 2], String> {
+        let Some([lo, hi]) = self.port_range else {
+            // A tenth to spare: other Tox processes on the host (a relay) take ports from it too.
+            let size = (identities + identities / 10).max(DEFAULT_PORTS);
+            let last = usize::from(DEFAULT_FIRST_PORT) + size - 1;
+            return u16::try_from(last)
+                .map(|hi| [DEFAULT_FIRST_PORT, hi])
+                .map_err(|_| {
+                    format!(
+                        "tox.port_range: {identities} identities do not fit in the UDP ports \
+                         from {DEFAULT_FIRST_PORT}; set a range starting lower"
+                    )
+                });
+        };
+        let size = usize::from(hi - lo) + 1;
+        if size >= identities {
+            return Ok([lo, hi]);
+        }
+        let need = u16::try_from(usize::from(lo) + identities - 1).map_or_else(
+            |_| "a range starting lower".to_string(),
+            |h| format!("[{lo}, {h}]"),
+        );
+        Err(format!(
+            "tox.port_range [{lo}, {hi}] has {size} UDP port{}, fewer than the {identities} \
+             identities the database lists (each needs a port of its own): widen it to {need}, \
+             or remove port_range to size it by the identity count",
+            if size == 1 { "" } else { "s" }
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -618,8 +655,9 @@ impl Config {
                 .parse::<PublicKey>()
                 .map_err(|e| invalid("tox.bootstrap.key", e.to_string()))?;
         }
-        let [lo, hi] = self.tox.port_range;
-        if lo == 0 || lo > hi {
+        if let Some([lo, hi]) = self.tox.port_range
+            && (lo == 0 || lo > hi)
+        {
             return Err(invalid(
                 "tox.port_range",
                 format!("{lo}..{hi} is not a range"),
@@ -907,6 +945,32 @@ local_domains = ["a.test"]
             err.contains("lmtp.listen") && err.contains("absolute"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_port_range_is_sized_by_the_identity_count_unless_set_and_too_small_is_refused() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/bridge.example.toml");
+        let tox = Config::load(&example).unwrap().tox;
+        assert_eq!(
+            tox.ports(1),
+            Ok([33445, 33545]),
+            "c-toxcore's range at least"
+        );
+        assert_eq!(tox.ports(1000), Ok([33445, 34544]), "a tenth to spare");
+        assert!(tox.ports(40_000).unwrap_err().contains("starting lower"));
+
+        let text = format!("{MINIMAL}[tox]\nport_range = [40000, 40099]\n");
+        let tox = Config::parse(Path::new("t.toml"), &text).unwrap().tox;
+        assert_eq!(tox.ports(100), Ok([40000, 40099]));
+        assert_eq!(
+            tox.ports(150).unwrap_err(),
+            "tox.port_range [40000, 40099] has 100 UDP ports, fewer than the 150 identities the \
+             database lists (each needs a port of its own): widen it to [40000, 40149], or \
+             remove port_range to size it by the identity count"
+        );
+        let text = format!("{MINIMAL}[tox]\nport_range = [40100, 40000]\n");
+        let err = Config::parse(Path::new("t.toml"), &text).unwrap_err();
+        assert!(err.to_string().contains("tox.port_range"), "{err}");
     }
 
     #[test]

@@ -93,13 +93,16 @@ pub fn savedata_path(state_dir: &Path, address: &str) -> PathBuf {
     state_dir.join("identities").join(format!("{safe}.tox"))
 }
 
-/// Node options for one identity, from the [tox] section.
+/// Node options for one identity, from the [tox] section. The port range is the configured one
+/// (`run` sets it from the identity count first when the config leaves it out).
 pub fn node_options(config: &Config, address: &str, passphrase: &[u8]) -> Options {
     let mut o = Options::new();
     o.ipv6 = config.tox.ipv6;
     o.local_discovery = config.tox.local_discovery;
-    o.start_port = config.tox.port_range[0];
-    o.end_port = config.tox.port_range[1];
+    [o.start_port, o.end_port] = config
+        .tox
+        .port_range
+        .unwrap_or_else(|| config.tox.ports(0).expect("the smallest range fits"));
     o.bootstrap = config
         .tox
         .bootstrap
@@ -123,6 +126,21 @@ pub async fn start_node(
     expected: &ToxId,
     passphrase: &[u8],
 ) -> Result<Node, IdentityError> {
+    start_listed(
+        config,
+        node_options(config, address, passphrase),
+        address,
+        expected,
+    )
+    .await
+}
+
+async fn start_listed(
+    config: &Config,
+    options: Options,
+    address: &str,
+    expected: &ToxId,
+) -> Result<Node, IdentityError> {
     let path = savedata_path(&config.bridge.state_dir, address);
     if !path.is_file() {
         return Err(IdentityError::Missing {
@@ -130,7 +148,7 @@ pub async fn start_node(
             path,
         });
     }
-    let node = Node::start(node_options(config, address, passphrase))
+    let node = Node::start(options)
         .await
         .map_err(|source| IdentityError::Unreadable {
             address: address.to_string(),
@@ -150,6 +168,15 @@ pub async fn start_node(
     Ok(node)
 }
 
+/// Options of a node that never joins the network: no bootstrap nodes and no UDP socket, so it
+/// needs no port of a range the running bridge may hold every port of.
+fn offline_options(config: &Config, address: &str, passphrase: &[u8]) -> Options {
+    let mut options = node_options(config, address, passphrase);
+    options.bootstrap.clear();
+    options.udp = false;
+    options
+}
+
 /// Checks, without joining the network, that an identity's savedata is there, opens with the
 /// key file and holds the listed key; returns the Tox ID actually loaded.
 pub async fn verify(
@@ -158,9 +185,8 @@ pub async fn verify(
     expected: &ToxId,
     passphrase: &[u8],
 ) -> Result<ToxId, IdentityError> {
-    let mut offline = config.clone();
-    offline.tox.bootstrap.clear();
-    let node = start_node(&offline, address, expected, passphrase).await?;
+    let options = offline_options(config, address, passphrase);
+    let node = start_listed(config, options, address, expected).await?;
     let id = node.info.address;
     node.shutdown().await;
     Ok(id)
@@ -169,8 +195,7 @@ pub async fn verify(
 /// Creates (or re-reads) an identity and returns its Tox ID, without keeping the node running.
 pub async fn create(config: &Config, address: &str) -> Result<ToxId, IdentityError> {
     let pass = read_key_file(&config.bridge.key_file)?;
-    let mut options = node_options(config, address, &pass);
-    options.bootstrap.clear();
+    let options = offline_options(config, address, &pass);
     std::fs::create_dir_all(config.bridge.state_dir.join("identities")).map_err(|source| {
         IdentityError::KeyFile {
             path: config.bridge.state_dir.clone(),

@@ -199,6 +199,21 @@ fn check_config_without_a_bootstrap_node_fails_unless_local_discovery_is_on() {
 }
 
 #[test]
+fn check_config_port_range_smaller_than_the_identity_count_fails_saying_how_wide() {
+    let (_pg, scene) = site_with_bob();
+    scene.admin(&["identity", "add", "carol@b.test"]);
+    let text = std::fs::read_to_string(&scene.config).unwrap();
+    let start = text.find("port_range = ").unwrap();
+    let end = start + text[start..].find('\n').unwrap();
+    let one_port = text.replace(&text[start..end], "port_range = [34100, 34100]");
+    std::fs::write(&scene.config, one_port).unwrap();
+    scene.check().one_problem(&[
+        "tox.port_range [34100, 34100] has 1 UDP port, fewer than the 2 identities",
+        "widen it to [34100, 34101]",
+    ]);
+}
+
+#[test]
 fn check_config_unreachable_database_names_host_port_db_and_user_not_the_password() {
     let port = free_tcp_port().unwrap();
     let url = format!("host=127.0.0.1 port={port} user=mail dbname=queue password=hunter2-secret");

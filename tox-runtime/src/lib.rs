@@ -5,7 +5,9 @@
 //! - `instance`: the owned `Tox*` (freed in `Drop`) with one checked wrapper per call used.
 //! - `callbacks`: C trampolines (under `catch_unwind`) that copy events into a sink.
 //! - `savedata`: atomic, optionally passphrase-encrypted persistence of the full state.
-//! - `owner`: the one OS thread per instance that iterates, executes commands and serves chunks.
+//! - `owner`: the owner of one instance: iterates it, executes commands and serves chunks.
+//! - `pool`: the owner threads (one per core by default), each iterating many instances by their
+//!   own `tox_iteration_interval`; [`set_owner_threads`] sizes the pool.
 //! - [`node`]: [`Node::start`] → a cloneable [`Handle`] plus a typed [`Event`] stream.
 //! - [`options`]: settings, with the [`Options::loopback`] profile for tests and demos.
 //! - [`transfer`]: offer → file transfer → "stored" ack, resumable across disconnects and restarts,
@@ -31,6 +33,7 @@ pub mod metrics;
 pub mod node;
 pub mod options;
 mod owner;
+mod pool;
 mod savedata;
 pub mod service_manager;
 pub mod swarm;
@@ -41,6 +44,7 @@ pub use error::{Result, RuntimeError};
 pub use event::{Connection, Event, FileControl, FileNumber, FriendNumber};
 pub use node::{FriendInfo, Handle, Node, NodeInfo, NodeStats};
 pub use options::{BootstrapNode, LOOPBACK_PORTS, Options};
+pub use pool::set_owner_threads;
 
 /// The version of the libtoxcore this process runs on, as "major.minor.patch".
 pub fn libtoxcore_version() -> String {

@@ -1,20 +1,18 @@
-//! `Node`: starts an instance on its own OS thread and gives async code a cloneable [`Handle`]
-//! (commands with replies) and a typed event stream.
+//! `Node`: starts an instance on one of the owner threads (`pool.rs`) and gives async code a
+//! cloneable [`Handle`] (commands with replies) and a typed event stream.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::mpsc as std_mpsc;
-use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 use toxmail_protocol::{PublicKey, ToxId};
 
 use crate::error::{Result, RuntimeError};
 use crate::event::{Connection, Event, FileNumber, FriendNumber};
-use crate::instance::Instance;
 use crate::options::{BootstrapNode, Options};
-use crate::owner::{Command, Owner, Reply};
-use crate::savedata::SavedataFile;
+use crate::owner::{Command, Reply};
+use crate::pool::{self, Route, Start};
+use crate::savedata::{Plain, SavedataFile};
 
 /// Who a node is and where it listens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +92,7 @@ impl NodeStats {
 /// A cloneable handle to a running node. Every call is a command executed between iterations.
 #[derive(Clone, Debug)]
 pub struct Handle {
-    commands: std_mpsc::Sender<Command>,
+    pub(crate) route: Route,
     stats: Arc<NodeStats>,
 }
 
@@ -107,9 +105,9 @@ impl std::fmt::Debug for Command {
 impl Handle {
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
-            .map_err(|_| RuntimeError::Stopped)?;
+        if !self.route.send(make(tx)) {
+            return Err(RuntimeError::Stopped);
+        }
         rx.await.map_err(|_| RuntimeError::Stopped)?
     }
 
@@ -193,7 +191,7 @@ impl Handle {
     /// later `file_send` was given the same (by then reused) file number, and kill that transfer.
     pub fn file_cancel_now(&self, friend: FriendNumber, file: FileNumber) {
         let (reply, _) = oneshot::channel();
-        let _ = self.commands.send(Command::FileCancel(friend, file, reply));
+        self.route.send(Command::FileCancel(friend, file, reply));
     }
 
     /// Changes the nospam (invalidating the old Tox ID for new friend requests); returns the new ID.
@@ -206,58 +204,56 @@ impl Handle {
     }
 }
 
-/// A running Tox instance: its handle, its events, and the thread that owns it.
+/// A running Tox instance: its handle, its events, and word of when its owner let it go.
 #[derive(Debug)]
 pub struct Node {
     pub handle: Handle,
     pub events: mpsc::UnboundedReceiver<Event>,
     pub info: NodeInfo,
-    commands: std_mpsc::Sender<Command>,
-    thread: Option<JoinHandle<()>>,
+    /// Closes once the instance is gone (its port freed, its last save written).
+    done: Option<oneshot::Receiver<()>>,
 }
 
 impl Node {
-    /// Loads the savedata (if any), creates the instance on a new thread, bootstraps, and returns
-    /// once the instance exists. A new identity's savedata is written before this returns.
+    /// Loads the savedata (if any), creates the instance on an owner thread, bootstraps, and
+    /// returns once the instance exists. A new identity's savedata is written before this returns.
     pub async fn start(options: Options) -> Result<Node> {
-        let (cmd_tx, cmd_rx) = std_mpsc::channel();
+        let file = options
+            .savedata_path
+            .clone()
+            .map(|p| SavedataFile::new(p, options.passphrase.clone()));
+        // Reading and decrypting (scrypt) happen here, not on a thread other instances share.
+        let (file, saved) = tokio::task::spawn_blocking(move || prepare(file))
+            .await
+            .map_err(|_| RuntimeError::New("reading the savedata panicked"))??;
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = oneshot::channel::<Result<NodeInfo>>();
+        let (done_tx, done_rx) = oneshot::channel();
         let stats = Arc::new(NodeStats::default());
-        let thread_stats = stats.clone();
-        let thread = std::thread::Builder::new()
-            .name("tox-owner".into())
-            .spawn(move || {
-                let owner = match create(&options, cmd_rx, ev_tx, thread_stats) {
-                    Ok(owner) => owner,
-                    Err(e) => return drop(ready_tx.send(Err(e))),
-                };
-                let _ = ready_tx.send(Ok(owner.info()));
-                tracing::debug!(connection = ?owner.self_connection(), "tox instance started");
-                owner.run();
-            })
-            .map_err(|_| RuntimeError::New("could not spawn the owner thread"))?;
+        let route = pool::place(Start {
+            id: 0,
+            options,
+            file,
+            saved,
+            events: ev_tx,
+            stats: stats.clone(),
+            ready: ready_tx,
+            done: done_tx,
+        })?;
         let info = match ready_rx.await {
             Ok(Ok(info)) => info,
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
-            }
+            Ok(Err(e)) => return Err(e),
             Err(_) => return Err(RuntimeError::New("owner thread died during start")),
         };
         Ok(Node {
-            handle: Handle {
-                commands: cmd_tx.clone(),
-                stats,
-            },
+            handle: Handle { route, stats },
             events: ev_rx,
             info,
-            commands: cmd_tx,
-            thread: Some(thread),
+            done: Some(done_rx),
         })
     }
 
-    /// Persists the savedata, kills the instance and waits for its thread.
+    /// Persists the savedata, kills the instance and waits until it is gone.
     pub async fn shutdown(mut self) {
         self.stop(true).await
     }
@@ -269,42 +265,31 @@ impl Node {
     }
 
     async fn stop(&mut self, save: bool) {
-        let _ = self.commands.send(Command::Stop(save));
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        self.handle.route.send(Command::Stop(save));
+        if let Some(done) = self.done.take() {
+            // An error only means the sender is gone, which is what is awaited.
+            let _ = done.await;
         }
     }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        // Without an explicit shutdown the thread still stops and saves; it is not joined here.
-        let _ = self.commands.send(Command::Stop(true));
+        // Without an explicit shutdown the instance still stops and saves; nothing waits for it.
+        // After `stop` the id is unknown to its thread and this is ignored.
+        self.handle.route.send(Command::Stop(true));
     }
 }
 
-fn create(
-    options: &Options,
-    commands: std_mpsc::Receiver<Command>,
-    events: mpsc::UnboundedSender<Event>,
-    stats: Arc<NodeStats>,
-) -> Result<Owner> {
-    let mut file = options
-        .savedata_path
-        .clone()
-        .map(|p| SavedataFile::new(p, options.passphrase.clone()));
-    let saved = match &mut file {
-        Some(f) => f.load()?,
-        None => None,
+/// Reads (and decrypts) the savedata; for a new encrypted identity, derives the key its first
+/// save will use.
+fn prepare(file: Option<SavedataFile>) -> Result<(Option<SavedataFile>, Option<Plain>)> {
+    let Some(mut file) = file else {
+        return Ok((None, None));
     };
-    let is_new = saved.is_none();
-    let tox = Instance::new(options, saved.as_ref().map(|s| s.as_slice()))?;
-    let mut owner = Owner::new(tox, commands, events, file, stats);
-    if is_new {
-        owner.save()?;
+    let saved = file.load()?;
+    if saved.is_none() {
+        file.derive_key()?;
     }
-    for node in &options.bootstrap {
-        owner.bootstrap(&node.addr.ip().to_string(), node.addr.port(), &node.dht_key)?;
-    }
-    Ok(owner)
+    Ok((Some(file), saved))
 }

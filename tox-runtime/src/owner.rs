@@ -1,13 +1,14 @@
-//! The owner thread: the only code that touches an `Instance`. It runs `tox_iterate` at
-//! `tox_iteration_interval`, executes commands from async handles between iterations, answers
-//! chunk requests of outgoing files from memory, and persists the savedata: before it replies
-//! for changes a caller relies on (a friend request sent, the nospam), within `SAVE_BATCH` for
-//! friendships accepted or ended (a flood of them costs one write per batch, not one each).
+//! The owner of one `Instance`, the only code that touches it, always on the same owner thread
+//! (`pool.rs`), which calls [`Owner::step`] at the instance's `tox_iteration_interval` and
+//! [`Owner::execute`] for commands from async handles between iterations. It answers chunk
+//! requests of outgoing files from memory, and persists the savedata: before it replies for
+//! changes a caller relies on (a friend request sent, the nospam), within `SAVE_BATCH` for
+//! friendships accepted or ended (a flood of them costs one write per batch, not one each), every
+//! `PERIODIC_SAVE`, and at a stop that asks for it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc::UnboundedSender, oneshot};
@@ -50,7 +51,10 @@ pub(crate) enum Command {
     FileCancel(FriendNumber, FileNumber, Reply<()>),
     SetNospam(u32, Reply<ToxId>),
     Save(Reply<()>),
-    /// Stop; persist the savedata first when the flag is true.
+    /// A bug in the owner's code, for the test that one instance's panic spares the others.
+    #[cfg(test)]
+    Panic,
+    /// Stop; persist the savedata first when the flag is true. Handled by the thread (`pool.rs`).
     Stop(bool),
 }
 
@@ -60,7 +64,6 @@ struct Outgoing {
 
 pub(crate) struct Owner {
     tox: Instance,
-    commands: Receiver<Command>,
     events: UnboundedSender<Event>,
     savedata: Option<SavedataFile>,
     stats: Arc<NodeStats>,
@@ -77,14 +80,12 @@ pub(crate) struct Owner {
 impl Owner {
     pub(crate) fn new(
         tox: Instance,
-        commands: Receiver<Command>,
         events: UnboundedSender<Event>,
         savedata: Option<SavedataFile>,
         stats: Arc<NodeStats>,
     ) -> Self {
         Owner {
             tox,
-            commands,
             events,
             savedata,
             stats,
@@ -123,44 +124,33 @@ impl Owner {
         self.tox.bootstrap(host, port, key)
     }
 
-    /// Runs until a `Stop` command arrives or every handle is gone.
-    pub(crate) fn run(mut self) {
-        let mut sink = Sink::default();
-        self.count_friends();
-        loop {
-            self.tox.iterate(&mut sink);
-            if std::mem::take(&mut sink.panicked) {
-                tracing::error!("a Tox callback panicked; its event was dropped");
-            }
-            for raw in sink.events.drain(..) {
-                self.handle_raw(raw);
-            }
-            self.retry_pending_chunks();
-            self.flush_packets();
-            let batch_due = self
-                .unsaved_since
-                .is_some_and(|t| t.elapsed() >= SAVE_BATCH);
-            if batch_due || self.last_save.elapsed() > PERIODIC_SAVE {
-                self.save_logged();
-            }
-            let wait = Duration::from_millis(u64::from(self.tox.iteration_interval().max(1)));
-            let first = match self.commands.recv_timeout(wait) {
-                Ok(cmd) => cmd,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return self.stop(true),
-            };
-            let mut next = Some(first);
-            while let Some(cmd) = next {
-                if let Command::Stop(save) = cmd {
-                    return self.stop(save);
-                }
-                self.execute(cmd);
-                next = self.commands.try_recv().ok();
-            }
+    /// One `tox_iterate` and what follows it (events, queued chunks and packets, due saves);
+    /// returns how long until the next iteration is due.
+    pub(crate) fn step(&mut self, sink: &mut Sink) -> Duration {
+        self.tox.iterate(sink);
+        if std::mem::take(&mut sink.panicked) {
+            tracing::error!("a Tox callback panicked; its event was dropped");
         }
+        for raw in sink.events.drain(..) {
+            self.handle_raw(raw);
+        }
+        self.retry_pending_chunks();
+        self.flush_packets();
+        let batch_due = self
+            .unsaved_since
+            .is_some_and(|t| t.elapsed() >= SAVE_BATCH);
+        if batch_due || self.last_save.elapsed() > PERIODIC_SAVE {
+            self.save_logged();
+        }
+        Duration::from_millis(u64::from(self.tox.iteration_interval().max(1)))
     }
 
-    fn stop(mut self, save: bool) {
+    pub(crate) fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// Persists the savedata first when `save`; dropping `self` kills the instance.
+    pub(crate) fn stop(mut self, save: bool) {
         if save {
             self.save_logged();
         }
@@ -383,7 +373,7 @@ impl Owner {
     }
 
     /// Friends and friends online, for metrics: recounted when either can have changed.
-    fn count_friends(&self) {
+    pub(crate) fn count_friends(&self) {
         let list = self.tox.friend_list();
         let online = list
             .iter()
@@ -420,7 +410,7 @@ impl Owner {
         Ok(value)
     }
 
-    fn execute(&mut self, cmd: Command) {
+    pub(crate) fn execute(&mut self, cmd: Command) {
         match cmd {
             Command::Info(r) => drop(r.send(Ok(self.info()))),
             Command::SecretKey(r) => drop(r.send(Ok(self.tox.secret_key()))),
@@ -480,7 +470,9 @@ impl Owner {
                 Ok(t.address())
             }))),
             Command::Save(r) => drop(r.send(self.save())),
-            Command::Stop(_) => unreachable!("handled by run"),
+            #[cfg(test)]
+            Command::Panic => panic!("a bug in the owner (test)"),
+            Command::Stop(_) => unreachable!("handled by the thread"),
         }
     }
 

@@ -158,6 +158,14 @@ impl SavedataFile {
         }
     }
 
+    /// Derives the key of a new file now (scrypt is slow), so its first `save` does not.
+    pub(crate) fn derive_key(&mut self) -> Result<()> {
+        if let (Some(pass), None) = (&self.passphrase, &self.key) {
+            self.key = Some(PassKey::derive(pass, None)?);
+        }
+        Ok(())
+    }
+
     /// Writes `data` atomically, encrypting it when a passphrase is configured.
     pub(crate) fn save(&mut self, data: &[u8]) -> Result<()> {
         let bytes = match &self.passphrase {

@@ -173,6 +173,9 @@ async fn identities_and_pins(
             return None;
         }
     };
+    if let Err(e) = config.tox.ports(rows.len()) {
+        problems.push(e);
+    }
     if let Some(pass) = pass {
         for row in &rows {
             if let Err(e) = identity::verify(config, &row.address, &row.tox_id, pass).await {
