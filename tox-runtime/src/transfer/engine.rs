@@ -14,7 +14,7 @@ use toxmail_protocol::{Frame, MessageId, NackCode, PublicKey};
 
 use super::core::{Action, Core, CoreConfig, FileKey, Input, OfferOutcome, OutKey};
 use super::strangers::Strangers;
-use super::{Command, DeliveryError, Inbox, PeerEvent, TransferConfig, TransferStats};
+use super::{Command, DeliveryError, Destination, Inbox, PeerEvent, TransferConfig, TransferStats};
 use crate::event::{Event, FileControl};
 use crate::node::{Handle, Node};
 
@@ -45,6 +45,8 @@ pub(crate) struct Engine<I> {
     pub(super) last_sweep: Instant,
     /// What `Courier::peer_level` reads.
     levels: super::PeerLevels,
+    /// `Courier::reach` callers waiting for a peer to come online and say hello.
+    reach: HashMap<PublicKey, Vec<oneshot::Sender<Result<(), DeliveryError>>>>,
 }
 
 impl<I: Inbox> Engine<I> {
@@ -80,6 +82,7 @@ impl<I: Inbox> Engine<I> {
             blocked: Default::default(),
             last_sweep: Instant::now(),
             levels,
+            reach: HashMap::new(),
         }
     }
 
@@ -199,6 +202,24 @@ impl<I: Inbox> Engine<I> {
                 }
                 let _ = reply.send(result);
             }
+            Command::Reach { to, reply } => self.reach(to, reply).await,
+        }
+    }
+
+    /// `Courier::reach`: befriends `to` if needed, answers at once when it is online and has
+    /// said hello, else when it does (`Action::Emit(PeerEvent::Online)`).
+    async fn reach(&mut self, to: Destination, reply: oneshot::Sender<Result<(), DeliveryError>>) {
+        let pk = to.public_key();
+        if let Err(e) = self.befriend(to).await {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        self.strangers.proven(&pk); // we chose to write to it
+        let online = self.core.peers.get(&pk);
+        if online.is_some_and(|p| p.online && p.hello.is_some()) {
+            let _ = reply.send(Ok(()));
+        } else {
+            self.reach.entry(pk).or_default().push(reply);
         }
     }
 
@@ -300,6 +321,10 @@ impl<I: Inbox> Engine<I> {
             self.feed(Input::Abandoned(key)).await;
         }
         self.drop_expired_strangers().await;
+        self.reach.retain(|_, waiting| {
+            waiting.retain(|r| !r.is_closed());
+            !waiting.is_empty()
+        });
         self.feed(Input::Tick).await;
         let sweep_every = (self.config.spool_max_age / 4).clamp(SECOND, SWEEP_MAX_INTERVAL);
         if self.last_sweep.elapsed() >= sweep_every {
@@ -405,6 +430,11 @@ impl<I: Inbox> Engine<I> {
                 {
                     let mut levels = self.levels.lock().unwrap_or_else(|e| e.into_inner());
                     levels.insert(pk, hello.version_max);
+                }
+                if let PeerEvent::Online(pk) = event {
+                    for reply in self.reach.remove(&pk).unwrap_or_default() {
+                        let _ = reply.send(Ok(()));
+                    }
                 }
                 self.subscribers.retain(|s| s.send(event.clone()).is_ok());
             }
