@@ -471,6 +471,11 @@ pub struct QueueSection {
     /// One "delayed" DSN goes to the sender once a copy has waited this long.
     #[serde(default = "default_delay_notice")]
     pub delay_notice_secs: u64,
+    /// Transfers (and relay deposits) under way at once over all peers; each peer gets at most
+    /// `tox_runtime::transfer::MAX_IN_FLIGHT_PER_PEER` of them. Queued copies beyond this
+    /// wait in the database, not in memory.
+    #[serde(default = "default_max_transfers")]
+    pub max_transfers: usize,
 }
 
 impl Default for QueueSection {
@@ -480,12 +485,17 @@ impl Default for QueueSection {
             retry_min_secs: default_retry_min(),
             retry_max_secs: default_retry_max(),
             delay_notice_secs: default_delay_notice(),
+            max_transfers: default_max_transfers(),
         }
     }
 }
 
 fn default_lifetime() -> u64 {
     5 * 24 * 3600
+}
+
+fn default_max_transfers() -> usize {
+    256
 }
 
 fn default_retry_min() -> u64 {
@@ -645,6 +655,9 @@ impl Config {
                 "queue.retry_min_secs",
                 "must be > 0 and ≤ retry_max_secs".into(),
             ));
+        }
+        if self.queue.max_transfers == 0 {
+            return Err(invalid("queue.max_transfers", "must be > 0".into()));
         }
         Ok(())
     }

@@ -13,7 +13,7 @@ use crate::identity::DEFAULT_IDENTITY;
 use crate::postfix::lmtp::{Intake, Transaction};
 use crate::reply::{Failure, Reply};
 use crate::resolve::{Resolver, Route};
-use crate::store::{NewOutbound, Store};
+use crate::store::{NewOutbound, QueuedPeer, Store};
 
 #[derive(Debug)]
 pub struct BridgeIntake {
@@ -150,7 +150,11 @@ impl Intake for BridgeIntake {
                 });
             }
             if outcome.is_ok() {
-                self.dispatcher.wake.notify_one();
+                self.dispatcher
+                    .queued_for(copies.iter().map(|c| QueuedPeer {
+                        sender_identity: c.sender_identity.clone(),
+                        peer: c.peer,
+                    }));
                 self.dispatcher.notices.notify_one();
             }
         }

@@ -48,6 +48,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 9,
         sql: include_str!("migrations/0009_peer_presence.sql"),
     },
+    Migration {
+        version: 10,
+        sql: include_str!("migrations/0010_outbound_by_peer.sql"),
+    },
 ];
 
 /// Serialises bridges migrating the same database at once ("toxmigr" in ASCII).

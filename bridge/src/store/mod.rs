@@ -32,7 +32,7 @@ pub use notices::CopyInfo;
 pub use operator::{OperatorError, QueueEntry};
 pub use pins::PinRow;
 pub use presence::PresenceMap;
-pub use queue::{Enqueued, GiveUp, NewOutbound, OutboundRow};
+pub use queue::{Enqueued, GiveUp, NewOutbound, OutboundRow, QueuedPeer};
 pub use receipts::in_custody_of;
 pub use stats::{QueueStats, RecentError};
 

@@ -12,6 +12,12 @@ impl Store {
             .await
     }
 
+    /// When the next queued copy expires.
+    pub async fn next_outbound_expiry(&self) -> Result<Option<SystemTime>, StoreError> {
+        self.earliest("SELECT min(expires) FROM outbound WHERE state = 'queued'")
+            .await
+    }
+
     /// The earliest `next_attempt` of an inbound row still to inject.
     pub async fn next_inbound_due(&self) -> Result<Option<SystemTime>, StoreError> {
         self.earliest("SELECT min(next_attempt) FROM inbound WHERE state = 'pending'")
