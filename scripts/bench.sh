@@ -2,7 +2,8 @@
 # The bridge benchmark (docs/benchmarks.md, "Bridge (issue 3)"): installs what is missing (plus
 # Dovecot's LMTP server, the ingest anchor), builds release binaries, then runs
 # toxmail-bridge-bench inside a network namespace that has only loopback. Arguments go to the
-# benchmark (rounds, default 3); `relay` as the first argument runs toxmail-relay-bench instead.
+# benchmark (rounds, default 3); `relay` as the first argument runs toxmail-relay-bench instead;
+# `queue [N]` the queue-memory figure of issue 12 (N copies for an offline peer, default 100,000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh

@@ -768,6 +768,7 @@ local_domains = ["a.test"]
         assert_eq!(c.socketmap.listen, "127.0.0.1:9025");
         assert_eq!(c.socketmap_nexthop(), "toxlmtp:inet:[127.0.0.1]:2424");
         assert_eq!(c.queue.lifetime_secs, 5 * 24 * 3600);
+        assert_eq!(c.queue.max_transfers, 256);
         assert_eq!(c.bridge.unknown_sender, UnknownSender::Default);
         assert!(c.tox.bootstrap.is_empty(), "no built-in bootstrap nodes");
     }
@@ -797,6 +798,11 @@ local_domains = ["a.test"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("resolver.dns_domains"), "{err}");
+        let text = format!("{MINIMAL}[queue]\nmax_transfers = 0\n");
+        let err = Config::parse(Path::new("t.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queue.max_transfers"), "{err}");
     }
 
     #[test]
@@ -864,7 +870,13 @@ local_domains = ["a.test"]
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("bridge"));
             if bridge && path.extension().is_some_and(|e| e == "toml") {
-                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                if path.ends_with("deploy/bridge.example.toml") {
+                    assert_eq!(
+                        config.queue.max_transfers, 256,
+                        "documented with its default"
+                    );
+                }
                 seen += 1;
             }
         }

@@ -31,6 +31,10 @@ const LEASE: Duration = Duration::from_secs(3600);
 /// Deliveries are checked against the queue (deleted or bounced by the operator) at most this
 /// often: a wake-up per intake commit must not cost a query over every row in flight.
 const WITHDRAWN_CHECK: Duration = Duration::from_secs(1);
+/// A transfer without a verdict this long gives its places back (the peer may have gone
+/// offline mid-way; the courier would wait for it until the copy expires, holding a place under
+/// the global cap): the copy is deferred with backoff and resumes from the peer's spool later.
+const STALLED: Duration = Duration::from_secs(900);
 /// Expired copies failed per query.
 const EXPIRE_PAGE: i64 = 200;
 
@@ -449,13 +453,15 @@ impl Dispatcher {
         let fallback =
             via_relay::deposit_when_due(&self.store, courier, &self.relays, &row, envelope);
         let outcome = tokio::select! {
-            outcome = tokio::time::timeout(left, delivery) => outcome,
+            outcome = tokio::time::timeout(left, delivery) => match outcome {
+                Ok(Ok(())) => Outcome::Delivered,
+                Ok(Err(e)) => Outcome::of(&e),
+                Err(_) => Outcome::Expired,
+            },
             never = fallback => match never {},
-        };
-        let outcome = match outcome {
-            Ok(Ok(())) => Outcome::Delivered,
-            Ok(Err(e)) => Outcome::of(&e),
-            Err(_) => Outcome::Expired,
+            () = tokio::time::sleep(STALLED) => {
+                Outcome::Deferred(format!("no verdict within {} s; the peer may be offline", STALLED.as_secs()))
+            }
         };
         self.record(&row, outcome).await
     }
