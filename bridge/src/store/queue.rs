@@ -159,7 +159,8 @@ impl Store {
     }
 
     /// Claims up to `limit` queued rows that are due, skipping rows another claimer holds, and
-    /// leases them: they are not due again until `lease` has passed (unless rescheduled).
+    /// leases them: they are not due again until `lease` has passed (unless rescheduled). Over
+    /// all peers, for tools and tests; the dispatcher claims per peer ([`Store::claim_for`]).
     pub async fn claim_due(
         &self,
         limit: i64,
