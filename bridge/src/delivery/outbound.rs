@@ -35,6 +35,8 @@ const WITHDRAWN_CHECK: Duration = Duration::from_secs(1);
 /// offline mid-way; the courier would wait for it until the copy expires, holding a place under
 /// the global cap): the copy is deferred with backoff and resumes from the peer's spool later.
 const STALLED: Duration = Duration::from_secs(900);
+/// How long `send_due` waits for the courier to confirm the peer is still online before a page.
+const ONLINE_CHECK: Duration = Duration::from_secs(1);
 /// Expired copies failed per query.
 const EXPIRE_PAGE: i64 = 200;
 
@@ -308,6 +310,12 @@ impl Dispatcher {
                 _ = shutdown.cancelled() => return,
             };
             let Some(first) = first else { return };
+            // Still online? Copies for a peer that left wait as rows again, not in transfers
+            // (the waiter goes back to `reach` and the relay fallback).
+            let online = tokio::time::timeout(ONLINE_CHECK, courier.reach(pair.peer)).await;
+            if !matches!(online, Ok(Ok(()))) {
+                return;
+            }
             let mut rooms = vec![first];
             while rooms.len() < MAX_IN_FLIGHT_PER_PEER {
                 let Ok(in_lane) = lane.clone().try_acquire_owned() else {
