@@ -4,6 +4,7 @@
 # toxmail-bridge-bench inside a network namespace that has only loopback. Arguments go to the
 # benchmark (rounds, default 3); `relay` as the first argument runs toxmail-relay-bench instead,
 # `intake` the intake memory benchmark (one LMTP transaction of 50 recipients × 50 MiB);
+# `queue [N]` the queue-memory figure of issue 12 (N copies for an offline peer, default 100,000);
 # `mailboxes` runs toxmail-mailboxes-bench (idle cost of 1 / 100 / 1,000 identities; the rest of
 # the arguments go to it, e.g. `scripts/bench.sh mailboxes --settle 60 --window 60 1 100 1000`).
 set -euo pipefail

@@ -314,6 +314,7 @@ pub async fn run(
         Duration::from_secs(config.queue.retry_min_secs),
         Duration::from_secs(config.queue.retry_max_secs),
         relay_settings.clone(),
+        config.queue.max_transfers,
     ));
     let intake = Arc::new(BridgeIntake {
         resolver: resolver.clone(),

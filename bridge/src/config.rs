@@ -521,6 +521,11 @@ pub struct QueueSection {
     /// days, then purged (`crate::retention`). At least 7 and more than `lifetime_secs`.
     #[serde(default = "default_retention_days")]
     pub retention_days: u64,
+    /// Transfers (and relay deposits) under way at once over all peers; each peer gets at most
+    /// `tox_runtime::transfer::MAX_IN_FLIGHT_PER_PEER` of them. Queued copies beyond this
+    /// wait in the database, not in memory.
+    #[serde(default = "default_max_transfers")]
+    pub max_transfers: usize,
 }
 
 impl Default for QueueSection {
@@ -531,6 +536,7 @@ impl Default for QueueSection {
             retry_max_secs: default_retry_max(),
             delay_notice_secs: default_delay_notice(),
             retention_days: default_retention_days(),
+            max_transfers: default_max_transfers(),
         }
     }
 }
@@ -548,6 +554,10 @@ pub const MIN_RETENTION_DAYS: u64 = 7;
 
 fn default_lifetime() -> u64 {
     5 * 24 * 3600
+}
+
+fn default_max_transfers() -> usize {
+    256
 }
 
 fn default_retry_min() -> u64 {
@@ -711,6 +721,9 @@ impl Config {
                 "must be > 0 and ≤ retry_max_secs".into(),
             ));
         }
+        if self.queue.max_transfers == 0 {
+            return Err(invalid("queue.max_transfers", "must be > 0".into()));
+        }
         Ok(())
     }
 
@@ -848,6 +861,7 @@ local_domains = ["a.test"]
         assert_eq!(c.socketmap.listen, "127.0.0.1:9025");
         assert_eq!(c.socketmap_nexthop(), "toxlmtp:inet:[127.0.0.1]:2424");
         assert_eq!(c.queue.lifetime_secs, 5 * 24 * 3600);
+        assert_eq!(c.queue.max_transfers, 256);
         assert_eq!(c.bridge.unknown_sender, UnknownSender::Default);
         assert!(c.tox.bootstrap.is_empty(), "no built-in bootstrap nodes");
     }
@@ -877,6 +891,11 @@ local_domains = ["a.test"]
             .unwrap_err()
             .to_string();
         assert!(err.contains("resolver.dns_domains"), "{err}");
+        let text = format!("{MINIMAL}[queue]\nmax_transfers = 0\n");
+        let err = Config::parse(Path::new("t.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queue.max_transfers"), "{err}");
     }
 
     #[test]
@@ -990,7 +1009,13 @@ local_domains = ["a.test"]
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("bridge"));
             if bridge && path.extension().is_some_and(|e| e == "toml") {
-                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                if path.ends_with("deploy/bridge.example.toml") {
+                    assert_eq!(
+                        config.queue.max_transfers, 256,
+                        "documented with its default"
+                    );
+                }
                 seen += 1;
             }
         }

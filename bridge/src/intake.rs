@@ -17,7 +17,7 @@ use crate::identity::DEFAULT_IDENTITY;
 use crate::postfix::lmtp::{Intake, Transaction};
 use crate::reply::{Failure, Reply};
 use crate::resolve::{Resolver, Route};
-use crate::store::{Enqueued, Store, StoreError, UnsealedCopy};
+use crate::store::{Enqueued, QueuedPeer, Store, StoreError, UnsealedCopy};
 
 #[derive(Debug)]
 pub struct BridgeIntake {
@@ -146,7 +146,11 @@ impl Intake for BridgeIntake {
                 });
             }
             if queued.is_ok() {
-                self.dispatcher.wake.notify_one();
+                self.dispatcher
+                    .queued_for(copies.iter().map(|c| QueuedPeer {
+                        sender_identity: c.sender_identity.clone(),
+                        peer: c.peer,
+                    }));
                 self.dispatcher.notices.notify_one();
             }
         }

@@ -42,6 +42,7 @@ async fn intake(server: &PgServer) -> (BridgeIntake, Store) {
         Duration::from_secs(1),
         Duration::from_secs(5),
         Arc::new(relays),
+        256,
     );
     let intake = BridgeIntake {
         resolver: Arc::new(Resolver::new(ResolverConfig::default())),
@@ -94,14 +95,15 @@ async fn multi_recipient_message_commits_every_copy_each_open_only_to_its_recipi
         (3, &recipients[3]),
     ]) {
         assert_eq!(&row.recipient, rcpt);
-        let opened = open(&row.envelope, &peer_key(n)).unwrap();
+        let envelope = store.envelope(row.id).await.unwrap().expect("queued");
+        let opened = open(&envelope, &peer_key(n)).unwrap();
         assert_eq!(opened.letter.message, data);
         assert_eq!(&opened.letter.metadata.recipient, rcpt);
         assert_eq!(opened.letter.message_id, row.message_id);
         assert_eq!(opened.sender, public_key_of(&SecretKey::from([0xa1; 32])));
         let other = if n == 1 { 2 } else { 1 };
         assert_eq!(
-            open(&row.envelope, &peer_key(other)).unwrap_err(),
+            open(&envelope, &peer_key(other)).unwrap_err(),
             OpenError::WrongRecipient
         );
     }

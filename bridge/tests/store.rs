@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use toxmail_bridge::events::DsnStatus;
-use toxmail_bridge::store::{GiveUp, InboundKey, NewInbound, NewOutbound, Store, StoreError};
+use toxmail_bridge::store::{
+    GiveUp, InboundKey, NewInbound, NewOutbound, QueuedPeer, Store, StoreError,
+};
 use toxmail_protocol::{MessageId, PublicKey, ToxId};
 use toxmail_tests::postgres::PgServer;
 
@@ -13,7 +15,6 @@ async fn fresh() -> (PgServer, Store) {
     let server = PgServer::started().await;
     eprintln!("PgServer::start took {:?}", started.elapsed());
     let store = Store::connect(&server.url(), 4).unwrap();
-    // 11: schema 10 is another branch's (issue 12), 11 the retention indexes.
     assert_eq!(
         store.migrate().await.unwrap(),
         11,
@@ -127,7 +128,7 @@ async fn enqueue_same_idem_key_and_recipient_returns_existing_row() {
 
     let rows = store.queued().await.unwrap();
     assert_eq!(rows.len(), 4);
-    assert_eq!(rows[0].envelope, b"e1");
+    assert_eq!(store.envelope(rows[0].id).await.unwrap().unwrap(), b"e1");
     assert_eq!(rows[0].peer, tox_id(7));
     assert_eq!(rows[0].attempts, 0);
     assert_eq!(store.queue_list().await.unwrap().len(), 4);
@@ -601,4 +602,119 @@ async fn a_relay_receipt_closes_the_copy_in_its_custody_once_and_no_one_elses_do
             .unwrap(),
         None
     );
+}
+
+/// Issue 12: the dispatcher finds each (identity, peer) with queued copies without reading
+/// copies, claims one pair's due copies in pages without envelopes, and reads an envelope only
+/// for a copy still queued.
+#[tokio::test]
+async fn per_peer_paged_claims_read_no_envelopes() {
+    let (_server, store) = fresh().await;
+    let to = |peer: u8, envelope: &[u8]| NewOutbound {
+        peer: tox_id(peer),
+        ..copy(None, "bob@b.example", envelope)
+    };
+    let mut copies: Vec<NewOutbound> = (0..25).map(|_| to(7, b"seven")).collect();
+    copies.push(to(5, b"five"));
+    copies.push(NewOutbound {
+        sender_identity: "carol@a.example".to_owned(),
+        ..to(7, b"carol")
+    });
+    store.enqueue(&copies).await.unwrap();
+
+    let pairs = store.queued_peers().await.unwrap();
+    let pair = |identity: &str, peer: u8| QueuedPeer {
+        sender_identity: identity.to_owned(),
+        peer: tox_id(peer),
+    };
+    assert_eq!(
+        pairs,
+        vec![
+            pair("alice@a.example", 5),
+            pair("alice@a.example", 7),
+            pair("carol@a.example", 7)
+        ],
+        "one entry per pair, however many copies"
+    );
+
+    let alice7 = pair("alice@a.example", 7);
+    let lease = Duration::from_secs(600);
+    let mut claimed = Vec::new();
+    for expected in [10, 10, 5, 0] {
+        let page = store.claim_for(&alice7, 10, lease).await.unwrap();
+        assert_eq!(
+            page.len(),
+            expected,
+            "pages of at most 10, then nothing due"
+        );
+        assert!(page.iter().all(|r| r.peer == tox_id(7) && r.attempts == 1));
+        assert!(page.iter().all(|r| r.sender_identity == "alice@a.example"));
+        claimed.extend(page.into_iter().map(|r| r.id));
+    }
+    claimed.sort_unstable();
+    claimed.dedup();
+    assert_eq!(claimed.len(), 25, "each copy claimed once");
+    let alice5 = pair("alice@a.example", 5);
+    let other = store.claim_for(&alice5, 10, lease);
+    assert_eq!(
+        other.await.unwrap().len(),
+        1,
+        "another pair's copies untouched"
+    );
+    assert!(store.has_queued(&alice7).await.unwrap());
+    let due = store.next_due_for(&alice7).await.unwrap().unwrap();
+    assert!(due > SystemTime::now() + Duration::from_secs(500), "leased");
+
+    // The envelope is read on its own, and only while the copy is queued.
+    assert_eq!(store.envelope(claimed[0]).await.unwrap().unwrap(), b"seven");
+    store.mark_delivered(claimed[0]).await.unwrap();
+    assert_eq!(store.envelope(claimed[0]).await.unwrap(), None);
+
+    // A restart makes leased copies due again.
+    assert_eq!(store.release_leases().await.unwrap(), 25);
+    assert_eq!(
+        store.claim_for(&alice7, 100, lease).await.unwrap().len(),
+        24
+    );
+
+    // Relay fallback pages: copies no relay holds, by id past a cursor, once they waited.
+    let waited = Duration::ZERO;
+    let page = store.deposit_due(&alice7, waited, 0, 10).await.unwrap();
+    assert_eq!(page.len(), 10);
+    let rest = store.deposit_due(&alice7, waited, page[9].id, 100).await;
+    assert_eq!(rest.unwrap().len(), 14);
+    store.mark_relayed(page[0].id, "R1").await.unwrap();
+    let after = store.deposit_due(&alice7, waited, 0, 100).await.unwrap();
+    assert!(after.len() == 23 && after.iter().all(|r| r.id != page[0].id));
+    let young = store.deposit_due(&alice7, Duration::from_secs(3600), 0, 100);
+    assert!(
+        young.await.unwrap().is_empty(),
+        "not yet waited deposit_after"
+    );
+    assert!(store.first_undeposited(&alice7, 0).await.unwrap().is_some());
+}
+
+/// Issue 12: expiry is found by the loop's query, not a timer per copy.
+#[tokio::test]
+async fn expired_copies_are_listed_by_query() {
+    let (_server, store) = fresh().await;
+    let old = NewOutbound {
+        expires: SystemTime::now() - Duration::from_secs(1),
+        ..copy(None, "a@b.example", b"old")
+    };
+    let fresh_copy = copy(None, "b@b.example", b"new");
+    let queued = store.enqueue(&[old, fresh_copy]).await.unwrap();
+    let expired = store.expired(10).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].0, queued[0].id);
+    assert_eq!(expired[0].1.peer, tox_id(7));
+    let next = store.next_outbound_expiry().await.unwrap().unwrap();
+    assert!(next < SystemTime::now());
+    store
+        .mark_failed(queued[0].id, "expired", GiveUp::Expired)
+        .await
+        .unwrap();
+    assert!(store.expired(10).await.unwrap().is_empty());
+    let next = store.next_outbound_expiry().await.unwrap().unwrap();
+    assert!(next > SystemTime::now() + Duration::from_secs(86_400));
 }

@@ -231,3 +231,57 @@ async fn database_down_defers_tox_mail_while_plain_mail_flows_through_the_milter
     assert!(tox_part.contains("bob@b.test"), "bob listed as Tox: {text}");
     assert!(text.contains("dave@plain.test"), "{text}");
 }
+
+/// Issue 12: many copies queued for a peer that is offline wait in the database, not in tasks
+/// of their own; after a restart of the sending bridge (which loads no envelopes) the peer comes
+/// online and each copy is delivered exactly once, through one waiter for the peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_copies_for_an_offline_peer_are_delivered_once_when_it_comes_online() {
+    toxmail_tests::init_logging();
+    const N: usize = 60;
+    let root = tempfile::tempdir().unwrap();
+    let (_boot, mut a, mut b) = crate::postfix_flow::alice_with_bob_offline(root.path());
+    for i in 0..N {
+        send(&a, "bob@b.test", &format!("queued copy {i}")).await;
+    }
+    let queued = poll(Duration::from_secs(60), || async {
+        let states = outbound_states(&a).await;
+        states.len() == N && states.iter().all(|s| s == "queued")
+    });
+    assert!(queued.await, "queued by bridge A\n{}", a.bridge_log());
+
+    a.stop_bridge();
+    a.start_bridge();
+    b.start_bridge();
+    let delivered = poll(Duration::from_secs(120), || async {
+        let states = outbound_states(&a).await;
+        states.len() == N && states.iter().all(|s| s == "delivered")
+    });
+    assert!(
+        delivered.await,
+        "A:\n{}\nB:\n{}",
+        a.bridge_log(),
+        b.bridge_log()
+    );
+    let arrived = wait_for(Duration::from_secs(60), || {
+        b.postfix.maildir_messages("bob").len() >= N
+    });
+    assert!(arrived.await, "B:\n{}", b.bridge_log());
+    // Give a duplicate every chance to show up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mail = b.postfix.maildir_messages("bob");
+    assert_eq!(mail.len(), N, "exactly one copy each");
+    let mut subjects: Vec<String> = mail
+        .iter()
+        .filter_map(|m| {
+            let text = String::from_utf8_lossy(m);
+            let line = text.lines().find(|l| l.starts_with("Subject: "))?;
+            Some(line.to_owned())
+        })
+        .collect();
+    subjects.sort();
+    subjects.dedup();
+    assert_eq!(subjects.len(), N, "every copy, none twice");
+    let inbound = query_strings(&b, "SELECT state FROM inbound").await;
+    assert_eq!(inbound.len(), N);
+}

@@ -1,30 +1,44 @@
 //! Outbound: hands queued copies to the sending identity's courier and records the outcome.
-//! The courier itself waits for the peer to come online (event driven) and rides out
-//! disconnects; this loop only claims rows, keeps one delivery task per row, and applies backoff
-//! after refusals and errors. At start-up every queued row is handed over at once. A delivery
-//! whose row the operator deleted or gave up on (`toxmail-bridge queue delete/bounce`) is
-//! dropped at the loop's next pass (at most `SAFETY_POLL` later); one that finishes first finds
-//! its row gone and records nothing.
+//!
+//! One waiter per (sending identity, peer) with queued copies, not one task per copy: the waiter
+//! asks the courier to reach the peer (`Courier::reach`: first contact sends the friend request)
+//! and, while it is offline, deposits copies that waited `deposit_after_secs` at its relays a page
+//! at a time. Once the peer is online the waiter claims its due copies in pages and starts one
+//! transfer per copy, at most `MAX_IN_FLIGHT_PER_PEER` per peer and `queue.max_transfers` in
+//! all; each transfer reads its envelope from the database when it starts. So memory depends on
+//! the number of peers and transfers under way, not on the queue. Transfers ride out a peer that
+//! drops mid-way; a copy past its expiry fails (the loop's query, or its transfer's timeout).
+//! Backoff after refusals and errors as before. A delivery whose row the operator deleted or gave
+//! up on (`toxmail-bridge queue delete/bounce`) is dropped at the loop's next pass (at most
+//! `SAFETY_POLL` later); one that finishes first finds its row gone and records nothing.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tox_runtime::transfer::{Courier, DeliveryError};
+use tox_runtime::transfer::{Courier, DeliveryError, MAX_IN_FLIGHT_PER_PEER};
 
-use super::backoff;
 use super::via_relay::{self, RelaySettings};
+use super::{SAFETY_POLL, backoff};
 use crate::events::DsnStatus;
 use crate::metrics::{self, Delivery};
-use crate::store::{GiveUp, OutboundRow, Store, StoreError};
+use crate::store::{GiveUp, OutboundRow, QueuedPeer, Store, StoreError};
 
 /// A claimed row stays invisible to other claims this long while its delivery task runs.
 const LEASE: Duration = Duration::from_secs(3600);
 /// Deliveries are checked against the queue (deleted or bounced by the operator) at most this
 /// often: a wake-up per intake commit must not cost a query over every row in flight.
 const WITHDRAWN_CHECK: Duration = Duration::from_secs(1);
+/// A transfer without a verdict this long gives its places back (the peer may have gone
+/// offline mid-way; the courier would wait for it until the copy expires, holding a place under
+/// the global cap): the copy is deferred with backoff and resumes from the peer's spool later.
+const STALLED: Duration = Duration::from_secs(900);
+/// How long `send_due` waits for the courier to confirm the peer is still online before a page.
+const ONLINE_CHECK: Duration = Duration::from_secs(1);
+/// Expired copies failed per query.
+const EXPIRE_PAGE: i64 = 200;
 
 #[derive(Debug)]
 pub struct Dispatcher {
@@ -34,15 +48,21 @@ pub struct Dispatcher {
     pub retry_min: Duration,
     pub retry_max: Duration,
     pub relays: Arc<RelaySettings>,
-    /// Woken by the LMTP intake after each commit.
+    /// Woken by the LMTP intake after each commit (see [`Dispatcher::queued_for`]).
     pub wake: Notify,
     /// Wakes the notifier when the queue changed in a way it acts on: a copy failed (its DSN
     /// goes out now) or new copies were queued (their "delayed" notice falls due later).
     pub notices: Arc<Notify>,
+    /// Transfers under way over all peers (`queue.max_transfers`).
+    transfers: Arc<Semaphore>,
     /// Rows with a delivery task, each with the token that stops it.
     inflight: Mutex<HashMap<i64, CancellationToken>>,
     /// When `drop_withdrawn` last asked the database.
     withdrawn_checked: Mutex<Option<Instant>>,
+    /// The waiter of each pair with queued copies, by the `Notify` that wakes it.
+    waiters: Mutex<HashMap<QueuedPeer, Arc<Notify>>>,
+    /// Pairs the intake queued copies for that had no waiter: the loop starts theirs.
+    new_pairs: Mutex<HashSet<QueuedPeer>>,
 }
 
 impl Dispatcher {
@@ -52,6 +72,7 @@ impl Dispatcher {
         retry_min: Duration,
         retry_max: Duration,
         relays: Arc<RelaySettings>,
+        max_transfers: usize,
     ) -> Self {
         Dispatcher {
             store,
@@ -61,42 +82,306 @@ impl Dispatcher {
             relays,
             wake: Notify::new(),
             notices: Arc::new(Notify::new()),
+            transfers: Arc::new(Semaphore::new(max_transfers.max(1))),
             inflight: Mutex::default(),
             withdrawn_checked: Mutex::default(),
+            waiters: Mutex::default(),
+            new_pairs: Mutex::default(),
+        }
+    }
+
+    /// The intake committed copies for these pairs: wakes their waiters, or has the loop start
+    /// them.
+    pub fn queued_for(&self, pairs: impl IntoIterator<Item = QueuedPeer>) {
+        let waiters = self.waiters.lock().expect("not poisoned");
+        let mut fresh = false;
+        for pair in pairs {
+            match waiters.get(&pair) {
+                Some(wake) => wake.notify_one(),
+                None => fresh |= self.new_pairs.lock().expect("not poisoned").insert(pair),
+            }
+        }
+        drop(waiters);
+        if fresh {
+            self.wake.notify_one();
         }
     }
 
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut startup = true;
+        let mut released = false;
+        let mut scanned: Option<Instant> = None;
         loop {
-            let rows = if startup {
-                self.store.queued().await
-            } else {
-                self.store.claim_due(200, LEASE).await
-            };
-            match rows {
-                Ok(rows) => {
-                    startup = false;
-                    for row in rows {
-                        self.spawn(row);
+            if !released {
+                // Leases and backoff of the last run: every queued copy is tried once now.
+                match self.store.release_leases().await {
+                    Ok(n) => {
+                        tracing::debug!(rows = n, "copies of the last run due again");
+                        (released, scanned) = (true, None);
                     }
+                    Err(e) => tracing::debug!(error = %e, "outbound queue not readable"),
                 }
-                Err(e) => tracing::debug!(error = %e, "outbound queue not readable"),
             }
-            let recheck = self.drop_withdrawn().await;
-            // Sleep until a commit wakes us, the next retry falls due, or a skipped check is due.
-            let due = self.store.next_outbound_due().await.unwrap_or(None);
-            let due = match (due, recheck) {
-                (Some(due), Some(recheck)) => Some(due.min(recheck)),
-                (due, recheck) => due.or(recheck),
-            };
-            if !super::idle(&self.wake, due, &shutdown).await {
+            let mut recheck = None;
+            if released {
+                recheck = self.start_waiters(&mut scanned, &shutdown).await;
+            }
+            self.expire().await;
+            recheck = earliest(recheck, self.drop_withdrawn().await);
+            let expiry = self.store.next_outbound_expiry().await.unwrap_or(None);
+            if !super::idle(&self.wake, earliest(expiry, recheck), &shutdown).await {
                 return;
             }
         }
     }
 
-    fn spawn(self: &Arc<Self>, row: OutboundRow) {
+    /// Starts a waiter for each pair the intake named and, at start-up and every
+    /// `SAFETY_POLL`, for each pair the database has (work written by another process).
+    /// Returns when the next scan is due.
+    async fn start_waiters(
+        self: &Arc<Self>,
+        scanned: &mut Option<Instant>,
+        shutdown: &CancellationToken,
+    ) -> Option<SystemTime> {
+        let mut pairs: Vec<QueuedPeer> = {
+            let mut new = self.new_pairs.lock().expect("not poisoned");
+            new.drain().collect()
+        };
+        let scan_due = scanned.is_none_or(|at| at.elapsed() >= SAFETY_POLL);
+        if scan_due {
+            match self.store.queued_peers().await {
+                Ok(all) => {
+                    *scanned = Some(Instant::now());
+                    pairs.extend(all);
+                }
+                Err(e) => tracing::debug!(error = %e, "outbound queue not readable"),
+            }
+        }
+        for pair in pairs {
+            let wake = {
+                let mut waiters = self.waiters.lock().expect("not poisoned");
+                if waiters.contains_key(&pair) {
+                    continue;
+                }
+                let wake = Arc::new(Notify::new());
+                waiters.insert(pair.clone(), wake.clone());
+                wake
+            };
+            let me = self.clone();
+            let span = tracing::info_span!("peer", identity = %pair.sender_identity, peer = %pair.peer.public_key());
+            let task = me.wait_on(pair, wake, shutdown.clone());
+            tokio::spawn(tracing::Instrument::instrument(task, span));
+        }
+        let wait = scanned.map_or(Duration::from_secs(1), |at| {
+            SAFETY_POLL.saturating_sub(at.elapsed())
+        });
+        Some(SystemTime::now() + wait)
+    }
+
+    /// Fails the copies past their expiry that no transfer holds (a transfer times out at the
+    /// copy's expiry by itself), and wakes their waiters (a pair may be empty now).
+    async fn expire(&self) {
+        loop {
+            let Ok(expired) = self.store.expired(EXPIRE_PAGE).await else {
+                return; // tried again at the next pass
+            };
+            let inflight: HashSet<i64> = {
+                let inflight = self.inflight.lock().expect("not poisoned");
+                expired
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .filter(|id| inflight.contains_key(id))
+                    .collect()
+            };
+            let mut failed = 0;
+            for (id, pair) in &expired {
+                if inflight.contains(id) {
+                    continue;
+                }
+                tracing::warn!(row = id, "message expired in the queue");
+                metrics::delivery(Delivery::Expired);
+                let reason = "expired: the peer did not come online in time";
+                self.retry_store(|| self.store.mark_failed(*id, reason, GiveUp::Expired))
+                    .await;
+                failed += 1;
+                let waiters = self.waiters.lock().expect("not poisoned");
+                if let Some(wake) = waiters.get(pair) {
+                    wake.notify_one();
+                }
+            }
+            if failed > 0 {
+                self.notices.notify_one();
+            }
+            if failed == 0 || expired.len() < EXPIRE_PAGE as usize {
+                return;
+            }
+        }
+    }
+
+    /// One pair's waiter: until the pair has nothing queued, waits for the peer (depositing at
+    /// its relays meanwhile), then starts transfers of its due copies.
+    async fn wait_on(
+        self: Arc<Self>,
+        pair: QueuedPeer,
+        wake: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) {
+        let lane = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_PEER));
+        loop {
+            let idle_lane = lane.available_permits() == MAX_IN_FLIGHT_PER_PEER;
+            match self.store.has_queued(&pair).await {
+                Ok(false) if idle_lane => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "outbound queue not readable");
+                    if !super::idle(&wake, None, &shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            match self.couriers.get(&pair.sender_identity) {
+                None => {
+                    let reason = format!(
+                        "sending identity {} is not configured",
+                        pair.sender_identity
+                    );
+                    self.settle_due(&pair, &Outcome::Failed(reason)).await;
+                }
+                Some(courier) => {
+                    let in_flight = |id| self.in_flight(id);
+                    let reached = tokio::select! {
+                        r = courier.reach(pair.peer) => Some(r),
+                        never = via_relay::deposit_rounds(
+                            &self.store, courier, &self.relays, &pair, &in_flight,
+                        ) => match never {},
+                        () = self.until_empty(&pair, &wake) => None,
+                        _ = shutdown.cancelled() => return,
+                    };
+                    match reached {
+                        Some(Ok(())) => {
+                            self.send_due(courier, &pair, &lane, &wake, &shutdown).await
+                        }
+                        Some(Err(e)) => {
+                            tracing::info!(error = %e, "peer not reachable");
+                            self.settle_due(&pair, &Outcome::of(&e)).await;
+                        }
+                        None => continue,
+                    }
+                }
+            }
+            let due = self.store.next_due_for(&pair).await.unwrap_or(None);
+            if !super::idle(&wake, due, &shutdown).await {
+                return;
+            }
+        }
+        self.waiters.lock().expect("not poisoned").remove(&pair);
+        // Copies queued between the check and the removal get a new waiter.
+        if self.store.has_queued(&pair).await.unwrap_or(true) {
+            self.new_pairs.lock().expect("not poisoned").insert(pair);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Returns once `pair` has nothing queued (checked at each wake-up, at least every
+    /// `SAFETY_POLL`): its copies expired or the operator deleted them while the peer was away.
+    async fn until_empty(&self, pair: &QueuedPeer, wake: &Notify) {
+        let never = CancellationToken::new();
+        loop {
+            super::idle(wake, None, &never).await;
+            if let Ok(false) = self.store.has_queued(pair).await {
+                return;
+            }
+        }
+    }
+
+    /// The peer is online: claims its due copies a page at a time, as room in its lane and in
+    /// the global cap allows, and starts a transfer for each. Returns when none is due.
+    async fn send_due(
+        self: &Arc<Self>,
+        courier: &Courier,
+        pair: &QueuedPeer,
+        lane: &Arc<Semaphore>,
+        wake: &Arc<Notify>,
+        shutdown: &CancellationToken,
+    ) {
+        loop {
+            let first = tokio::select! {
+                room = Self::room(lane.clone(), self.transfers.clone()) => room,
+                _ = shutdown.cancelled() => return,
+            };
+            let Some(first) = first else { return };
+            // Still online? Copies for a peer that left wait as rows again, not in transfers
+            // (the waiter goes back to `reach` and the relay fallback).
+            let online = tokio::time::timeout(ONLINE_CHECK, courier.reach(pair.peer)).await;
+            if !matches!(online, Ok(Ok(()))) {
+                return;
+            }
+            let mut rooms = vec![first];
+            while rooms.len() < MAX_IN_FLIGHT_PER_PEER {
+                let Ok(in_lane) = lane.clone().try_acquire_owned() else {
+                    break;
+                };
+                let Ok(global) = self.transfers.clone().try_acquire_owned() else {
+                    break;
+                };
+                rooms.push((in_lane, global));
+            }
+            let rows = match self.store.claim_for(pair, rooms.len() as i64, LEASE).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::debug!(error = %e, "outbound queue not readable");
+                    return;
+                }
+            };
+            if rows.is_empty() {
+                return;
+            }
+            for (row, room) in rows.into_iter().zip(rooms) {
+                self.spawn(courier.clone(), row, room, wake.clone());
+            }
+        }
+    }
+
+    /// Room for one transfer: a place in the peer's lane and one under the global cap.
+    async fn room(
+        lane: Arc<Semaphore>,
+        transfers: Arc<Semaphore>,
+    ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let in_lane = lane.acquire_owned().await.ok()?;
+        let global = transfers.acquire_owned().await.ok()?;
+        Some((in_lane, global))
+    }
+
+    /// Applies `outcome` to each of `pair`'s due copies (claimed a page at a time): the peer
+    /// cannot be reached, or the sending identity is gone.
+    async fn settle_due(&self, pair: &QueuedPeer, outcome: &Outcome) {
+        loop {
+            let Ok(rows) = self.store.claim_for(pair, 200, LEASE).await else {
+                return;
+            };
+            if rows.is_empty() {
+                return;
+            }
+            for row in rows {
+                self.record(&row, outcome.clone()).await;
+            }
+        }
+    }
+
+    fn in_flight(&self, id: i64) -> bool {
+        self.inflight
+            .lock()
+            .expect("not poisoned")
+            .contains_key(&id)
+    }
+
+    fn spawn(
+        self: &Arc<Self>,
+        courier: Courier,
+        row: OutboundRow,
+        room: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+        wake: Arc<Notify>,
+    ) {
         let stop = CancellationToken::new();
         {
             let mut inflight = self.inflight.lock().expect("not poisoned");
@@ -110,13 +395,16 @@ impl Dispatcher {
         let task = async move {
             let id = row.id;
             tokio::select! {
-                _ = me.deliver(row) => {}
+                _ = me.deliver(&courier, row) => {}
                 // Dropping the delivery gives it up (the courier cancels its file).
                 _ = stop.cancelled() => {
                     tracing::info!("delivery stopped: the operator deleted or bounced the copy");
                 }
             }
             me.inflight.lock().expect("not poisoned").remove(&id);
+            drop(room);
+            // Its waiter may claim the next copy, or sleep until a rescheduled one is due.
+            wake.notify_one();
         };
         tokio::spawn(tracing::Instrument::instrument(task, span));
     }
@@ -154,55 +442,65 @@ impl Dispatcher {
         None
     }
 
-    async fn deliver(&self, mut row: OutboundRow) {
-        let Some(courier) = self.couriers.get(&row.sender_identity) else {
-            let reason = format!("sending identity {} is not configured", row.sender_identity);
-            let how = refused(&reason);
-            self.retry_store(|| self.store.mark_failed(row.id, &reason, how))
-                .await;
-            return self.notices.notify_one();
+    /// One transfer: reads the envelope now, delivers it (raced with the relay fallback and
+    /// the copy's expiry) and records the outcome.
+    async fn deliver(&self, courier: &Courier, row: OutboundRow) {
+        let envelope: Arc<[u8]> = match self.store.envelope(row.id).await {
+            Ok(Some(envelope)) => envelope.into(),
+            Ok(None) => return tracing::info!("copy no longer queued; not sent"),
+            Err(e) => {
+                tracing::info!(error = %e, "envelope not readable; tried again later");
+                return self.record(&row, Outcome::Deferred(e.to_string())).await;
+            }
         };
         let left = row
             .expires
             .duration_since(SystemTime::now())
             .unwrap_or_default();
-        let envelope: Arc<[u8]> = std::mem::take(&mut row.envelope).into();
         let delivery = courier.deliver(row.peer, row.message_id, envelope.clone());
         let fallback =
             via_relay::deposit_when_due(&self.store, courier, &self.relays, &row, envelope);
         let outcome = tokio::select! {
-            outcome = tokio::time::timeout(left, delivery) => outcome,
+            outcome = tokio::time::timeout(left, delivery) => match outcome {
+                Ok(Ok(())) => Outcome::Delivered,
+                Ok(Err(e)) => Outcome::of(&e),
+                Err(_) => Outcome::Expired,
+            },
             never = fallback => match never {},
+            () = tokio::time::sleep(STALLED) => {
+                Outcome::Deferred(format!("no verdict within {} s; the peer may be offline", STALLED.as_secs()))
+            }
         };
+        self.record(&row, outcome).await
+    }
+
+    async fn record(&self, row: &OutboundRow, outcome: Outcome) {
         match outcome {
-            Ok(Ok(())) => {
-                tracing::info!("delivered: the peer stored it");
+            Outcome::Delivered => {
+                tracing::info!(row = row.id, "delivered: the peer stored it");
                 metrics::delivery(Delivery::Delivered);
                 let age = SystemTime::now().duration_since(row.created);
                 metrics::delivered_after(age.unwrap_or_default());
                 self.retry_store(|| self.store.mark_delivered(row.id)).await
             }
-            Ok(Err(e)) if e.is_temporary() => {
+            Outcome::Deferred(reason) => {
                 let wait = backoff(row.attempts, self.retry_min, self.retry_max);
-                tracing::info!(error = %e, retry_in = ?wait, "delivery deferred");
+                tracing::info!(row = row.id, error = %reason, retry_in = ?wait, "delivery deferred");
                 metrics::delivery(Delivery::Deferred);
-                let (next, reason) = (SystemTime::now() + wait, e.to_string());
+                let next = SystemTime::now() + wait;
                 self.retry_store(|| self.store.reschedule(row.id, next, &reason))
                     .await;
-                // The loop sleeps until the earliest due row: this one is due sooner than its lease.
-                self.wake.notify_one();
             }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "delivery failed permanently");
+            Outcome::Failed(reason) => {
+                tracing::warn!(row = row.id, error = %reason, "delivery failed permanently");
                 metrics::delivery(Delivery::Failed);
-                let reason = reason_of(&e);
                 let how = refused(&reason);
                 self.retry_store(|| self.store.mark_failed(row.id, &reason, how))
                     .await;
                 self.notices.notify_one();
             }
-            Err(_) => {
-                tracing::warn!("message expired in the queue");
+            Outcome::Expired => {
+                tracing::warn!(row = row.id, "message expired in the queue");
                 metrics::delivery(Delivery::Expired);
                 let reason = "expired: the peer did not come online in time";
                 self.retry_store(|| self.store.mark_failed(row.id, reason, GiveUp::Expired))
@@ -235,6 +533,33 @@ impl Dispatcher {
                 }
             }
         }
+    }
+}
+
+/// How one attempt at a copy ended.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Delivered,
+    /// Temporary: tried again after backoff.
+    Deferred(String),
+    Failed(String),
+    Expired,
+}
+
+impl Outcome {
+    fn of(e: &DeliveryError) -> Outcome {
+        if e.is_temporary() {
+            Outcome::Deferred(e.to_string())
+        } else {
+            Outcome::Failed(reason_of(e))
+        }
+    }
+}
+
+fn earliest(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

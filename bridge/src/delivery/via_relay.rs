@@ -17,8 +17,10 @@ use toxmail_protocol::{
 
 use crate::config::Config;
 use crate::metrics::{self, Delivery};
-use crate::store::{OutboundRow, Store};
+use crate::store::{OutboundRow, QueuedPeer, Store};
 
+/// Copies deposited at once by one pair's relay fallback (each holds its envelope meanwhile).
+const DEPOSIT_PAGE: i64 = 16;
 /// A deposit that no relay took is tried again after at least this long.
 const MIN_DEPOSIT_RETRY: Duration = Duration::from_secs(30);
 /// One relay gets this long to confirm custody (it may first need a friend connection).
@@ -197,48 +199,137 @@ pub async fn deposit_when_due(
         if relays.is_empty() {
             tracing::info!("peer still offline and no relay of its known; waiting");
         }
-        // All at once: a relay that is down must not hold up the others for its timeout.
-        // Dropping this future (the direct delivery won) aborts the deposits still running.
-        let mut deposits = tokio::task::JoinSet::new();
-        for (n, relay) in relays.into_iter().enumerate() {
-            let (courier, envelope) = (courier.clone(), envelope.clone());
-            let (id, expires) = (row.message_id, unix(row.expires));
-            deposits.spawn(async move {
-                let deposit = courier.deposit(relay, id, envelope, expires);
-                (
-                    n,
-                    relay,
-                    tokio::time::timeout(DEPOSIT_TIMEOUT, deposit).await,
-                )
-            });
-        }
-        let mut held = Vec::new();
-        while let Some(done) = deposits.join_next().await {
-            let Ok((n, relay, outcome)) = done else {
-                continue; // a panicked deposit task: that relay holds nothing we know of
-            };
-            match outcome {
-                Ok(Ok(())) => held.push((n, relay.to_string())),
-                Ok(Err(e)) => tracing::info!(relay = %relay, error = %e, "deposit refused"),
-                Err(_) => tracing::info!(relay = %relay, "relay did not answer the deposit"),
-            }
-        }
-        // In the order the relays were chosen, whichever answered first.
-        held.sort();
-        let held: Vec<String> = held.into_iter().map(|(_, r)| r).collect();
-        if !held.is_empty() {
-            tracing::info!(
-                relays = held.len(),
-                "peer offline: copy in a relay's custody"
-            );
-            match store.mark_relayed(row.id, &held.join(",")).await {
-                Ok(()) => metrics::delivery(Delivery::Relayed),
-                Err(e) => {
-                    tracing::warn!(error = %e, "custody not recorded; the copy may be deposited again")
-                }
-            }
+        if deposit_at(store, courier, row, relays, envelope.clone()).await {
             return std::future::pending().await;
         }
         tokio::time::sleep(after.max(MIN_DEPOSIT_RETRY)).await;
     }
+}
+
+/// While `pair`'s peer is offline (the caller races this against `Courier::reach`): deposits its
+/// copies that have waited `deposit_after` and no relay holds, a page at a time, each envelope
+/// read when its deposit starts; copies no relay took are tried again every
+/// `max(deposit_after, 30 s)`. Copies `in_flight` (their transfer races its own deposit) are
+/// left out. Never returns.
+pub async fn deposit_rounds(
+    store: &Store,
+    courier: &Courier,
+    settings: &RelaySettings,
+    pair: &QueuedPeer,
+    in_flight: &(dyn Fn(i64) -> bool + Sync),
+) -> Infallible {
+    let Some(after) = settings.deposit_after else {
+        return std::future::pending().await;
+    };
+    let retry = after.max(MIN_DEPOSIT_RETRY);
+    // Copies up to `cursor` were tried this round.
+    let (mut cursor, mut round) = (0i64, tokio::time::Instant::now());
+    loop {
+        match store.deposit_due(pair, after, cursor, DEPOSIT_PAGE).await {
+            Ok(page) if !page.is_empty() => {
+                cursor = page.last().map_or(cursor, |row| row.id);
+                // Dropping this future (the peer came online) aborts the deposits under way.
+                let mut deposits = tokio::task::JoinSet::new();
+                for row in page.into_iter().filter(|row| !in_flight(row.id)) {
+                    let (store, courier) = (store.clone(), courier.clone());
+                    let max = settings.max_deposits;
+                    deposits.spawn(async move { deposit_copy(&store, &courier, max, &row).await });
+                }
+                while deposits.join_next().await.is_some() {}
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "outbound queue not readable"),
+        }
+        // Until the next copy falls due for its first deposit, or the next round of retries.
+        let next_round = round + retry;
+        let first = store.first_undeposited(pair, cursor).await.ok().flatten();
+        let next_first = first.map(|created| {
+            let wait = (created + after)
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::Instant::now() + wait
+        });
+        let until = next_first.map_or(next_round, |t| t.min(next_round));
+        let soonest = tokio::time::Instant::now() + Duration::from_millis(100);
+        tokio::time::sleep_until(until.max(soonest)).await;
+        if tokio::time::Instant::now() >= next_round {
+            (cursor, round) = (0, tokio::time::Instant::now());
+        }
+    }
+}
+
+/// Deposits one copy at up to `max_deposits` of the peer's relays at once and records custody;
+/// false when no relay took it.
+async fn deposit_copy(store: &Store, courier: &Courier, max: usize, row: &OutboundRow) -> bool {
+    let relays = candidates(store, row, max).await;
+    if relays.is_empty() {
+        tracing::debug!(
+            row = row.id,
+            "peer offline and no relay of its known; waiting"
+        );
+        return false;
+    }
+    let envelope: Arc<[u8]> = match store.envelope(row.id).await {
+        Ok(Some(envelope)) => envelope.into(),
+        Ok(None) => return false, // delivered or given up meanwhile
+        Err(e) => {
+            tracing::debug!(row = row.id, error = %e, "envelope not readable; deposit later");
+            return false;
+        }
+    };
+    deposit_at(store, courier, row, relays, envelope).await
+}
+
+/// Deposits `envelope` at all of `relays` at once and records which took it; true if any did.
+async fn deposit_at(
+    store: &Store,
+    courier: &Courier,
+    row: &OutboundRow,
+    relays: Vec<ToxId>,
+    envelope: Arc<[u8]>,
+) -> bool {
+    // All at once: a relay that is down must not hold up the others for its timeout.
+    // Dropping this future (the direct delivery won) aborts the deposits still running.
+    let mut deposits = tokio::task::JoinSet::new();
+    for (n, relay) in relays.into_iter().enumerate() {
+        let (courier, envelope) = (courier.clone(), envelope.clone());
+        let (id, expires) = (row.message_id, unix(row.expires));
+        deposits.spawn(async move {
+            let deposit = courier.deposit(relay, id, envelope, expires);
+            (
+                n,
+                relay,
+                tokio::time::timeout(DEPOSIT_TIMEOUT, deposit).await,
+            )
+        });
+    }
+    let mut held = Vec::new();
+    while let Some(done) = deposits.join_next().await {
+        let Ok((n, relay, outcome)) = done else {
+            continue; // a panicked deposit task: that relay holds nothing we know of
+        };
+        match outcome {
+            Ok(Ok(())) => held.push((n, relay.to_string())),
+            Ok(Err(e)) => tracing::info!(relay = %relay, error = %e, "deposit refused"),
+            Err(_) => tracing::info!(relay = %relay, "relay did not answer the deposit"),
+        }
+    }
+    // In the order the relays were chosen, whichever answered first.
+    held.sort();
+    let held: Vec<String> = held.into_iter().map(|(_, r)| r).collect();
+    if !held.is_empty() {
+        tracing::info!(
+            relays = held.len(),
+            "peer offline: copy in a relay's custody"
+        );
+        match store.mark_relayed(row.id, &held.join(",")).await {
+            Ok(()) => metrics::delivery(Delivery::Relayed),
+            Err(e) => {
+                tracing::warn!(error = %e, "custody not recorded; the copy may be deposited again")
+            }
+        }
+        return true;
+    }
+    false
 }

@@ -50,7 +50,7 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 10,
-        sql: include_str!("migrations/0010_reserved.sql"),
+        sql: include_str!("migrations/0010_outbound_by_peer.sql"),
     },
     Migration {
         version: 11,

@@ -36,7 +36,7 @@ pub use notices::CopyInfo;
 pub use operator::{OperatorError, QueueEntry, QueuePage};
 pub use pins::PinRow;
 pub use presence::PresenceMap;
-pub use queue::{Enqueued, GiveUp, NewOutbound, OutboundRow};
+pub use queue::{Enqueued, GiveUp, NewOutbound, OutboundRow, QueuedPeer};
 pub use receipts::in_custody_of;
 pub use retention::Purged;
 pub use stats::{QueueStats, RecentError};

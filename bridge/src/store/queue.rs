@@ -57,7 +57,9 @@ impl GiveUp {
     }
 }
 
-/// A queued row with its envelope, as handed to the delivery layer.
+/// A queued row as handed to the delivery layer, without its envelope: that is read
+/// ([`Store::envelope`]) only when a transfer or a deposit starts, so a queue of any size costs
+/// the delivery layer no memory for envelopes.
 #[derive(Debug, Clone)]
 pub struct OutboundRow {
     pub id: i64,
@@ -66,7 +68,6 @@ pub struct OutboundRow {
     pub envelope_sender: String,
     pub sender_identity: String,
     pub peer: ToxId,
-    pub envelope: Vec<u8>,
     /// Attempts so far, counting the claim that returned this row.
     pub attempts: i32,
     pub expires: SystemTime,
@@ -77,12 +78,20 @@ pub struct OutboundRow {
     pub relayed: bool,
 }
 
+/// A sending identity and a peer it has copies queued for: the dispatcher keeps one waiter each.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct QueuedPeer {
+    pub sender_identity: String,
+    pub peer: ToxId,
+}
+
 const ROW_COLUMNS: &str = "id, message_id, recipient, envelope_sender, sender_identity, peer, \
-                           envelope, attempts, expires, created, relays, relayed_at";
+                           attempts, expires, created, relays, relayed_at";
 
 impl Store {
     /// Claims up to `limit` queued rows that are due, skipping rows another claimer holds, and
-    /// leases them: they are not due again until `lease` has passed (unless rescheduled).
+    /// leases them: they are not due again until `lease` has passed (unless rescheduled). Over
+    /// all peers, for tools and tests; the dispatcher claims per peer ([`Store::claim_for`]).
     pub async fn claim_due(
         &self,
         limit: i64,
@@ -114,7 +123,209 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Every queued row, due or not, oldest first (start-up hands them all to the Tox layer).
+    /// Claims up to `limit` due copies for one (sending identity, peer), earliest due first,
+    /// leased like [`Store::claim_due`]; no envelope is read.
+    pub async fn claim_for(
+        &self,
+        pair: &QueuedPeer,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<OutboundRow>, StoreError> {
+        let client = self.client().await?;
+        let claim = client
+            .prepare_cached(&format!(
+                "WITH due AS (
+                     SELECT id AS due_id FROM outbound
+                     WHERE state = 'queued' AND sender_identity = $3 AND peer = $4
+                       AND next_attempt <= now()
+                     ORDER BY next_attempt
+                     LIMIT $1
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE outbound
+                 SET next_attempt = now() + make_interval(secs => $2), attempts = attempts + 1
+                 FROM due WHERE id = due_id
+                 RETURNING {ROW_COLUMNS}"
+            ))
+            .await?;
+        let peer = &pair.peer.as_bytes()[..];
+        let rows = client
+            .query(
+                &claim,
+                &[&limit, &lease.as_secs_f64(), &pair.sender_identity, &peer],
+            )
+            .await?;
+        let mut claimed = rows
+            .iter()
+            .map(outbound_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by_key(|row| row.id);
+        Ok(claimed)
+    }
+
+    /// The sealed envelope of a copy still queued; `None` once it is delivered, failed or gone.
+    pub async fn envelope(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached("SELECT envelope FROM outbound WHERE id = $1 AND state = 'queued'")
+            .await?;
+        let row = client.query_opt(&select, &[&id]).await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// Every (sending identity, peer) with queued copies: a skip scan of the index, one probe
+    /// per pair, however many copies each has.
+    pub async fn queued_peers(&self) -> Result<Vec<QueuedPeer>, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(
+                "WITH RECURSIVE pairs AS (
+                     (SELECT sender_identity, peer FROM outbound WHERE state = 'queued'
+                      ORDER BY sender_identity, peer LIMIT 1)
+                     UNION ALL
+                     SELECT next.sender_identity, next.peer FROM pairs, LATERAL (
+                         SELECT o.sender_identity, o.peer FROM outbound o
+                         WHERE o.state = 'queued'
+                           AND (o.sender_identity, o.peer) > (pairs.sender_identity, pairs.peer)
+                         ORDER BY o.sender_identity, o.peer LIMIT 1) next)
+                 SELECT sender_identity, peer FROM pairs",
+            )
+            .await?;
+        let rows = client.query(&select, &[]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(QueuedPeer {
+                    sender_identity: r.try_get(0)?,
+                    peer: tox_id_from(r.try_get(1)?, "outbound.peer")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `pair` has any queued copy, due or not.
+    pub async fn has_queued(&self, pair: &QueuedPeer) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM outbound WHERE state = 'queued' \
+                 AND sender_identity = $1 AND peer = $2)",
+            )
+            .await?;
+        let peer = &pair.peer.as_bytes()[..];
+        let row = client
+            .query_one(&select, &[&pair.sender_identity, &peer])
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// When `pair`'s next queued copy falls due (leased copies count at their lease's end).
+    pub async fn next_due_for(&self, pair: &QueuedPeer) -> Result<Option<SystemTime>, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(
+                "SELECT min(next_attempt) FROM outbound WHERE state = 'queued' \
+                 AND sender_identity = $1 AND peer = $2",
+            )
+            .await?;
+        let peer = &pair.peer.as_bytes()[..];
+        let row = client
+            .query_one(&select, &[&pair.sender_identity, &peer])
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Makes every leased or rescheduled queued copy due now: at start-up nothing of this
+    /// process is in flight, so every queued copy is tried once (as a restart always did).
+    /// Returns how many rows changed.
+    pub async fn release_leases(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .execute(
+                "UPDATE outbound SET next_attempt = now() \
+                 WHERE state = 'queued' AND next_attempt > now()",
+                &[],
+            )
+            .await?)
+    }
+
+    /// Up to `limit` queued copies past their expiry, earliest first: (id, its pair).
+    pub async fn expired(&self, limit: i64) -> Result<Vec<(i64, QueuedPeer)>, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(
+                "SELECT id, sender_identity, peer FROM outbound \
+                 WHERE state = 'queued' AND expires <= now() ORDER BY expires LIMIT $1",
+            )
+            .await?;
+        let rows = client.query(&select, &[&limit]).await?;
+        rows.iter()
+            .map(|r| {
+                let pair = QueuedPeer {
+                    sender_identity: r.try_get(1)?,
+                    peer: tox_id_from(r.try_get(2)?, "outbound.peer")?,
+                };
+                Ok((r.try_get(0)?, pair))
+            })
+            .collect()
+    }
+
+    /// Up to `limit` of `pair`'s queued copies with id above `after_id` that no relay holds and
+    /// that were queued at least `waited` ago, by id (the relay fallback's pages).
+    pub async fn deposit_due(
+        &self,
+        pair: &QueuedPeer,
+        waited: Duration,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboundRow>, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(&format!(
+                "SELECT {ROW_COLUMNS} FROM outbound \
+                 WHERE state = 'queued' AND relayed_at IS NULL \
+                   AND sender_identity = $1 AND peer = $2 AND id > $3 \
+                   AND created <= now() - make_interval(secs => $4) \
+                 ORDER BY id LIMIT $5"
+            ))
+            .await?;
+        let peer = &pair.peer.as_bytes()[..];
+        let rows = client
+            .query(
+                &select,
+                &[
+                    &pair.sender_identity,
+                    &peer,
+                    &after_id,
+                    &waited.as_secs_f64(),
+                    &limit,
+                ],
+            )
+            .await?;
+        rows.iter().map(outbound_row).collect()
+    }
+
+    /// When the first of `pair`'s copies with id above `after_id` that no relay holds was
+    /// queued (its deposit falls due `deposit_after` later).
+    pub async fn first_undeposited(
+        &self,
+        pair: &QueuedPeer,
+        after_id: i64,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(
+                "SELECT min(created) FROM outbound WHERE state = 'queued' AND relayed_at IS NULL \
+                 AND sender_identity = $1 AND peer = $2 AND id > $3",
+            )
+            .await?;
+        let peer = &pair.peer.as_bytes()[..];
+        let row = client
+            .query_one(&select, &[&pair.sender_identity, &peer, &after_id])
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Every queued row, due or not, oldest first, without envelopes (tests and tools; the
+    /// dispatcher works per peer and in pages).
     pub async fn queued(&self) -> Result<Vec<OutboundRow>, StoreError> {
         let client = self.client().await?;
         let select = client
@@ -280,7 +491,6 @@ fn outbound_row(row: &Row) -> Result<OutboundRow, StoreError> {
         envelope_sender: row.try_get("envelope_sender")?,
         sender_identity: row.try_get("sender_identity")?,
         peer: tox_id_from(row.try_get("peer")?, "outbound.peer")?,
-        envelope: row.try_get("envelope")?,
         attempts: row.try_get("attempts")?,
         expires: row.try_get("expires")?,
         created: row.try_get("created")?,

@@ -1,14 +1,15 @@
 //! When the next piece of work falls due, so the work loops sleep until then instead of polling:
-//! the next queued copy's attempt, the next inbound row's injection, the next "delayed" notice.
+//! the next queued copy's expiry (each peer's waiter asks for its own next attempt), the next
+//! inbound row's injection, the next "delayed" notice.
 
 use std::time::{Duration, SystemTime};
 
 use super::{Store, StoreError};
 
 impl Store {
-    /// The earliest `next_attempt` of a queued copy (leased copies count at their lease's end).
-    pub async fn next_outbound_due(&self) -> Result<Option<SystemTime>, StoreError> {
-        self.earliest("SELECT min(next_attempt) FROM outbound WHERE state = 'queued'")
+    /// When the next queued copy expires.
+    pub async fn next_outbound_expiry(&self) -> Result<Option<SystemTime>, StoreError> {
+        self.earliest("SELECT min(expires) FROM outbound WHERE state = 'queued'")
             .await
     }
 

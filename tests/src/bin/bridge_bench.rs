@@ -11,8 +11,14 @@
 //!    injection into its Postfix (`inbound.injected_at`), joined by message id; 50 messages spaced
 //!    100 ms apart, then a burst of 50 on one LMTP connection.
 //!
+//! 4. `queue [N]` (run on its own; issue 12): N (default 100,000) × 10 KB copies queued over LMTP
+//!    for a peer that is offline (RSS while ingesting), a bridge restart (start-up time until it
+//!    runs and LMTP answers, RSS 20 s later), then the peer comes online: the time until every
+//!    copy is delivered, checked once each at both ends, and the peak RSS meanwhile.
+//!
 //! Usage: toxmail-bridge-bench [rounds [all|ingest|latency]]   (default 3 all; ingest figures
-//! are medians of the rounds). With TOXMAIL_KEEP_BENCH set, the sites' dir (bridge logs) is kept.
+//! are medians of the rounds), or toxmail-bridge-bench queue [N]. With TOXMAIL_KEEP_BENCH set,
+//! the sites' dir (bridge logs) is kept.
 //! `toxmail-bridge-bench intake`: the intake memory benchmark of issue 12 only (`intake.rs`).
 
 #[path = "bridge_bench/intake.rs"]
@@ -47,6 +53,14 @@ const BURST: usize = 50;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(180);
 const COMMIT_WINDOW: Duration = Duration::from_secs(2);
 const KEEP_ENV: &str = "TOXMAIL_KEEP_BENCH";
+/// `queue` without N: the figure of issue 12.
+const QUEUE_COPIES: usize = 100_000;
+/// LMTP sessions for the queue fill.
+const QUEUE_SESSIONS: usize = 16;
+/// RSS is read this long after the restart (issue 12's figure).
+const SETTLE: Duration = Duration::from_secs(20);
+/// The peer must have every copy within this long after it starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
 /// USER_HZ, the unit of /proc/<pid>/stat times: 100 on every Linux architecture Debian ships.
 const CLOCK_TICKS: f64 = 100.0;
 
@@ -55,6 +69,16 @@ async fn main() -> Result<()> {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("intake") {
         return intake::run().await;
+    }
+    if args.peek().is_some_and(|a| a == "queue") {
+        let n = match args.nth(1) {
+            Some(n) => n.parse()?,
+            None => QUEUE_COPIES,
+        };
+        if n == 0 {
+            return Err("N must be at least 1".into());
+        }
+        return queue_bench(n).await;
     }
     let rounds: usize = match args.next() {
         Some(n) => n.parse()?,
@@ -490,4 +514,174 @@ fn print_latency(first: f64, spaced: &[Sample], burst: &[Sample]) {
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Samples the bridge's RSS every 200 ms until dropped; `peak()` is the highest seen.
+struct RssWatch {
+    peak_kb: Arc<AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssWatch {
+    fn start(site: &Site) -> RssWatch {
+        let config = site.config.clone();
+        let peak_kb = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (peak, halt) = (peak_kb.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !halt.load(Ordering::Relaxed) {
+                if let Some(mb) = rss_mb_of(&config) {
+                    peak.fetch_max((mb * 1024.0) as u64, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        RssWatch {
+            peak_kb,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn peak_mb(&self) -> f64 {
+        self.peak_kb.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+impl Drop for RssWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// RSS of the `toxmail-bridge run` process started with `config`, MB.
+fn rss_mb_of(config: &Path) -> Option<f64> {
+    let config = config.as_os_str().as_encoded_bytes();
+    let proc_dir = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            (args.contains(&config) && args.contains(&&b"run"[..])).then(|| entry.path())
+        })?;
+    let status = std::fs::read_to_string(proc_dir.join("status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Issue 12: memory and start-up with `n` copies queued for one offline peer, then the drain.
+async fn queue_bench(n: usize) -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let boot = BootstrapDaemon::start(root.path())?;
+    let mut a = block_in_place(|| {
+        Site::prepare(root.path(), spec("site-a", "alice", "a.test"), &boot.node)
+    });
+    let db_a = connect(&a).await?;
+    let b =
+        block_in_place(|| Site::prepare(root.path(), spec("site-b", "bob", "b.test"), &boot.node));
+    let mut b = b;
+    let db_b = connect(&b).await?;
+    let rcpt = format!("{}@tox", b.identities["bob@b.test"]);
+
+    // Fill: the peer is offline (site B prepared, its bridge not started).
+    block_in_place(|| a.start_bridge());
+    let watch = RssWatch::start(&a);
+    let start = Instant::now();
+    smtp_source(a.lmtp, QUEUE_SESSIONS, n, &rcpt)
+        .await
+        .map_err(|e| format!("{e}\nbridge log:\n{}", tail(&a.bridge_log())))?;
+    let fill = start.elapsed().as_secs_f64();
+    let queued = count_rows(
+        &db_a,
+        "SELECT count(*) FROM outbound WHERE state = 'queued'",
+    )
+    .await?;
+    if queued != n as i64 {
+        return Err(format!("{queued} of {n} copies queued").into());
+    }
+    let ingest_peak = watch.peak_mb();
+    let ingest_end = bridge_rss_mb(&a).unwrap_or(f64::NAN);
+    drop(watch);
+    eprintln!("queued {n} in {fill:.1} s, RSS peak {ingest_peak:.0} MB");
+
+    // Restart with the queue full.
+    block_in_place(|| a.stop_bridge());
+    let start = Instant::now();
+    block_in_place(|| a.start_bridge());
+    let startup = start.elapsed().as_secs_f64();
+    let watch = RssWatch::start(&a);
+    tokio::time::sleep(SETTLE).await;
+    let settled = bridge_rss_mb(&a).unwrap_or(f64::NAN);
+    let settle_peak = watch.peak_mb();
+    drop(watch);
+    eprintln!("restart {startup:.2} s, RSS after {SETTLE:?} {settled:.0} MB");
+
+    // The peer comes online: every copy delivered, once.
+    let watch = RssWatch::start(&a);
+    let start = Instant::now();
+    block_in_place(|| b.start_bridge());
+    let delivered_sql = "SELECT count(*) FROM outbound WHERE state = 'delivered'";
+    let mut last_report = Instant::now();
+    loop {
+        let delivered = count_rows(&db_a, delivered_sql).await?;
+        if delivered >= n as i64 {
+            break;
+        }
+        if start.elapsed() > DRAIN_TIMEOUT {
+            return Err(format!("{delivered} of {n} delivered in {DRAIN_TIMEOUT:?}").into());
+        }
+        if last_report.elapsed() > Duration::from_secs(30) {
+            let secs = start.elapsed().as_secs_f64();
+            eprintln!(
+                "  {delivered} delivered after {secs:.0} s, peak RSS {:.0} MB",
+                watch.peak_mb()
+            );
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let drain = start.elapsed().as_secs_f64();
+    let drain_peak = watch.peak_mb();
+    drop(watch);
+    let failed = count_rows(
+        &db_a,
+        "SELECT count(*) FROM outbound WHERE state <> 'delivered'",
+    )
+    .await?;
+    let stored = count_rows(&db_b, "SELECT count(*) FROM inbound").await?;
+    let distinct = count_rows(&db_b, "SELECT count(DISTINCT message_id) FROM inbound").await?;
+    println!("\nQueue memory: {n} × 10 KB copies queued for one offline peer (issue 12)\n");
+    println!("| phase | figure |");
+    println!("|---|---|");
+    println!(
+        "| fill over LMTP ({QUEUE_SESSIONS} sessions) | {fill:.1} s ({:.0} msg/s) |",
+        n as f64 / fill
+    );
+    println!("| RSS while filling: peak / at the end | {ingest_peak:.0} / {ingest_end:.0} MB |");
+    println!("| restart: until it runs and LMTP answers | {startup:.2} s |");
+    println!(
+        "| RSS 20 s after the restart (peak in those 20 s) | {settled:.0} MB ({settle_peak:.0}) |"
+    );
+    println!(
+        "| peer online → all {n} delivered | {drain:.1} s ({:.0} msg/s) |",
+        n as f64 / drain
+    );
+    println!("| peak RSS while delivering | {drain_peak:.0} MB |");
+    println!(
+        "| copies at the peer: rows / distinct ids; not delivered at A | {stored} / {distinct}; {failed} |"
+    );
+    if stored != n as i64 || distinct != n as i64 || failed != 0 {
+        return Err("not every copy delivered exactly once".into());
+    }
+    if std::env::var_os(KEEP_ENV).is_some() {
+        drop((a, b));
+        eprintln!("{KEEP_ENV}: kept {}", root.keep().display());
+    }
+    Ok(())
 }

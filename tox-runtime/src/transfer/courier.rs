@@ -38,6 +38,11 @@ pub(crate) enum Command {
         relay: Destination,
         reply: oneshot::Sender<Result<(), DeliveryError>>,
     },
+    /// Answered when `to` is online and has said hello (at once if it is already).
+    Reach {
+        to: Destination,
+        reply: oneshot::Sender<Result<(), DeliveryError>>,
+    },
 }
 
 /// A running transfer engine over one node. Cloneable; stops with [`CourierTask::shutdown`].
@@ -127,6 +132,21 @@ impl Courier {
                 deposit_until,
                 reply,
             })
+            .map_err(|_| DeliveryError::Stopped)?;
+        rx.await.map_err(|_| DeliveryError::Stopped)?
+    }
+
+    /// Returns once `to` is online and has said hello: at once if it already is, otherwise when
+    /// it connects (first contact sends the friend request, as [`Courier::deliver`] does). Lets a
+    /// caller hold its envelopes back until the peer can take them; dropping the future gives up.
+    pub async fn reach(&self, to: impl Into<Destination>) -> Result<(), DeliveryError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd = Command::Reach {
+            to: to.into(),
+            reply,
+        };
+        self.commands
+            .send(cmd)
             .map_err(|_| DeliveryError::Stopped)?;
         rx.await.map_err(|_| DeliveryError::Stopped)?
     }

@@ -14,7 +14,7 @@ use toxmail_protocol::{Frame, MessageId, NackCode, PublicKey, ToxId};
 
 use super::core::{Action, Core, CoreConfig, FileKey, Input, OfferOutcome, OutKey};
 use super::strangers::Strangers;
-use super::{Command, DeliveryError, Inbox, PeerEvent, TransferConfig, TransferStats};
+use super::{Command, DeliveryError, Destination, Inbox, PeerEvent, TransferConfig, TransferStats};
 use crate::event::{Event, FileControl};
 use crate::node::{Handle, Node};
 
@@ -59,6 +59,8 @@ pub(crate) struct Engine<I> {
     /// c-toxcore drops their further requests unseen, so a later change of mind must clear that
     /// (`forget_ignored_request`).
     pub(super) ignored: VecDeque<PublicKey>,
+    /// `Courier::reach` callers waiting for a peer to come online and say hello.
+    reach: HashMap<PublicKey, Vec<oneshot::Sender<Result<(), DeliveryError>>>>,
 }
 
 impl<I: Inbox> Engine<I> {
@@ -100,6 +102,7 @@ impl<I: Inbox> Engine<I> {
             last_refriend_check: Instant::now(),
             asked_again: HashMap::new(),
             ignored: VecDeque::new(),
+            reach: HashMap::new(),
         }
     }
 
@@ -148,9 +151,11 @@ impl<I: Inbox> Engine<I> {
         }
     }
 
-    /// Peers with deliveries of ours waiting for their verdict (a peer once per delivery).
+    /// Peers we have mail for: deliveries waiting for their verdict, and `Courier::reach`
+    /// callers waiting for the peer to come online (a peer may come up more than once).
     pub(super) fn waiting_peers(&self) -> impl Iterator<Item = PublicKey> + '_ {
-        self.replies.keys().map(|(pk, _)| *pk)
+        let delivering = self.replies.keys().map(|(pk, _)| *pk);
+        delivering.chain(self.reach.keys().copied())
     }
 
     async fn load_friends(&mut self) {
@@ -226,6 +231,24 @@ impl<I: Inbox> Engine<I> {
                 }
                 let _ = reply.send(result);
             }
+            Command::Reach { to, reply } => self.reach(to, reply).await,
+        }
+    }
+
+    /// `Courier::reach`: befriends `to` if needed, answers at once when it is online and has
+    /// said hello, else when it does (`Action::Emit(PeerEvent::Online)`).
+    async fn reach(&mut self, to: Destination, reply: oneshot::Sender<Result<(), DeliveryError>>) {
+        let pk = to.public_key();
+        if let Err(e) = self.befriend(to).await {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        self.strangers.proven(&pk); // we chose to write to it
+        let online = self.core.peers.get(&pk);
+        if online.is_some_and(|p| p.online && p.hello.is_some()) {
+            let _ = reply.send(Ok(()));
+        } else {
+            self.reach.entry(pk).or_default().push(reply);
         }
     }
 
@@ -334,6 +357,10 @@ impl<I: Inbox> Engine<I> {
         }
         self.drop_expired_strangers().await;
         self.refriend_silent().await;
+        self.reach.retain(|_, waiting| {
+            waiting.retain(|r| !r.is_closed());
+            !waiting.is_empty()
+        });
         self.feed(Input::Tick).await;
         let sweep_every = (self.config.spool_max_age / 4).clamp(SECOND, SWEEP_MAX_INTERVAL);
         if self.last_sweep.elapsed() >= sweep_every {
@@ -439,6 +466,11 @@ impl<I: Inbox> Engine<I> {
                 {
                     let mut levels = self.levels.lock().unwrap_or_else(|e| e.into_inner());
                     levels.insert(pk, hello.version_max);
+                }
+                if let PeerEvent::Online(pk) = event {
+                    for reply in self.reach.remove(&pk).unwrap_or_default() {
+                        let _ = reply.send(Ok(()));
+                    }
                 }
                 self.subscribers.retain(|s| s.send(event.clone()).is_ok());
             }
