@@ -17,7 +17,7 @@ async fn fresh() -> (PgServer, Store) {
     let store = Store::connect(&server.url(), 4).unwrap();
     assert_eq!(
         store.migrate().await.unwrap(),
-        11,
+        12,
         "every migration applied"
     );
     (server, store)
@@ -717,4 +717,30 @@ async fn expired_copies_are_listed_by_query() {
     assert!(store.expired(10).await.unwrap().is_empty());
     let next = store.next_outbound_expiry().await.unwrap().unwrap();
     assert!(next > SystemTime::now() + Duration::from_secs(86_400));
+}
+
+/// A copy given up records the DSN status decided from its typed error; the notifier reports
+/// that, not a guess from the reason text.
+#[tokio::test]
+async fn a_failed_copy_keeps_the_status_its_dsn_reports() {
+    let (_server, store) = fresh().await;
+    let queued = store
+        .enqueue(&[
+            copy(None, "bob@b.example", b"x"),
+            copy(None, "carol@b.example", b"y"),
+        ])
+        .await
+        .unwrap();
+    let refused = GiveUp::Refused(DsnStatus(5, 1, 1));
+    store
+        .mark_failed(queued[0].id, "refused by the peer (Forged): text", refused)
+        .await
+        .unwrap();
+    store
+        .mark_failed(queued[1].id, "expired", GiveUp::Expired)
+        .await
+        .unwrap();
+    let failed = store.failed_copies().await.unwrap();
+    let statuses: Vec<Option<&str>> = failed.iter().map(|c| c.failure_status.as_deref()).collect();
+    assert_eq!(statuses, [Some("5.1.1"), Some("5.4.7")]);
 }

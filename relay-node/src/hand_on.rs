@@ -33,14 +33,14 @@ pub struct Budget {
     /// Bytes in flight to all recipients together (an envelope larger than this goes alone).
     pub total_bytes: u64,
     total: Arc<Semaphore>,
-    /// Envelope bodies are read one at a time: reading one briefly takes twice its size.
+    /// Envelope bodies are read one at a time.
     reading: tokio::sync::Mutex<()>,
 }
 
 /// The budget of every mailroom in the process that does not bring its own: a relay runs one
 /// mailroom, a bridge serving its friends one per identity, all sharing it.
 static SHARED: LazyLock<Arc<Budget>> =
-    LazyLock::new(|| Arc::new(Budget::new(4, 32 * MIB, 64 * MIB)));
+    LazyLock::new(|| Arc::new(Budget::new(4, 16 * MIB, 32 * MIB)));
 
 impl Budget {
     pub fn new(count: usize, bytes: u64, total_bytes: u64) -> Budget {
@@ -53,7 +53,7 @@ impl Budget {
         }
     }
 
-    /// The process-wide budget (4 envelopes and 32 MiB per recipient, 64 MiB in all).
+    /// The process-wide budget (4 envelopes and 16 MiB per recipient, 32 MiB in all).
     pub fn shared() -> Arc<Budget> {
         SHARED.clone()
     }

@@ -298,7 +298,13 @@ fn final_outcome(copy: CopyInfo) -> Outcome {
             }
         }
         _ => Outcome {
-            status: status_for(&reason),
+            // Decided from the typed error when the copy was given up; the reason text only
+            // for copies failed before that was recorded.
+            status: copy
+                .failure_status
+                .as_deref()
+                .and_then(parse_status)
+                .unwrap_or_else(|| status_for(&reason)),
             copy,
             action: Action::Failed,
             diagnostic: reason,
@@ -320,7 +326,19 @@ pub fn operator_bounce_reason(attempts: i32, last_error: Option<&str>) -> String
     )
 }
 
-/// The enhanced status of a permanent failure, from the reason recorded with it.
+/// "5.1.1" → (5, 1, 1); `None` for anything else.
+fn parse_status(text: &str) -> Option<(u8, u16, u16)> {
+    let mut parts = text.split('.');
+    let status = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    parts.next().is_none().then_some(status)
+}
+
+/// The enhanced status of a permanent failure, from the reason recorded with it (copies failed
+/// before their status was recorded).
 pub fn status_for(reason: &str) -> (u8, u16, u16) {
     if reason.starts_with(OPERATOR_BOUNCE) {
         (5, 0, 0)
@@ -354,6 +372,7 @@ mod tests {
             attempts: 3,
             last_error: Some(last_error.into()),
             relayed_to: relayed_to.map(Into::into),
+            failure_status: None,
         }
     }
 
@@ -370,6 +389,20 @@ mod tests {
         // Refused for good by the recipient itself: failed, custody or not.
         let o = final_outcome(copy("refused by the peer (UnknownMailbox): no", Some("R")));
         assert_eq!((o.action, o.status), (Action::Failed, (5, 1, 1)));
+    }
+
+    #[test]
+    fn the_recorded_status_wins_over_the_reason_text() {
+        let mut c = copy(
+            "refused by the peer (Forged): the text says otherwise",
+            None,
+        );
+        c.failure_status = Some("5.1.1".into());
+        let o = final_outcome(c);
+        assert_eq!((o.action, o.status), (Action::Failed, (5, 1, 1)));
+        for bad in ["5.1", "5.1.1.1", "x.1.1", ""] {
+            assert_eq!(parse_status(bad), None, "{bad}");
+        }
     }
 
     #[test]

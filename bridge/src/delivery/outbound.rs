@@ -245,7 +245,9 @@ impl Dispatcher {
                         "sending identity {} is not configured",
                         pair.sender_identity
                     );
-                    self.settle_due(&pair, &Outcome::Failed(reason)).await;
+                    // X.3.5 "system incorrectly configured".
+                    let failed = Outcome::Failed(reason, DsnStatus(5, 3, 5));
+                    self.settle_due(&pair, &failed).await;
                 }
                 Some(courier) => {
                     let in_flight = |id| self.in_flight(id);
@@ -491,10 +493,10 @@ impl Dispatcher {
                 self.retry_store(|| self.store.reschedule(row.id, next, &reason))
                     .await;
             }
-            Outcome::Failed(reason) => {
+            Outcome::Failed(reason, status) => {
                 tracing::warn!(row = row.id, error = %reason, "delivery failed permanently");
                 metrics::delivery(Delivery::Failed);
-                let how = refused(&reason);
+                let how = GiveUp::Refused(status);
                 self.retry_store(|| self.store.mark_failed(row.id, &reason, how))
                     .await;
                 self.notices.notify_one();
@@ -542,7 +544,8 @@ enum Outcome {
     Delivered,
     /// Temporary: tried again after backoff.
     Deferred(String),
-    Failed(String),
+    /// Permanent: the reason (for the log and the DSN's diagnostic) and the DSN's status.
+    Failed(String, DsnStatus),
     Expired,
 }
 
@@ -551,7 +554,7 @@ impl Outcome {
         if e.is_temporary() {
             Outcome::Deferred(e.to_string())
         } else {
-            Outcome::Failed(reason_of(e))
+            Outcome::Failed(reason_of(e), status_of(e))
         }
     }
 }
@@ -563,9 +566,26 @@ fn earliest(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> 
     }
 }
 
-/// A permanent refusal, with the status its failed DSN will report.
-fn refused(reason: &str) -> GiveUp {
-    GiveUp::Refused(DsnStatus::from(super::notify::status_for(reason)))
+/// The enhanced status a permanent delivery error reports in its failed DSN, from its type.
+fn status_of(e: &DeliveryError) -> DsnStatus {
+    use toxmail_protocol::NackCode;
+    let code = match e {
+        DeliveryError::Refused(n) => Some(n.code),
+        _ => None,
+    };
+    match (e, code) {
+        // X.3.4 "message too big for system".
+        (DeliveryError::TooLarge { .. }, _) | (_, Some(NackCode::TooLarge)) => DsnStatus(5, 3, 4),
+        // X.1.1 "bad destination mailbox address".
+        (_, Some(NackCode::UnknownMailbox)) => DsnStatus(5, 1, 1),
+        // X.7.0 "other or undefined security status": the seal did not check out there.
+        (_, Some(NackCode::Forged | NackCode::WrongRecipient)) => DsnStatus(5, 7, 0),
+        // X.6.0 "other or undefined media error": a format or version the peer cannot take.
+        (_, Some(NackCode::Malformed | NackCode::UnsupportedVersion)) => DsnStatus(5, 6, 0),
+        // X.1.3 "bad destination system address": not a friend and no full Tox ID.
+        (DeliveryError::UnknownFriend(_), _) => DsnStatus(5, 1, 3),
+        _ => DsnStatus(5, 0, 0),
+    }
 }
 
 fn reason_of(e: &DeliveryError) -> String {

@@ -56,6 +56,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 11,
         sql: include_str!("migrations/0011_retention.sql"),
     },
+    Migration {
+        version: 12,
+        sql: include_str!("migrations/0012_failure_status.sql"),
+    },
 ];
 
 /// Serialises bridges migrating the same database at once ("toxmigr" in ASCII).

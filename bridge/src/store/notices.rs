@@ -21,6 +21,9 @@ pub struct CopyInfo {
     pub last_error: Option<String>,
     /// The relays that confirmed custody of the copy, if any did.
     pub relayed_to: Option<String>,
+    /// A failed copy's DSN status as decided when it was given up ("5.1.1"); `None` for copies
+    /// failed before it was recorded.
+    pub failure_status: Option<String>,
 }
 
 impl Store {
@@ -42,7 +45,8 @@ impl Store {
         let client = self.client().await?;
         let sql = format!(
             "SELECT id, message_id, recipient, envelope_sender, idem_key, created, expires, \
-             attempts, last_error, relayed_to FROM outbound WHERE {filter} ORDER BY id"
+             attempts, last_error, relayed_to, failure_status FROM outbound WHERE {filter} \
+             ORDER BY id"
         );
         let rows = match cutoff {
             Some(c) => client.query(&sql, &[&c]).await?,
@@ -61,6 +65,7 @@ impl Store {
                     attempts: r.try_get(7)?,
                     last_error: r.try_get(8)?,
                     relayed_to: r.try_get(9)?,
+                    failure_status: r.try_get(10)?,
                 })
             })
             .collect()

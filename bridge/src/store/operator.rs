@@ -238,8 +238,8 @@ impl Store {
             refuse_custody(&e, "a failed DSN would be wrong if they hand it on")?;
         }
         let sql = format!(
-            "UPDATE outbound SET state = 'failed', last_error = $2 WHERE id = $1 \
-             RETURNING {COPY_COLUMNS}"
+            "UPDATE outbound SET state = 'failed', last_error = $2, failure_status = '{status}' \
+             WHERE id = $1 RETURNING {COPY_COLUMNS}"
         );
         let row = tx
             .query_one(&sql, &[&id, &reason])

@@ -49,6 +49,14 @@ pub enum GiveUp {
 }
 
 impl GiveUp {
+    /// The enhanced status of the failed DSN.
+    pub fn status(self) -> DsnStatus {
+        match self {
+            GiveUp::Expired => DsnStatus::EXPIRED,
+            GiveUp::Refused(status) => status,
+        }
+    }
+
     pub(super) fn event(self) -> CopyEvent {
         match self {
             GiveUp::Expired => CopyEvent::new(EventKind::Expired, Some(DsnStatus::EXPIRED), None),
@@ -358,9 +366,13 @@ impl Store {
     /// Gives up on a queued row; it stays, with its envelope, until the bounce is sent.
     /// A row that is no longer queued (already delivered or failed) is left as it is.
     pub async fn mark_failed(&self, id: i64, reason: &str, how: GiveUp) -> Result<(), StoreError> {
+        // The status is three numbers from a typed value, never outside input.
+        let status = how.status();
         self.update_copy(
-            "UPDATE outbound SET state = 'failed', last_error = $2 \
-             WHERE id = $1 AND state = 'queued'",
+            &format!(
+                "UPDATE outbound SET state = 'failed', last_error = $2, \
+                 failure_status = '{status}' WHERE id = $1 AND state = 'queued'"
+            ),
             id,
             Some(reason),
             None,
