@@ -128,6 +128,17 @@ impl fmt::Display for MailAddress {
     }
 }
 
+/// `MAIL FROM:<path>` and CRLF: the only argument is a validated path, so no CR, LF or `>`
+/// can reach the line.
+pub fn mail_from_line(path: &ReversePath) -> String {
+    ["MAIL FROM:<", path.as_str(), ">\r\n"].concat()
+}
+
+/// `RCPT TO:<address>` and CRLF, from a validated address only.
+pub fn rcpt_to_line(address: &MailAddress) -> String {
+    ["RCPT TO:<", address.as_str(), ">\r\n"].concat()
+}
+
 /// The `MAIL FROM` of a message: the null path `<>` (bounces) or an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReversePath {

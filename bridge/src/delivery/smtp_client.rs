@@ -48,8 +48,8 @@ impl Request<'_> {
         let (verb, argument, close) = match self {
             Request::Hello { lmtp: true, host } => ("LHLO ", host.as_str(), ""),
             Request::Hello { lmtp: false, host } => ("EHLO ", host.as_str(), ""),
-            Request::MailFrom(path) => ("MAIL FROM:<", path.as_str(), ">"),
-            Request::RcptTo(address) => ("RCPT TO:<", address.as_str(), ">"),
+            Request::MailFrom(path) => return crate::address::mail_from_line(path),
+            Request::RcptTo(address) => return crate::address::rcpt_to_line(address),
             Request::Data => ("DATA", "", ""),
             Request::Rset => ("RSET", "", ""),
             Request::Quit => ("QUIT", "", ""),

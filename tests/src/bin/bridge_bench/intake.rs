@@ -9,6 +9,7 @@ use std::time::Instant;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::block_in_place;
+use toxmail_bridge::address::{MailAddress, ReversePath, mail_from_line, rcpt_to_line};
 use toxmail_protocol::{SecretKey, ToxId, public_key_of};
 use toxmail_tests::bootstrapd::BootstrapDaemon;
 use toxmail_tests::site::Site;
@@ -104,13 +105,12 @@ async fn transaction(site: &Site, recipients: &[String]) -> Result<(Vec<String>,
     expect(&mut read, "220").await?;
     write.write_all(b"LHLO bench.test\r\n").await?;
     expect(&mut read, "250").await?;
-    let mail = format!("MAIL FROM:<{SENDER}> SIZE={MESSAGE}\r\n");
-    write.write_all(mail.as_bytes()).await?;
+    let sender = ReversePath::parse(SENDER)?;
+    write.write_all(mail_from_line(&sender).as_bytes()).await?;
     expect(&mut read, "250").await?;
     for rcpt in recipients {
-        write
-            .write_all(format!("RCPT TO:<{rcpt}>\r\n").as_bytes())
-            .await?;
+        let rcpt = MailAddress::parse(rcpt)?;
+        write.write_all(rcpt_to_line(&rcpt).as_bytes()).await?;
         expect(&mut read, "250").await?;
     }
     write.write_all(b"DATA\r\n").await?;
