@@ -31,7 +31,7 @@ pub struct Notifier {
     /// Woken when a copy failed or new copies were queued (`Dispatcher::notices`).
     pub wake: Arc<Notify>,
     /// Reports not taken for now and reports settled whose database write is still owed.
-    pub pending: Arc<Mutex<Pending>>,
+    pending: Arc<Mutex<Pending>>,
 }
 
 /// Which of a copy's two reports.
@@ -47,7 +47,7 @@ enum Kind {
 /// report is tried once more at once) and, in the milliseconds between a report going out and
 /// its row being written, could send one again, as any MTA could.
 #[derive(Debug, Default)]
-pub struct Pending {
+struct Pending {
     /// Reports the MTA did not take: how often, and not before when.
     backoff: HashMap<(i64, Kind), (u32, SystemTime)>,
     /// Reports sent or given up on whose row could not be written yet: only the write is

@@ -5,6 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use toxmail_protocol::{MessageId, PublicKey, ToxId};
 
 use super::events::{COPY_COLUMNS, CopyEvent};
@@ -105,30 +106,7 @@ impl Store {
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<OutboundRow>, StoreError> {
-        let client = self.client().await?;
-        let claim = client
-            .prepare_cached(&format!(
-                "WITH due AS (
-                     SELECT id AS due_id FROM outbound
-                     WHERE state = 'queued' AND next_attempt <= now()
-                     ORDER BY next_attempt, id
-                     LIMIT $1
-                     FOR UPDATE SKIP LOCKED)
-                 UPDATE outbound
-                 SET next_attempt = now() + make_interval(secs => $2), attempts = attempts + 1
-                 FROM due WHERE id = due_id
-                 RETURNING {ROW_COLUMNS}"
-            ))
-            .await?;
-        let rows = client
-            .query(&claim, &[&limit, &lease.as_secs_f64()])
-            .await?;
-        let mut claimed = rows
-            .iter()
-            .map(outbound_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        claimed.sort_by_key(|row| row.id);
-        Ok(claimed)
+        self.claim("", "next_attempt, id", &[], limit, lease).await
     }
 
     /// Claims up to `limit` due copies for one (sending identity, peer), earliest due first,
@@ -139,14 +117,31 @@ impl Store {
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<OutboundRow>, StoreError> {
+        let peer = &pair.peer.as_bytes()[..];
+        let scope = "AND sender_identity = $3 AND peer = $4";
+        let params: [&(dyn ToSql + Sync); 2] = [&pair.sender_identity, &peer];
+        self.claim(scope, "next_attempt", &params, limit, lease)
+            .await
+    }
+
+    /// The one claim both use: due queued rows narrowed by `scope` (parameters from `$3`, given
+    /// in `params`), `limit` of them in `order`, skipping rows another claimer holds, leased for
+    /// `lease`; returned by id.
+    async fn claim(
+        &self,
+        scope: &str,
+        order: &str,
+        params: &[&(dyn ToSql + Sync)],
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<OutboundRow>, StoreError> {
         let client = self.client().await?;
         let claim = client
             .prepare_cached(&format!(
                 "WITH due AS (
                      SELECT id AS due_id FROM outbound
-                     WHERE state = 'queued' AND sender_identity = $3 AND peer = $4
-                       AND next_attempt <= now()
-                     ORDER BY next_attempt
+                     WHERE state = 'queued' {scope} AND next_attempt <= now()
+                     ORDER BY {order}
                      LIMIT $1
                      FOR UPDATE SKIP LOCKED)
                  UPDATE outbound
@@ -155,13 +150,10 @@ impl Store {
                  RETURNING {ROW_COLUMNS}"
             ))
             .await?;
-        let peer = &pair.peer.as_bytes()[..];
-        let rows = client
-            .query(
-                &claim,
-                &[&limit, &lease.as_secs_f64(), &pair.sender_identity, &peer],
-            )
-            .await?;
+        let lease = lease.as_secs_f64();
+        let mut all: Vec<&(dyn ToSql + Sync)> = vec![&limit, &lease];
+        all.extend_from_slice(params);
+        let rows = client.query(&claim, &all).await?;
         let mut claimed = rows
             .iter()
             .map(outbound_row)

@@ -183,12 +183,13 @@ impl<I: Inbox> Engine<I> {
                 deposit_until,
                 reply,
             } => {
-                let pk = to.public_key();
-                if let Err(e) = self.befriend(to).await {
-                    let _ = reply.send(Err(e));
-                    return;
-                }
-                self.strangers.proven(&pk); // we chose to write to it
+                let pk = match self.write_to(to).await {
+                    Ok(pk) => pk,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                };
                 self.replies.insert((pk, id), reply);
                 let to = pk;
                 let input = Input::Deliver {
@@ -235,15 +236,25 @@ impl<I: Inbox> Engine<I> {
         }
     }
 
+    /// A peer we chose to write to: befriended (first contact sends the friend request) and, so,
+    /// never a stranger.
+    async fn write_to(&mut self, to: Destination) -> Result<PublicKey, DeliveryError> {
+        self.befriend(to).await?;
+        let pk = to.public_key();
+        self.strangers.proven(&pk);
+        Ok(pk)
+    }
+
     /// `Courier::reach`: befriends `to` if needed, answers at once when it is online and has
     /// said hello, else when it does (`Action::Emit(PeerEvent::Online)`).
     async fn reach(&mut self, to: Destination, reply: oneshot::Sender<Result<(), DeliveryError>>) {
-        let pk = to.public_key();
-        if let Err(e) = self.befriend(to).await {
-            let _ = reply.send(Err(e));
-            return;
-        }
-        self.strangers.proven(&pk); // we chose to write to it
+        let pk = match self.write_to(to).await {
+            Ok(pk) => pk,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
         let online = self.core.peers.get(&pk);
         if online.is_some_and(|p| p.online && p.hello.is_some()) {
             let _ = reply.send(Ok(()));
