@@ -25,6 +25,7 @@ use crate::intake::BridgeIntake;
 use crate::postfix::{lmtp, milter, socket, socketmap};
 use crate::resolve::{Resolver, ResolverConfig, normalise};
 use crate::roster::{self, Roster};
+use crate::store::lease::{Acquired, LeaseKeeper, Owner, Renewal};
 use crate::store::{IdentityRow, Store, StoreError};
 use toxmail_protocol::{SecretKey, public_key_of};
 use toxmail_relay::service::{Mailroom, Policy as RelayPolicy, RelayInbox};
@@ -48,6 +49,11 @@ pub enum AppError {
     Ports(String),
     #[error("relay service: {0}")]
     RelayStore(#[from] toxmail_relay::store::StoreError),
+    #[error(
+        "another bridge took the leases of {0}: this one stopped so that only that one acts \
+         for them (started again, it waits as a standby)"
+    )]
+    LeaseLost(String),
 }
 
 /// The sockets Postfix talks to.
@@ -222,16 +228,118 @@ pub async fn wait_for_database(
     Ok(waited.await?.is_some())
 }
 
+/// What this bridge took before it may serve: the lease of every identity of the site, and
+/// those identities.
+#[derive(Debug)]
+pub struct Leased {
+    keeper: LeaseKeeper,
+    rows: Vec<IdentityRow>,
+}
+
+/// Takes the lease of every identity, waiting as a standby while another bridge on the same
+/// database holds them (polling every third of a lease). `None`: told to stop while waiting.
+/// Only a bridge with the leases starts its Tox nodes, binds its sockets and touches the queue.
+pub async fn take_leases(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Option<Leased>, AppError> {
+    let store = Store::connect(&config.database.url, 1)?;
+    let name = format!("{} pid {}", config.bridge.hostname, std::process::id());
+    let mut keeper = LeaseKeeper::new(&store, Owner::random(), &name, config.lease());
+    let poll = config.lease() / 3;
+    let mut told: Option<String> = None;
+    loop {
+        let attempt = async {
+            let rows = identities(config, &store).await?;
+            let addresses: Vec<String> = rows.iter().map(|r| r.address.clone()).collect();
+            Ok::<_, AppError>((keeper.try_acquire(&addresses).await?, rows))
+        };
+        match attempt.await {
+            Ok((Acquired::All(fences), rows)) => {
+                let fences: Vec<String> = fences.iter().map(|(i, f)| format!("{i}#{f}")).collect();
+                tracing::info!(
+                    owner = keeper.owner().as_str(),
+                    leases = %fences.join(" "),
+                    "took the lease of every identity"
+                );
+                return Ok(Some(Leased { keeper, rows }));
+            }
+            Ok((Acquired::Held(holder), _)) => {
+                if told.as_deref() != Some(holder.name.as_str()) {
+                    let until = crate::admin::utc(holder.expires);
+                    tracing::warn!(
+                        identity = %holder.identity,
+                        holder = %holder.name,
+                        until = %until,
+                        "standby: another bridge on this database holds the identities; \
+                         taking over when it stops renewing its leases"
+                    );
+                    service_manager::ready(&format!("standby behind {}", holder.name));
+                    told = Some(holder.name);
+                }
+            }
+            Err(AppError::Store(e)) if e.is_temporary() => {
+                tracing::warn!(error = %e, "cannot take the identity leases yet");
+            }
+            Err(e) => return Err(e),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// Renews the leases every third of their length until `stop`. Losing one to another bridge
+/// stops this one (`shutdown`) and returns true: from then on the fenced store refuses it
+/// everything anyway, and its Tox nodes must not stay online beside the new owner's.
+async fn renew_leases(
+    keeper: &mut LeaseKeeper,
+    stop: CancellationToken,
+    shutdown: CancellationToken,
+) -> Option<String> {
+    let every = keeper.length() / 3;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match keeper.renew().await {
+            Ok(Renewal::Renewed) => {}
+            Ok(Renewal::Lost(identities)) => {
+                let lost = identities.join(", ");
+                tracing::error!(identities = %lost, "another bridge took this bridge's leases");
+                shutdown.cancel();
+                return Some(lost);
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot renew the identity leases: they lapse unless renewed in time"
+            ),
+        }
+    }
+}
+
 pub async fn run(
     mut config: Config,
     listeners: Listeners,
+    leased: Leased,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
     tox_runtime::libtoxcore::log_at_start();
-    let store = Store::connect(&config.database.url, config.database.max_connections)?;
+    let Leased { mut keeper, rows } = leased;
+    let store = Store::connect(&config.database.url, config.database.max_connections)?
+        .fenced(keeper.owner());
+    let stop_renewing = CancellationToken::new();
+    let renewer = {
+        let (stop, shutdown) = (stop_renewing.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let lost = renew_leases(&mut keeper, stop, shutdown).await;
+            (keeper, lost)
+        })
+    };
     // Before any clone: every copy of the store writes events when `[events]` is on.
     let (store, publisher) = Publisher::setup(&config, store);
-    let rows = identities(&config, &store).await?;
     // Each identity binds a UDP port of its own: a range too small is refused before any starts.
     config.tox.port_range = Some(config.tox.ports(rows.len()).map_err(AppError::Ports)?);
     let pass = identity::read_key_file(&config.bridge.key_file)?;
@@ -435,6 +543,15 @@ pub async fn run(
     while set.join_next().await.is_some() {}
     for task in tasks {
         task.shutdown().await;
+    }
+    stop_renewing.cancel();
+    let (mut keeper, lost) = renewer.await.expect("the lease renewer does not panic");
+    if let Some(lost) = lost {
+        return Err(AppError::LeaseLost(lost));
+    }
+    // Nothing of this bridge acts any more: another may take over at once.
+    if let Err(e) = keeper.release().await {
+        tracing::warn!(error = %e, "cannot give the identity leases back; they lapse by themselves");
     }
     tracing::info!("toxmail-bridge stopped");
     Ok(())

@@ -144,7 +144,19 @@ pub struct BridgeSection {
     /// What to do with mail from a local sender who has no Tox identity of their own.
     #[serde(default)]
     pub unknown_sender: UnknownSender,
+    /// How long this bridge's leases on its identities last unless renewed (every third of
+    /// it): with several bridges on one database, how soon a standby takes over from one that
+    /// stopped renewing. A bridge that was killed or lost its connection is noticed sooner.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
 }
+
+fn default_lease_secs() -> u64 {
+    15
+}
+
+/// Bounds of `bridge.lease_secs`: renewals every second at least, takeover within minutes.
+const LEASE_SECS: std::ops::RangeInclusive<u64> = 3..=300;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -640,6 +652,13 @@ impl Config {
         };
         crate::address::Domain::parse(&self.bridge.hostname)
             .map_err(|e| invalid("bridge.hostname", e.to_string()))?;
+        if !LEASE_SECS.contains(&self.bridge.lease_secs) {
+            let (lo, hi) = (LEASE_SECS.start(), LEASE_SECS.end());
+            return Err(invalid(
+                "bridge.lease_secs",
+                format!("{} is not between {lo} and {hi}", self.bridge.lease_secs),
+            ));
+        }
         parse_listen(&self.socketmap.listen).map_err(|m| invalid("socketmap.listen", m))?;
         parse_listen(&self.lmtp.listen).map_err(|m| invalid("lmtp.listen", m))?;
         if !self.metrics.listen.is_empty() {
@@ -744,6 +763,11 @@ impl Config {
 
     pub fn lifetime(&self) -> Duration {
         Duration::from_secs(self.queue.lifetime_secs)
+    }
+
+    /// How long a lease on the identities lasts unless renewed (validated at load).
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.bridge.lease_secs)
     }
 
     /// How long finished rows are kept (validated at load).
@@ -921,6 +945,23 @@ local_domains = ["a.test"]
         );
         let missing = format!("{ok}\ntrust_anchor = \"{}/none\"", dir.path().display());
         assert!(parse(with(&missing)).is_err());
+    }
+
+    #[test]
+    fn leases_last_15_s_by_default_and_between_3_s_and_5_min() {
+        let with = |line: &str| {
+            let text = MINIMAL.replace("[bridge]\n", &format!("[bridge]\n{line}\n"));
+            Config::parse(Path::new("t.toml"), &text)
+        };
+        assert_eq!(with("").unwrap().lease(), Duration::from_secs(15));
+        assert_eq!(
+            with("lease_secs = 3").unwrap().lease(),
+            Duration::from_secs(3)
+        );
+        for bad in ["lease_secs = 2", "lease_secs = 301", "lease_secs = 0"] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains("bridge.lease_secs"), "{bad}: {err}");
+        }
     }
 
     #[test]

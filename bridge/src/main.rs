@@ -259,8 +259,13 @@ async fn run_daemon(config: Config) -> Result<(), String> {
     {
         return Ok(());
     }
+    // Several bridges may share the database: only the one holding the identities' leases
+    // serves; the others wait here as standbys, their sockets not yet bound.
+    let Some(leased) = app::take_leases(&config, &shutdown).await.map_err(err)? else {
+        return Ok(());
+    };
     let listeners = app::Listeners::bind(&config).await.map_err(err)?;
-    app::run(config, listeners, shutdown)
+    app::run(config, listeners, leased, shutdown)
         .await
         .map_err(|e| e.to_string())
 }

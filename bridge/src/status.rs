@@ -35,6 +35,7 @@ pub async fn status(config: &Config) -> Result<(), String> {
         };
         println!("  {}  {}  {now}", row.address, row.tox_id);
     }
+    print_leases(&store.leases().await.map_err(database)?);
     let q = store.queue_stats().await.map_err(database)?;
     let oldest = if q.queued + q.relayed > 0 {
         format!("; oldest waiting {}", human(q.oldest))
@@ -61,6 +62,36 @@ pub async fn status(config: &Config) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Which bridge acts for the identities (several bridges on one database): one line per holder.
+fn print_leases(leases: &[(String, String, i64, std::time::SystemTime)]) {
+    let now = std::time::SystemTime::now();
+    let mut holders: Vec<(&str, bool, usize, i64)> = Vec::new();
+    for (_, holder, fence, expires) in leases {
+        let live = *expires > now;
+        match holders.iter_mut().find(|h| h.0 == holder && h.1 == live) {
+            Some(h) => {
+                h.2 += 1;
+                h.3 = h.3.max(*fence);
+            }
+            None => holders.push((holder, live, 1, *fence)),
+        }
+    }
+    if holders.is_empty() {
+        println!("leases: none yet (taken when the daemon starts)");
+    }
+    for (holder, live, count, fence) in holders {
+        let state = if live {
+            "held by"
+        } else {
+            "lapsed, last held by"
+        };
+        // The holder's name is this site's own host name and pid, but it is read from the
+        // database: no control characters reach the terminal.
+        let holder = crate::admin::field(holder);
+        println!("leases: {count} {state} {holder} (fence up to {fence})");
+    }
 }
 
 /// Identity address → "connection=… friends=…" from the running daemon, or why there is none.

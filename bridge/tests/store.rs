@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use toxmail_bridge::events::DsnStatus;
+use toxmail_bridge::store::lease::{Acquired, LeaseKeeper, Owner, Renewal};
 use toxmail_bridge::store::{
     GiveUp, InboundKey, NewInbound, NewOutbound, QueuedPeer, Store, StoreError,
 };
@@ -17,7 +18,7 @@ async fn fresh() -> (PgServer, Store) {
     let store = Store::connect(&server.url(), 4).unwrap();
     assert_eq!(
         store.migrate().await.unwrap(),
-        12,
+        13,
         "every migration applied"
     );
     (server, store)
@@ -743,4 +744,217 @@ async fn a_failed_copy_keeps_the_status_its_dsn_reports() {
     let failed = store.failed_copies().await.unwrap();
     let statuses: Vec<Option<&str>> = failed.iter().map(|c| c.failure_status.as_deref()).collect();
     assert_eq!(statuses, [Some("5.1.1"), Some("5.4.7")]);
+}
+
+const LEASE: Duration = Duration::from_secs(15);
+
+fn keeper(store: &Store, name: &str) -> LeaseKeeper {
+    LeaseKeeper::new(store, Owner::random(), name, LEASE)
+}
+
+/// Runs one statement as the database's owner would (a test's view of time passing).
+async fn admin_sql(server: &PgServer, sql: &str) {
+    let (client, conn) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.batch_execute(sql).await.unwrap();
+}
+
+#[tokio::test]
+async fn one_bridge_holds_every_lease_and_a_killed_holder_is_taken_over_at_once() {
+    let (_server, store) = fresh().await;
+    let site = ["alice@a.example".to_string(), "bob@a.example".to_string()];
+    let mut first = keeper(&store, "mx1 pid 1");
+    let mut second = keeper(&store, "mx2 pid 2");
+    let got = first.try_acquire(&site).await.unwrap();
+    assert_eq!(
+        got,
+        Acquired::All(vec![(site[0].clone(), 1), (site[1].clone(), 1)])
+    );
+    match second.try_acquire(&site).await.unwrap() {
+        Acquired::Held(holder) => {
+            assert_eq!(holder.name, "mx1 pid 1");
+            assert!(holder.expires > SystemTime::now());
+        }
+        other => panic!("the standby took {other:?}"),
+    }
+    // Nothing was taken by the standby, not even a lease the first did not ask for.
+    let with_carol = [site[0].clone(), "carol@a.example".to_string()];
+    assert!(matches!(
+        second.try_acquire(&with_carol).await.unwrap(),
+        Acquired::Held(_)
+    ));
+    assert_eq!(store.leases().await.unwrap().len(), 2);
+
+    // The first bridge dies: its session ends and its leases are free before they expire.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let taken = loop {
+        match second.try_acquire(&site).await.unwrap() {
+            Acquired::All(fences) => break fences,
+            Acquired::Held(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the dead holder's session lingers"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(taken, vec![(site[0].clone(), 2), (site[1].clone(), 2)]);
+    assert_eq!(second.renew().await.unwrap(), Renewal::Renewed);
+    // A clean stop gives the leases back: a third bridge takes them at once.
+    second.release().await.unwrap();
+    let mut third = keeper(&store, "mx3 pid 3");
+    assert!(matches!(
+        third.try_acquire(&site).await.unwrap(),
+        Acquired::All(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_paused_bridge_is_fenced_out_once_its_lease_lapses_or_moves_to_another() {
+    let (server, store) = fresh().await;
+    let site = ["alice@a.example".to_string(), "bob@b.example".to_string()];
+    let queued = store
+        .enqueue(&[copy(None, "x@b.example", b"one")])
+        .await
+        .unwrap();
+    let id = queued[0].id;
+    let message = MessageId::random();
+    store
+        .record_inbound(&inbound(message, b"in"))
+        .await
+        .unwrap();
+    let pair = QueuedPeer {
+        sender_identity: "alice@a.example".to_owned(),
+        peer: tox_id(7),
+    };
+
+    let mut old = keeper(&store, "old");
+    assert!(matches!(
+        old.try_acquire(&site).await.unwrap(),
+        Acquired::All(_)
+    ));
+    let old_store = store.clone().fenced(old.owner());
+    assert_eq!(
+        old_store
+            .claim_for(&pair, 10, Duration::ZERO)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let lease = Duration::from_secs(60);
+    assert_eq!(old_store.claim_inbound(10, lease).await.unwrap().len(), 1);
+
+    // The old owner pauses past its lease: before anyone takes over it can do nothing.
+    admin_sql(
+        &server,
+        "UPDATE identity_lease SET expires = now() - interval '1 second'",
+    )
+    .await;
+    assert!(
+        old_store
+            .claim_for(&pair, 10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    old_store.mark_delivered(id).await.unwrap();
+    old_store
+        .mark_injected(&key(message), "bob@b.example")
+        .await
+        .unwrap();
+    assert_eq!(old_store.release_leases().await.unwrap(), 0);
+    assert_eq!(old_store.release_inbound_leases().await.unwrap(), 0);
+    assert_eq!(store.queued().await.unwrap().len(), 1, "still queued");
+    assert!(old_store.failed_copies().await.unwrap().is_empty());
+
+    // A new owner takes over (a lapsed lease is free even while its holder's session lives).
+    let mut new = keeper(&store, "new");
+    let fences = match new.try_acquire(&site).await.unwrap() {
+        Acquired::All(fences) => fences,
+        other => panic!("no takeover: {other:?}"),
+    };
+    assert!(fences.iter().all(|(_, fence)| *fence == 2), "{fences:?}");
+    assert_eq!(old.renew().await.unwrap(), Renewal::Lost(site.to_vec()));
+    let new_store = store.clone().fenced(new.owner());
+    // Its start-up makes its own identities' leased rows due; the old owner's would-be
+    // release touches nothing.
+    assert_eq!(old_store.release_inbound_leases().await.unwrap(), 0);
+    assert_eq!(new_store.release_inbound_leases().await.unwrap(), 1);
+    assert_eq!(
+        new_store
+            .claim_for(&pair, 10, Duration::ZERO)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(new_store.claim_inbound(10, lease).await.unwrap().len(), 1);
+    old_store
+        .mark_injected(&key(message), "bob@b.example")
+        .await
+        .unwrap();
+    new_store.mark_delivered(id).await.unwrap();
+    new_store
+        .mark_injected(&key(message), "bob@b.example")
+        .await
+        .unwrap();
+    assert!(
+        store.queued().await.unwrap().is_empty(),
+        "delivered by the new owner"
+    );
+    assert!(
+        new_store
+            .claim_inbound(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_lease_that_lapsed_while_nobody_took_it_is_renewed_by_its_owner() {
+    let (server, store) = fresh().await;
+    let site = ["alice@a.example".to_string()];
+    store
+        .enqueue(&[copy(None, "x@b.example", b"one")])
+        .await
+        .unwrap();
+    let pair = QueuedPeer {
+        sender_identity: "alice@a.example".to_owned(),
+        peer: tox_id(7),
+    };
+    let mut only = keeper(&store, "only");
+    assert!(matches!(
+        only.try_acquire(&site).await.unwrap(),
+        Acquired::All(_)
+    ));
+    let fenced = store.clone().fenced(only.owner());
+    admin_sql(
+        &server,
+        "UPDATE identity_lease SET expires = now() - interval '1 second'",
+    )
+    .await;
+    assert!(
+        fenced
+            .claim_for(&pair, 10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(only.renew().await.unwrap(), Renewal::Renewed);
+    assert_eq!(
+        fenced
+            .claim_for(&pair, 10, Duration::ZERO)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // The unfenced store (the admin CLI) is not held back by leases.
+    assert_eq!(store.claim_due(10, Duration::ZERO).await.unwrap().len(), 1);
 }

@@ -2,6 +2,7 @@
 //! Run them inside a network namespace with only `lo` (see `scripts/test.sh`).
 
 mod events;
+mod failover;
 mod hostile_peer;
 mod identity_move;
 mod metrics;

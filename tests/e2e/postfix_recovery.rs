@@ -43,7 +43,7 @@ where
     false
 }
 
-fn postfix_ctl(site: &Site, action: &str) {
+pub(crate) fn postfix_ctl(site: &Site, action: &str) {
     let status = Command::new("postfix")
         .arg("-c")
         .arg(site.postfix.dir().join("etc"))

@@ -129,6 +129,8 @@ pub struct Site {
     pub metrics: SocketAddr,
     pub identities: HashMap<String, ToxId>,
     bridge: Option<Child>,
+    /// A second bridge on the same config and database ([`Site::start_second_bridge`]).
+    second: Option<Child>,
 }
 
 impl Site {
@@ -217,6 +219,7 @@ impl Site {
             metrics,
             identities: HashMap::new(),
             bridge: None,
+            second: None,
         };
         site.admin(&["migrate"]).expect("migrate");
         for address in site.spec.identities.clone() {
@@ -278,6 +281,11 @@ impl Site {
         crate::assert_logs_libtoxcore("toxmail-bridge", &self.bridge_log());
     }
 
+    /// The process id of the (first) bridge, while it runs.
+    pub fn bridge_pid(&self) -> Option<u32> {
+        self.bridge.as_ref().map(|c| c.id())
+    }
+
     /// SIGKILL, as a crash.
     pub fn kill_bridge(&mut self) {
         if let Some(mut child) = self.bridge.take() {
@@ -296,6 +304,42 @@ impl Site {
 
     pub fn bridge_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("bridge.log")).unwrap_or_default()
+    }
+
+    /// Starts a second `toxmail-bridge run` on the same config, state and database (another
+    /// host's bridge, or the same one started twice by mistake), logging to `bridge2.log`, and
+    /// waits until it says it is a standby behind the first.
+    pub fn start_second_bridge(&mut self) {
+        assert!(self.second.is_none(), "second bridge already running");
+        let log = self.dir.join("bridge2.log");
+        self.second = Some(spawn_daemon(&bridge_binary(), &self.config, &log));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.second_bridge_log().contains("standby") {
+            if let Some(status) = self.second.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "second bridge exited: {status}\n{}",
+                    self.second_bridge_log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "second bridge not a standby\n{}",
+                self.second_bridge_log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn second_bridge_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("bridge2.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL to the second bridge.
+    pub fn kill_second_bridge(&mut self) {
+        if let Some(mut child) = self.second.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// How many times the identity `id` was told by a relay that its registration holds (the
@@ -317,6 +361,7 @@ impl Site {
 impl Drop for Site {
     fn drop(&mut self) {
         self.kill_bridge();
+        self.kill_second_bridge();
     }
 }
 

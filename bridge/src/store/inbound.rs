@@ -89,9 +89,13 @@ impl Store {
     /// mid-injection must not delay its mail (a single bridge owns its database).
     pub async fn release_inbound_leases(&self) -> Result<u64, StoreError> {
         let client = self.client().await?;
+        let fence = self.fence("inbound.identity");
         let n = client
             .execute(
-                "UPDATE inbound SET next_attempt = now() WHERE state = 'pending' AND next_attempt > now()",
+                &format!(
+                    "UPDATE inbound SET next_attempt = now() \
+                     WHERE state = 'pending' AND next_attempt > now(){fence}"
+                ),
                 &[],
             )
             .await?;
@@ -122,19 +126,20 @@ impl Store {
         lease: Duration,
     ) -> Result<Vec<InboundRow>, StoreError> {
         let client = self.client().await?;
+        let fence = self.fence("inbound.identity");
         let claim = client
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "WITH due AS (
                      SELECT sender_key AS due_key, message_id AS due_id FROM inbound
-                     WHERE state = 'pending' AND next_attempt <= now()
+                     WHERE state = 'pending' AND next_attempt <= now(){fence}
                      ORDER BY next_attempt, received
                      LIMIT $1
                      FOR UPDATE SKIP LOCKED)
                  UPDATE inbound
                  SET next_attempt = now() + make_interval(secs => $2), attempts = attempts + 1
                  FROM due WHERE sender_key = due_key AND message_id = due_id
-                 RETURNING message_id, sender_key, identity, envelope, sender_verdict, attempts, received",
-            )
+                 RETURNING message_id, sender_key, identity, envelope, sender_verdict, attempts, received"
+            ))
             .await?;
         let rows = client
             .query(&claim, &[&limit, &lease.as_secs_f64()])
@@ -152,8 +157,7 @@ impl Store {
     pub async fn mark_injected(&self, key: &InboundKey, recipient: &str) -> Result<(), StoreError> {
         let sql = "UPDATE inbound SET state = 'injected', envelope = ''::bytea, \
                    injected_at = COALESCE(injected_at, now()) \
-                   WHERE sender_key = $1 AND message_id = $2 AND state <> 'injected' \
-                   RETURNING attempts";
+                   WHERE sender_key = $1 AND message_id = $2 AND state <> 'injected'";
         let end = InboundEnd {
             kind: EventKind::InboundInjected,
             recipient,
@@ -172,8 +176,7 @@ impl Store {
         status: DsnStatus,
     ) -> Result<(), StoreError> {
         let sql = "UPDATE inbound SET state = 'failed', last_error = $3 \
-                   WHERE sender_key = $1 AND message_id = $2 AND state = 'pending' \
-                   RETURNING attempts";
+                   WHERE sender_key = $1 AND message_id = $2 AND state = 'pending'";
         let end = InboundEnd {
             kind: EventKind::InboundFailed,
             recipient,
@@ -194,6 +197,7 @@ impl Store {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let (sender, id) = (&key.sender.0[..], &key.id.0[..]);
+        let sql = &format!("{sql}{} RETURNING attempts", self.fence("inbound.identity"));
         let updated = match reason {
             Some(reason) => tx.query_opt(sql, &[&sender, &id, &reason]).await?,
             None => tx.query_opt(sql, &[&sender, &id]).await?,
@@ -255,6 +259,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let client = self.client().await?;
         let (sender, id) = (&key.sender.0[..], &key.id.0[..]);
+        let sql = &format!("{sql}{}", self.fence("inbound.identity"));
         let updated = match next {
             Some(next) => client.execute(sql, &[&sender, &id, &reason, &next]).await?,
             None => client.execute(sql, &[&sender, &id, &reason]).await?,

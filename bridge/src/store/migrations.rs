@@ -60,6 +60,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 12,
         sql: include_str!("migrations/0012_failure_status.sql"),
     },
+    Migration {
+        version: 13,
+        sql: include_str!("migrations/0013_identity_lease.sql"),
+    },
 ];
 
 /// Serialises bridges migrating the same database at once ("toxmigr" in ASCII).

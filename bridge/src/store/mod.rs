@@ -9,6 +9,7 @@ mod directory;
 mod enqueue;
 mod events;
 mod inbound;
+pub mod lease;
 mod migrations;
 mod notices;
 mod operator;
@@ -182,6 +183,10 @@ pub struct Store {
     place: Arc<str>,
     /// Set when `[events]` is on: state changes then write their events (`with_events`).
     events: Option<Arc<crate::events::Outbox>>,
+    /// The connection settings, for the lease keeper's own connection.
+    config: Arc<tokio_postgres::Config>,
+    /// Set by `fenced`: claims and settlements only for identities this bridge leases.
+    owner: Option<lease::Owner>,
 }
 
 impl Store {
@@ -206,6 +211,7 @@ impl Store {
             config.application_name("toxmail-bridge");
         }
         let place = describe(&config).into();
+        let kept = Arc::new(config.clone());
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -227,6 +233,8 @@ impl Store {
             pool,
             place,
             events: None,
+            config: kept,
+            owner: None,
         })
     }
 

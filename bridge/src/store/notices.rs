@@ -43,10 +43,11 @@ impl Store {
         cutoff: Option<SystemTime>,
     ) -> Result<Vec<CopyInfo>, StoreError> {
         let client = self.client().await?;
+        let fence = self.fence("outbound.sender_identity");
         let sql = format!(
             "SELECT id, message_id, recipient, envelope_sender, idem_key, created, expires, \
-             attempts, last_error, relayed_to, failure_status FROM outbound WHERE {filter} \
-             ORDER BY id"
+             attempts, last_error, relayed_to, failure_status FROM outbound \
+             WHERE {filter}{fence} ORDER BY id"
         );
         let rows = match cutoff {
             Some(c) => client.query(&sql, &[&c]).await?,
@@ -78,9 +79,10 @@ impl Store {
 
     pub async fn mark_delay_notified(&self, id: i64) -> Result<(), StoreError> {
         let client = self.client().await?;
+        let fence = self.fence("outbound.sender_identity");
         client
             .execute(
-                "UPDATE outbound SET delay_notified = true WHERE id = $1",
+                &format!("UPDATE outbound SET delay_notified = true WHERE id = $1{fence}"),
                 &[&id],
             )
             .await?;
@@ -90,8 +92,12 @@ impl Store {
     /// Deletes a row for good (after its final DSN went out, or when none is due).
     pub async fn remove_outbound(&self, id: i64) -> Result<(), StoreError> {
         let client = self.client().await?;
+        let fence = self.fence("outbound.sender_identity");
         client
-            .execute("DELETE FROM outbound WHERE id = $1", &[&id])
+            .execute(
+                &format!("DELETE FROM outbound WHERE id = $1{fence}"),
+                &[&id],
+            )
             .await?;
         Ok(())
     }

@@ -136,11 +136,12 @@ impl Store {
         lease: Duration,
     ) -> Result<Vec<OutboundRow>, StoreError> {
         let client = self.client().await?;
+        let fence = self.fence("outbound.sender_identity");
         let claim = client
             .prepare_cached(&format!(
                 "WITH due AS (
                      SELECT id AS due_id FROM outbound
-                     WHERE state = 'queued' {scope} AND next_attempt <= now()
+                     WHERE state = 'queued' {scope}{fence} AND next_attempt <= now()
                      ORDER BY {order}
                      LIMIT $1
                      FOR UPDATE SKIP LOCKED)
@@ -235,13 +236,17 @@ impl Store {
 
     /// Makes every leased or rescheduled queued copy due now: at start-up nothing of this
     /// process is in flight, so every queued copy is tried once (as a restart always did).
-    /// Returns how many rows changed.
+    /// A fenced store touches only the copies of identities it leases: a second bridge never
+    /// makes the first one's transfers due again. Returns how many rows changed.
     pub async fn release_leases(&self) -> Result<u64, StoreError> {
         let client = self.client().await?;
+        let fence = self.fence("outbound.sender_identity");
         Ok(client
             .execute(
-                "UPDATE outbound SET next_attempt = now() \
-                 WHERE state = 'queued' AND next_attempt > now()",
+                &format!(
+                    "UPDATE outbound SET next_attempt = now() \
+                     WHERE state = 'queued' AND next_attempt > now(){fence}"
+                ),
                 &[],
             )
             .await?)
@@ -250,11 +255,12 @@ impl Store {
     /// Up to `limit` queued copies past their expiry, earliest first: (id, its pair).
     pub async fn expired(&self, limit: i64) -> Result<Vec<(i64, QueuedPeer)>, StoreError> {
         let client = self.client().await?;
+        let fence = self.fence("outbound.sender_identity");
         let select = client
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT id, sender_identity, peer FROM outbound \
-                 WHERE state = 'queued' AND expires <= now() ORDER BY expires LIMIT $1",
-            )
+                 WHERE state = 'queued' AND expires <= now(){fence} ORDER BY expires LIMIT $1"
+            ))
             .await?;
         let rows = client.query(&select, &[&limit]).await?;
         rows.iter()
@@ -463,7 +469,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let sql = format!("{sql} RETURNING {COPY_COLUMNS}");
+        let fence = self.fence("outbound.sender_identity");
+        let sql = format!("{sql}{fence} RETURNING {COPY_COLUMNS}");
         let updated = match (text, next) {
             (Some(text), Some(next)) => tx.query_opt(&sql, &[&id, &text, &next]).await?,
             (Some(text), None) => tx.query_opt(&sql, &[&id, &text]).await?,
