@@ -146,8 +146,10 @@ impl LeaseKeeper {
             .query_opt(
                 "SELECT l.identity, l.holder_name, l.expires FROM identity_lease l
                  WHERE l.owner <> $1 AND l.expires > now() AND l.identity = ANY($2)
-                   AND EXISTS (SELECT 1 FROM pg_stat_activity a
-                               WHERE a.pid = l.holder_pid AND a.backend_start = l.holder_start)
+                   AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.holder_pid
+                               AND (a.backend_start = l.holder_start
+                                    -- another role's session hides its start: alive
+                                    OR a.backend_start IS NULL))
                  ORDER BY l.identity LIMIT 1",
                 &[&owner, &identities],
             )
