@@ -416,14 +416,17 @@ pub async fn run(
     }
 
     let relay_settings = Arc::new(RelaySettings::from_config(&config));
-    let dispatcher = Arc::new(Dispatcher::new(
-        store.clone(),
-        couriers.clone(),
-        Duration::from_secs(config.queue.retry_min_secs),
-        Duration::from_secs(config.queue.retry_max_secs),
-        relay_settings.clone(),
-        config.queue.max_transfers,
-    ));
+    let dispatcher = Arc::new(
+        Dispatcher::new(
+            store.clone(),
+            couriers.clone(),
+            Duration::from_secs(config.queue.retry_min_secs),
+            Duration::from_secs(config.queue.retry_max_secs),
+            relay_settings.clone(),
+            config.queue.max_transfers,
+        )
+        .with_transfer_bytes(config.queue.max_transfer_mib),
+    );
     let intake = Arc::new(BridgeIntake {
         resolver: resolver.clone(),
         store: store.clone(),

@@ -538,6 +538,10 @@ pub struct QueueSection {
     /// wait in the database, not in memory.
     #[serde(default = "default_max_transfers")]
     pub max_transfers: usize,
+    /// Envelope bytes held in memory by transfers under way, over all peers, in MiB: a transfer
+    /// reads its envelope only once there is room (one larger than this waits for all of it).
+    #[serde(default = "default_max_transfer_mib")]
+    pub max_transfer_mib: u64,
 }
 
 impl Default for QueueSection {
@@ -549,6 +553,7 @@ impl Default for QueueSection {
             delay_notice_secs: default_delay_notice(),
             retention_days: default_retention_days(),
             max_transfers: default_max_transfers(),
+            max_transfer_mib: default_max_transfer_mib(),
         }
     }
 }
@@ -569,6 +574,10 @@ fn default_lifetime() -> u64 {
 }
 
 fn default_max_transfers() -> usize {
+    256
+}
+
+fn default_max_transfer_mib() -> u64 {
     256
 }
 
@@ -740,6 +749,12 @@ impl Config {
                 "must be > 0 and ≤ retry_max_secs".into(),
             ));
         }
+        if !(1..=1 << 20).contains(&self.queue.max_transfer_mib) {
+            return Err(invalid(
+                "queue.max_transfer_mib",
+                "must be between 1 and 1048576 (1 TiB)".into(),
+            ));
+        }
         if self.queue.max_transfers == 0 {
             return Err(invalid("queue.max_transfers", "must be > 0".into()));
         }
@@ -886,6 +901,7 @@ local_domains = ["a.test"]
         assert_eq!(c.socketmap_nexthop(), "toxlmtp:inet:[127.0.0.1]:2424");
         assert_eq!(c.queue.lifetime_secs, 5 * 24 * 3600);
         assert_eq!(c.queue.max_transfers, 256);
+        assert_eq!(c.queue.max_transfer_mib, 256);
         assert_eq!(c.bridge.unknown_sender, UnknownSender::Default);
         assert!(c.tox.bootstrap.is_empty(), "no built-in bootstrap nodes");
     }

@@ -39,6 +39,15 @@ const STALLED: Duration = Duration::from_secs(900);
 const ONLINE_CHECK: Duration = Duration::from_secs(1);
 /// Expired copies failed per query.
 const EXPIRE_PAGE: i64 = 200;
+/// `queue.max_transfer_mib`'s default, in KiB, for a dispatcher built without it.
+const DEFAULT_TRANSFER_KIB: u32 = 256 * 1024;
+
+/// The KiB of the transfer budget (`total` KiB) an envelope of `size` bytes takes: its size
+/// rounded up, at least 1, and at most the whole budget (a larger one waits for all of it).
+fn envelope_kib(size: i64, total: u32) -> u32 {
+    let kib = u32::try_from((size.max(0) as u64).div_ceil(1024)).unwrap_or(u32::MAX);
+    kib.clamp(1, total.max(1))
+}
 
 #[derive(Debug)]
 pub struct Dispatcher {
@@ -55,6 +64,10 @@ pub struct Dispatcher {
     pub notices: Arc<Notify>,
     /// Transfers under way over all peers (`queue.max_transfers`).
     transfers: Arc<Semaphore>,
+    /// KiB of envelopes that transfers under way hold in memory (`queue.max_transfer_mib`).
+    bytes: Arc<Semaphore>,
+    /// The permits of `bytes`: what one envelope may take at most.
+    bytes_total: u32,
     /// Rows with a delivery task, each with the token that stops it.
     inflight: Mutex<HashMap<i64, CancellationToken>>,
     /// When `drop_withdrawn` last asked the database.
@@ -83,11 +96,21 @@ impl Dispatcher {
             wake: Notify::new(),
             notices: Arc::new(Notify::new()),
             transfers: Arc::new(Semaphore::new(max_transfers.max(1))),
+            bytes: Arc::new(Semaphore::new(DEFAULT_TRANSFER_KIB as usize)),
+            bytes_total: DEFAULT_TRANSFER_KIB,
             inflight: Mutex::default(),
             withdrawn_checked: Mutex::default(),
             waiters: Mutex::default(),
             new_pairs: Mutex::default(),
         }
+    }
+
+    /// Bounds the envelope bytes transfers under way hold at once to `mib` MiB.
+    pub fn with_transfer_bytes(mut self, mib: u64) -> Self {
+        let kib = u32::try_from(mib.saturating_mul(1024).max(1)).unwrap_or(u32::MAX >> 4);
+        self.bytes = Arc::new(Semaphore::new(kib as usize));
+        self.bytes_total = kib;
+        self
     }
 
     /// The intake committed copies for these pairs: wakes their waiters, or has the loop start
@@ -447,6 +470,11 @@ impl Dispatcher {
     /// One transfer: reads the envelope now, delivers it (raced with the relay fallback and
     /// the copy's expiry) and records the outcome.
     async fn deliver(&self, courier: &Courier, row: OutboundRow) {
+        // Room for its envelope in memory before it is read; held until the verdict.
+        let kib = envelope_kib(row.size, self.bytes_total);
+        let Ok(_bytes) = self.bytes.acquire_many(kib).await else {
+            return;
+        };
         let envelope: Arc<[u8]> = match self.store.envelope(row.id).await {
             Ok(Some(envelope)) => envelope.into(),
             Ok(None) => return tracing::info!("copy no longer queued; not sent"),
@@ -592,5 +620,22 @@ fn reason_of(e: &DeliveryError) -> String {
     match e {
         DeliveryError::Refused(n) => format!("refused by the peer ({:?}): {}", n.code, n.detail),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::envelope_kib;
+
+    #[test]
+    fn an_envelope_takes_its_size_of_the_transfer_budget_within_bounds() {
+        assert_eq!(envelope_kib(0, 1024), 1);
+        assert_eq!(envelope_kib(1, 1024), 1);
+        assert_eq!(envelope_kib(1024, 1024), 1);
+        assert_eq!(envelope_kib(1025, 1024), 2);
+        assert_eq!(envelope_kib(50 << 20, 256 << 10), 50 << 10);
+        // Larger than the whole budget: waits for all of it, never for more than there is.
+        assert_eq!(envelope_kib(i64::MAX, 256 << 10), 256 << 10);
+        assert_eq!(envelope_kib(-5, 0), 1);
     }
 }

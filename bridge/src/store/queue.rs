@@ -85,6 +85,8 @@ pub struct OutboundRow {
     pub relays: Vec<ToxId>,
     /// A relay confirmed custody of this copy.
     pub relayed: bool,
+    /// Bytes of its sealed envelope (PostgreSQL reads the length without the value).
+    pub size: i64,
 }
 
 /// A sending identity and a peer it has copies queued for: the dispatcher keeps one waiter each.
@@ -95,7 +97,8 @@ pub struct QueuedPeer {
 }
 
 const ROW_COLUMNS: &str = "id, message_id, recipient, envelope_sender, sender_identity, peer, \
-                           attempts, expires, created, relays, relayed_at";
+                           attempts, expires, created, relays, relayed_at, \
+                           octet_length(envelope)::bigint AS size";
 
 impl Store {
     /// Claims up to `limit` queued rows that are due, skipping rows another claimer holds, and
@@ -509,5 +512,6 @@ fn outbound_row(row: &Row) -> Result<OutboundRow, StoreError> {
         relayed: row
             .try_get::<_, Option<SystemTime>>("relayed_at")?
             .is_some(),
+        size: row.try_get("size")?,
     })
 }
