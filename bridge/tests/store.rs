@@ -17,7 +17,7 @@ async fn fresh() -> (PgServer, Store) {
     let store = Store::connect(&server.url(), 4).unwrap();
     assert_eq!(
         store.migrate().await.unwrap(),
-        12,
+        14,
         "every migration applied"
     );
     (server, store)

@@ -60,6 +60,14 @@ const MIGRATIONS: &[Migration] = &[
         version: 12,
         sql: include_str!("migrations/0012_failure_status.sql"),
     },
+    Migration {
+        version: 13,
+        sql: include_str!("migrations/0013_reserved.sql"),
+    },
+    Migration {
+        version: 14,
+        sql: include_str!("migrations/0014_dsn_requests.sql"),
+    },
 ];
 
 /// Serialises bridges migrating the same database at once ("toxmigr" in ASCII).
