@@ -430,7 +430,7 @@ pub async fn run(
     let intake = Arc::new(BridgeIntake {
         resolver: resolver.clone(),
         store: store.clone(),
-        keys,
+        keys: keys.clone(),
         unknown_sender: config.bridge.unknown_sender,
         delimiter: config.resolver.recipient_delimiter.clone(),
         lifetime: config.lifetime(),
@@ -484,7 +484,8 @@ pub async fn run(
         config.bridge.hostname.clone(),
         Duration::from_secs(config.queue.delay_notice_secs),
         dispatcher.notices.clone(),
-    );
+    )
+    .with_keys(keys);
     set.spawn(notifier.run(shutdown.clone()));
     set.spawn(run_injector(ctx, shutdown.clone()));
     if let Some(listener) = listeners.milter {

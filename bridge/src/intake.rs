@@ -12,7 +12,10 @@ use toxmail_protocol::{
 };
 
 use crate::config::UnknownSender;
+use crate::delivery::dsn::should_notify;
 use crate::delivery::outbound::Dispatcher;
+use crate::delivery::returned::Returned;
+use crate::dsn_request::CopyDsn;
 use crate::identity::DEFAULT_IDENTITY;
 use crate::postfix::lmtp::{Intake, Transaction};
 use crate::reply::{Failure, Reply};
@@ -113,10 +116,21 @@ impl Intake for BridgeIntake {
         let mut copies = Vec::new();
         let mut slots = Vec::new();
         let expires = SystemTime::now() + self.lifetime;
+        let mut original = None;
         for (i, rcpt) in tx.recipients.iter().enumerate() {
+            let dsn = CopyDsn {
+                mail: tx.dsn.clone(),
+                rcpt: tx.recipient_dsn.get(i).cloned().unwrap_or_default(),
+            };
+            let reports = should_notify(&tx.mail_from) && !dsn.notify().never();
+            if reports && original.is_none() {
+                original = Some(self.sealed_original(&identity, &tx));
+            }
             match self.route(rcpt).await {
                 Ok((peer, relays)) => {
                     copies.push(UnsealedCopy {
+                        dsn,
+                        original: original.clone().flatten().filter(|_| reports),
                         message_id: MessageId::random(),
                         idem_key: idem_key.clone(),
                         recipient: rcpt.clone(),
@@ -162,6 +176,17 @@ impl Intake for BridgeIntake {
 }
 
 impl BridgeIntake {
+    /// What reports return of the message, sealed to the identity's own key: once per
+    /// message, shared by its copies.
+    fn sealed_original(&self, identity: &str, tx: &Transaction) -> Option<Arc<Vec<u8>>> {
+        let returned = Returned::choose(&tx.data, tx.dsn.ret);
+        let sealed = returned.seal(&self.keys[identity]);
+        if sealed.is_none() {
+            tracing::warn!("cannot seal the part of the message reports return");
+        }
+        sealed.map(Arc::new)
+    }
+
     /// Seals and queues the copies in one transaction, one at a time: each copy's envelope is
     /// written and dropped before the next is sealed, so at most one exists beside the message.
     async fn enqueue(

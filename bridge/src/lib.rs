@@ -25,6 +25,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod delivery;
+pub mod dsn_request;
 pub mod events;
 pub mod health;
 pub mod identity;

@@ -23,6 +23,7 @@ fn failed(recipient: &str) -> RecipientStatus {
         action: Action::Failed,
         status: (5, 4, 7),
         diagnostic: "peer offline since 2026-11-25 10:00 UTC; reason: expired after 5 days".into(),
+        original_recipient: None,
         last_attempt: Some(at(1_795_600_000)),
         will_retry_until: None,
     }
@@ -43,10 +44,13 @@ fn report(recipients: Vec<RecipientStatus>) -> Report {
         reporting_mta: format!("dns; {HOST}"),
         original_sender: "alice@a.test".into(),
         original_message_id: Some("<orig-1@a.test>".into()),
+        original_subject: None,
+        envelope_id: None,
         original_queue_id: Some("4fRq2x0Z1lz9".into()),
         arrival: Some(at(1_795_500_000)),
         recipients,
         original_headers: None,
+        original_message: None,
     }
 }
 
@@ -186,6 +190,84 @@ fn failed_report_has_three_parts_and_reply_headers() {
     let headers = message.parts[parts(&message)[2].1 as usize].contents();
     let header_section = b"Subject: hello\r\nFrom: alice@a.test\r\n";
     assert_eq!(headers, header_section, "header section only, CRLF");
+}
+
+/// RFC 3461/3464: ORCPT and ENVID come back as Original-Recipient and Original-Envelope-Id, and
+/// the human-readable part names the original's Subject and Message-ID.
+#[test]
+fn orcpt_envid_subject_and_message_id_round_trip_through_mail_parser() {
+    let mut r = report(vec![RecipientStatus {
+        original_recipient: Some("rfc822; Bob+Tag@B.test".into()),
+        ..failed("bob@b.test")
+    }]);
+    r.envelope_id = Some("QQ 314159".into());
+    r.original_subject = Some("Quarterly figures\r\nBcc: eve@e.test".into());
+    r.original_headers = Some(b"Subject: Quarterly figures\r\n\r\n".to_vec());
+    let bytes = build(&r);
+    let message = parse(&bytes);
+    assert_eq!(
+        kinds(&message),
+        [
+            "text/plain",
+            "message/delivery-status",
+            "text/rfc822-headers"
+        ]
+    );
+    let groups = status_groups(&message);
+    assert_eq!(get(&groups[0], "Original-Envelope-Id"), Some("QQ 314159"));
+    let orcpt = get(&groups[1], "Original-Recipient");
+    assert_eq!(orcpt, Some("rfc822; Bob+Tag@B.test"));
+    assert_eq!(
+        get(&groups[1], "Final-Recipient"),
+        Some("rfc822; bob@b.test")
+    );
+    let text = message.body_text(0).unwrap();
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for said in [
+        "Subject: Quarterly figures Bcc: eve@e.test",
+        "Message-ID: <orig-1@a.test>",
+        "Envelope ID: QQ 314159",
+        "its headers are attached",
+    ] {
+        assert!(text.contains(said), "{said:?} in {text}");
+    }
+    assert!(message.header("Bcc").is_none());
+}
+
+/// RET=FULL: the original comes back whole as message/rfc822 (and no separate headers part);
+/// its bare LF line ends become CRLF, and an 8-bit original makes the report 8bit.
+#[test]
+fn ret_full_returns_the_message_as_message_rfc822() {
+    let mut r = report(vec![failed("bob@b.test")]);
+    r.original_headers = Some(b"Subject: hi\n\n".to_vec());
+    r.original_message = Some(b"Subject: hi\nMessage-ID: <orig-1@a.test>\n\nthe body\n".to_vec());
+    let bytes = build(&r);
+    assert_lines_are_sound(&bytes);
+    let message = parse(&bytes);
+    assert_eq!(
+        kinds(&message),
+        ["text/plain", "message/delivery-status", "message/rfc822"]
+    );
+    let (_, id) = parts(&message).pop().unwrap();
+    let inner = message.parts[id as usize]
+        .message()
+        .expect("an attached message");
+    assert_eq!(inner.subject(), Some("hi"));
+    assert_eq!(
+        inner.body_text(0).as_deref().map(str::trim),
+        Some("the body")
+    );
+    assert!(
+        message
+            .body_text(0)
+            .unwrap()
+            .contains("Your message is attached")
+    );
+
+    r.original_message = Some("Subject: h\u{e9}\r\n\r\nna\u{ef}ve\r\n".as_bytes().to_vec());
+    let bytes = dsn::build(&r, at(1_795_624_927), HOST).unwrap();
+    let message = parse(&bytes);
+    assert_eq!(header(&message, "Content-Transfer-Encoding"), Some("8bit"));
 }
 
 #[test]
@@ -501,4 +583,154 @@ async fn a_report_the_mta_refuses_for_good_is_given_up_once_and_the_other_sent_o
         .count();
     assert_eq!(refused, 1, "{log}");
     assert_eq!(site.maildir_messages("alice").len(), 1);
+}
+
+/// RFC 3461 at the sending site, notifier against a real Postfix and PostgreSQL: NOTIFY=SUCCESS
+/// gets one "delivered" report after the ack (with RET=FULL the message comes back whole, with
+/// ORCPT and ENVID), and not a second one from a restarted notifier; NOTIFY=SUCCESS alone gets
+/// no failure report; NOTIFY=FAILURE gets no "delayed" notice; absent NOTIFY still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notifier_honours_notify_and_sends_one_delivered_report_across_restarts() {
+    use std::collections::HashMap;
+    use toxmail_bridge::delivery::notify::Notifier;
+    use toxmail_bridge::delivery::returned::Returned;
+    use toxmail_bridge::dsn_request::{
+        CopyDsn, EnvId, MailDsn, Notify, Orcpt, RcptDsn, Ret, take_rcpt_params,
+    };
+    use toxmail_bridge::store::{GiveUp, Store, UnsealedCopy};
+    use toxmail_protocol::{MessageId, PublicKey, SecretKey, ToxId};
+
+    toxmail_tests::init_logging();
+    let pg = toxmail_tests::postgres::PgServer::started().await;
+    let store = Store::connect(&pg.url(), 4).unwrap();
+    store.migrate().await.unwrap();
+    let cfg = SiteConfig::new("dsn-s", "a.test", &["alice"]);
+    let site = tokio::task::spawn_blocking(|| PostfixSite::start(cfg)).await;
+    let site = site.unwrap().expect("postfix starts");
+
+    let key = SecretKey::from([9; 32]);
+    let original = b"Subject: the figures\r\nMessage-ID: <fig@a.test>\r\n\r\nsee attached\r\n";
+    let sealed = Returned::choose(original, Some(Ret::Full))
+        .seal(&key)
+        .map(std::sync::Arc::new);
+    let notify = |params: &str| {
+        let line = format!("RCPT TO:<x@b.test> NOTIFY={params}");
+        take_rcpt_params(line.as_bytes()).unwrap().1.notify
+    };
+    let copy = |recipient: &str, notify: Option<Notify>| UnsealedCopy {
+        message_id: MessageId::random(),
+        idem_key: None,
+        recipient: recipient.into(),
+        envelope_sender: "alice@a.test".into(),
+        sender_identity: "alice@a.test".into(),
+        peer: ToxId::new(PublicKey([7; 32]), 1),
+        expires: SystemTime::now() + Duration::from_secs(86_400),
+        relays: Vec::new(),
+        dsn: CopyDsn {
+            mail: MailDsn {
+                ret: Some(Ret::Full),
+                envid: EnvId::checked("batch 7".into()),
+            },
+            rcpt: RcptDsn {
+                notify,
+                orcpt: Orcpt::parse("rfc822;Bob@B.test").ok(),
+            },
+        },
+        original: sealed.clone(),
+    };
+    let copies = [
+        copy("bob@b.test", notify("SUCCESS")),
+        copy("carol@b.test", notify("SUCCESS")),
+        copy("dave@b.test", notify("FAILURE")),
+        copy("erin@b.test", None),
+    ];
+    let queued = store
+        .enqueue_sealing(&copies, |_, _| {
+            Ok::<_, std::convert::Infallible>(vec![1, 2, 3])
+        })
+        .await
+        .unwrap();
+    let ids: Vec<i64> = queued.into_iter().map(|q| q.unwrap().id).collect();
+    store.mark_delivered(ids[0]).await.unwrap();
+    let reason = "refused by the peer (UnknownMailbox): no";
+    store
+        .mark_failed(ids[1], reason, GiveUp::Expired)
+        .await
+        .unwrap();
+
+    let hop = NextHop {
+        lmtp: false,
+        addr: site.smtp_addr(),
+    };
+    let keys = HashMap::from([("alice@a.test".to_string(), key)]);
+    // Every queued copy is due a "delayed" notice at once, unless its NOTIFY leaves DELAY out.
+    let start = || {
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        Notifier::new(
+            store.clone(),
+            hop.clone(),
+            HOST.into(),
+            Duration::ZERO,
+            wake,
+        )
+        .with_keys(keys.clone())
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(start().run(stop.clone()));
+    let mut settled = false;
+    for _ in 0..300 {
+        let success = store.success_notices_due().await.unwrap();
+        let failed = store.failed_copies().await.unwrap();
+        let delay = store.delay_notice_due(Duration::ZERO).await.unwrap();
+        if success.is_empty() && failed.is_empty() && delay.is_empty() {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(settled, "every report settled\n{}", site.maillog());
+    stop.cancel();
+    task.await.unwrap();
+    // A restarted notifier (nothing in memory): one full pass, then it stops (its token is
+    // already cancelled).
+    let again = tokio_util::sync::CancellationToken::new();
+    again.cancel();
+    start().run(again).await;
+
+    let idle = toxmail_tests::wait_for(Duration::from_secs(20), || {
+        site.queue_ids().is_empty() && site.maildir_messages("alice").len() >= 2
+    });
+    assert!(idle.await, "{}", site.maillog());
+    let reports = site.maildir_messages("alice");
+    assert_eq!(reports.len(), 2, "one delivered (bob), one delayed (erin)");
+    let delivered = reports.iter().map(|r| parse(r)).find(|m| {
+        let groups = status_groups(m);
+        get(&groups[1], "Action") == Some("delivered")
+    });
+    let delivered = delivered.expect("a delivered report");
+    let groups = status_groups(&delivered);
+    assert_eq!(get(&groups[0], "Original-Envelope-Id"), Some("batch 7"));
+    assert_eq!(
+        get(&groups[1], "Final-Recipient"),
+        Some("rfc822; bob@b.test")
+    );
+    assert_eq!(
+        get(&groups[1], "Original-Recipient"),
+        Some("rfc822; Bob@B.test")
+    );
+    assert_eq!(get(&groups[1], "Status"), Some("2.0.0"));
+    assert_eq!(header(&delivered, "In-Reply-To"), Some("<fig@a.test>"));
+    let kinds = kinds(&delivered);
+    assert_eq!(kinds.last().map(String::as_str), Some("message/rfc822"));
+    let text = delivered.body_text(0).unwrap();
+    assert!(text.contains("Subject: the figures"), "{text}");
+    let delayed = reports.iter().map(|r| parse(r)).find(|m| {
+        let groups = status_groups(m);
+        get(&groups[1], "Action") == Some("delayed")
+    });
+    let delayed = delayed.expect("erin's delayed report");
+    assert_eq!(
+        get(&status_groups(&delayed)[1], "Final-Recipient"),
+        Some("rfc822; erin@b.test")
+    );
 }

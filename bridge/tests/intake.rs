@@ -62,6 +62,7 @@ fn transaction(recipients: Vec<String>, data: &[u8]) -> Transaction {
         recipients,
         data: data.to_vec(),
         ident: Some("4F1A2B".into()),
+        ..Transaction::default()
     }
 }
 
@@ -204,4 +205,75 @@ async fn a_retry_without_a_queue_id_is_queued_once() {
     for key in keys {
         assert!(key.get::<_, String>(0).starts_with("sha256-"));
     }
+}
+
+/// RFC 3461: each copy keeps its recipient's NOTIFY and ORCPT and the message's RET and ENVID;
+/// the part reports return is stored sealed to the sender's own key (never plain), and not at
+/// all for a copy whose sender asked for no report.
+#[tokio::test]
+async fn each_copy_keeps_its_dsn_request_and_the_returned_part_only_sealed() {
+    use toxmail_bridge::delivery::returned::Returned;
+    use toxmail_bridge::dsn_request::{take_mail_params, take_rcpt_params};
+
+    let server = PgServer::started().await;
+    let (intake, _store) = intake(&server).await;
+    let (db, conn) = tokio_postgres::connect(&server.url(), NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let rcpt_dsn = |params: &str| {
+        let line = format!("RCPT TO:<x@y.test> {params}");
+        take_rcpt_params(line.as_bytes()).unwrap().1
+    };
+    let data = b"Subject: secret plans\r\n\r\nthe body\r\n";
+    let tx = Transaction {
+        dsn: take_mail_params(b"MAIL FROM:<a@x.test> RET=HDRS ENVID=e1")
+            .unwrap()
+            .1,
+        recipient_dsn: vec![
+            rcpt_dsn("NOTIFY=SUCCESS ORCPT=rfc822;One@Y.test"),
+            rcpt_dsn("NOTIFY=NEVER"),
+            rcpt_dsn(""),
+        ],
+        ..transaction(vec![rcpt(1), rcpt(2), rcpt(3)], data)
+    };
+    let replies = intake.deliver(tx).await;
+    assert_eq!(codes(&replies), vec!["250 2.0.0"; 3]);
+
+    let rows = db
+        .query(
+            "SELECT dsn_notify, dsn_orcpt, dsn_ret, dsn_envid, dsn_original, delay_notified, \
+             success_notice_due FROM outbound ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let key = SecretKey::from([0xa1; 32]);
+    let first = &rows[0];
+    assert_eq!(first.get::<_, Option<i16>>(0), Some(1), "SUCCESS");
+    assert_eq!(first.get::<_, Option<&str>>(1), Some("rfc822;One@Y.test"));
+    assert_eq!(first.get::<_, Option<&str>>(2), Some("HDRS"));
+    assert_eq!(first.get::<_, Option<&str>>(3), Some("e1"));
+    let sealed: Vec<u8> = first.get(4);
+    assert!(!sealed.windows(6).any(|w| w == b"secret"), "sealed");
+    let returned = Returned::open(&sealed, &key).expect("opens with the sender's key");
+    assert_eq!(
+        returned,
+        Returned::Headers(b"Subject: secret plans\r\n".to_vec())
+    );
+    assert!(
+        first.get::<_, bool>(5),
+        "no DELAY asked: no delayed notice owed"
+    );
+    assert!(first.get::<_, bool>(6), "a delivered report is owed");
+    let never = &rows[1];
+    assert_eq!(never.get::<_, Option<i16>>(0), Some(8));
+    assert_eq!(
+        never.get::<_, Option<Vec<u8>>>(4),
+        None,
+        "nothing kept for NEVER"
+    );
+    assert!(never.get::<_, bool>(5) && !never.get::<_, bool>(6));
+    let plain = &rows[2];
+    assert_eq!(plain.get::<_, Option<i16>>(0), None, "no NOTIFY given");
+    assert!(plain.get::<_, Option<Vec<u8>>>(4).is_some());
+    assert!(!plain.get::<_, bool>(5) && !plain.get::<_, bool>(6));
 }

@@ -159,12 +159,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 async fn lhlo_announces_exactly_what_is_implemented() {
     let (_server, mut c) = Server::tcp(config()).await;
     c.send("LHLO client.test\r\n").await;
-    let want = "250-mx.test\n250-PIPELINING\n250-ENHANCEDSTATUSCODES\n250-8BITMIME\n\
+    let want = "250-mx.test\n250-PIPELINING\n250-ENHANCEDSTATUSCODES\n250-DSN\n250-8BITMIME\n\
                 250-SIZE 1000\n250 XFORWARD NAME ADDR PROTO HELO IDENT SOURCE";
-    assert_eq!(c.reply().await, want, "no DSN, SMTPUTF8 or CHUNKING");
+    assert_eq!(c.reply().await, want, "no SMTPUTF8 or CHUNKING");
     let got = c.run(&["VRFY x", "NOOP", "FROB", "QUIT"]).await;
     assert_eq!(got, "252 2.0.0,250 2.0.0,500 5.5.2,221 2.0.0");
     assert!(c.closed().await);
+}
+
+/// RFC 3461 parameters reach the intake with each recipient; a malformed one is refused with
+/// 501 5.5.4 and leaves the transaction as it was.
+#[tokio::test]
+async fn dsn_parameters_reach_the_intake_and_malformed_ones_change_nothing() {
+    let (server, mut c) = Server::tcp(config()).await;
+    for (command, want) in [
+        ("LHLO client.test", "250"),
+        ("MAIL FROM:<a@x.test> RET=FULL ENVID=", "501 5.5.4"),
+        ("MAIL FROM:<a@x.test> RET=HDRS ENVID=QQ+2B1", "250 2.1.0"),
+        ("RCPT TO:<b@y.test> NOTIFY=NEVER,SUCCESS", "501 5.5.4"),
+        (
+            "RCPT TO:<b@y.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;B@Y.test",
+            "250 2.1.5",
+        ),
+        ("RCPT TO:<defer@y.test>", "250 2.1.5"),
+        ("DATA", "354"),
+    ] {
+        assert_eq!(c.run(&[command]).await, want, "{command}");
+    }
+    c.send("Subject: hi\r\n\r\nbody\r\n.\r\n").await;
+    assert_eq!(c.reply().await, "250 2.0.0 queued as 1");
+    let _ = c.reply().await;
+    let got = server.intake.take();
+    assert_eq!(got[0].recipients, ["b@y.test", "defer@y.test"]);
+    assert_eq!(got[0].dsn.ret, Some(toxmail_bridge::dsn_request::Ret::Hdrs));
+    assert_eq!(got[0].dsn.envid.as_ref().map(|e| e.as_str()), Some("QQ+1"));
+    let bob = &got[0].recipient_dsn[0];
+    let notify = bob.notify.unwrap();
+    assert!(notify.success() && notify.delay() && !notify.failure());
+    assert_eq!(bob.orcpt.as_ref().unwrap().as_stored(), "rfc822;B@Y.test");
+    assert_eq!(got[0].recipient_dsn[1], Default::default());
 }
 
 #[tokio::test]

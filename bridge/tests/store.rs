@@ -18,7 +18,7 @@ async fn fresh() -> (PgServer, Store) {
     let store = Store::connect(&server.url(), 4).unwrap();
     assert_eq!(
         store.migrate().await.unwrap(),
-        13,
+        14,
         "every migration applied"
     );
     (server, store)

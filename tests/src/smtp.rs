@@ -72,13 +72,30 @@ pub async fn send(
     to: &[&str],
     message: &[u8],
 ) -> Result<SmtpOutcome, std::io::Error> {
+    let to: Vec<(&str, &str)> = to.iter().map(|rcpt| (*rcpt, "")).collect();
+    send_with_params(addr, (from, ""), &to, message).await
+}
+
+/// Like [`send`], with ESMTP parameters after each path (`""` for none), e.g. `RET=HDRS` on MAIL
+/// and `NOTIFY=SUCCESS` on RCPT. Test input only: the parameters are sent as given.
+pub async fn send_with_params(
+    addr: SocketAddr,
+    (from, mail_params): (&str, &str),
+    to: &[(&str, &str)],
+    message: &[u8],
+) -> Result<SmtpOutcome, std::io::Error> {
+    let with = |line: String, params: &str| match params {
+        "" => line,
+        params => format!("{line} {params}"),
+    };
     let (read, mut write) = TcpStream::connect(addr).await?.into_split();
     let mut read = BufReader::new(read);
     let greeting = read_reply(&mut read).await?;
     expect_positive(&greeting, "greeting")?;
     let ehlo = command(&mut read, &mut write, "EHLO localhost").await?;
     expect_positive(&ehlo, "EHLO")?;
-    let mail = command(&mut read, &mut write, &format!("MAIL FROM:<{from}>")).await?;
+    let mail_line = with(format!("MAIL FROM:<{from}>"), mail_params);
+    let mail = command(&mut read, &mut write, &mail_line).await?;
     let mut outcome = SmtpOutcome {
         greeting,
         mail,
@@ -86,8 +103,9 @@ pub async fn send(
         data: None,
     };
     if outcome.mail.is_positive() {
-        for rcpt in to {
-            let reply = command(&mut read, &mut write, &format!("RCPT TO:<{rcpt}>")).await?;
+        for (rcpt, params) in to {
+            let rcpt_line = with(format!("RCPT TO:<{rcpt}>"), params);
+            let reply = command(&mut read, &mut write, &rcpt_line).await?;
             outcome.rcpt.push(reply);
         }
     }

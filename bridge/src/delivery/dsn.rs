@@ -64,6 +64,8 @@ pub struct RecipientStatus {
     /// Words an operator understands, emitted as `Diagnostic-Code: X-tox; <text>` (omitted when
     /// empty). Control characters become spaces, other non-ASCII characters `?`.
     pub diagnostic: String,
+    /// ORCPT as the Original-Recipient field writes it (`rfc822; bob@b.test`), when given.
+    pub original_recipient: Option<String>,
     pub last_attempt: Option<SystemTime>,
     /// Emitted only for [`Action::Delayed`].
     pub will_retry_until: Option<SystemTime>,
@@ -78,13 +80,19 @@ pub struct Report {
     pub original_sender: String,
     /// Message-ID of the original, with or without angle brackets: In-Reply-To and References.
     pub original_message_id: Option<String>,
+    /// Subject of the original, named in the human-readable part.
+    pub original_subject: Option<String>,
+    /// ENVID of the original transaction (RFC 3461), as Original-Envelope-Id.
+    pub envelope_id: Option<String>,
     /// The bridge's queue entry, as [`QUEUE_ID_FIELD`].
     pub original_queue_id: Option<String>,
     pub arrival: Option<SystemTime>,
     pub recipients: Vec<RecipientStatus>,
-    /// The original's header section, attached as text/rfc822-headers when known (the store
-    /// keeps only sealed envelopes, so usually `None` and the part is left out).
+    /// The original's header section, attached as text/rfc822-headers when known and
+    /// `original_message` is not.
     pub original_headers: Option<Vec<u8>>,
+    /// The whole original, attached as message/rfc822 (RET=FULL) when known.
+    pub original_message: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,10 +155,12 @@ pub fn build(
         ("Delivery report", "message/delivery-status", status),
     ];
     let headers = report.original_headers.as_deref().map(header_section);
-    if let Some(headers) = headers.filter(|h| !h.is_empty()) {
+    let full = report.original_message.as_deref();
+    if let Some(headers) = headers.filter(|h| !h.is_empty() && full.is_none()) {
         parts.push(("Original message headers", "text/rfc822-headers", headers));
     }
-    let mut out = top_headers(report, now, host, to, &boundary);
+    let eight_bit = full.is_some_and(|m| !m.is_ascii());
+    let mut out = top_headers(report, now, host, to, &boundary, eight_bit);
     out.push("\r\nThis is a MIME-encapsulated message.\r\n");
     for (description, content_type, body) in parts {
         out.push(&format!("\r\n--{boundary}\r\n"));
@@ -159,8 +169,30 @@ pub fn build(
         out.push("\r\n");
         out.push(&body);
     }
-    out.push(&format!("\r\n--{boundary}--\r\n"));
-    Ok(out.0.into_bytes())
+    let mut bytes = out.0.into_bytes();
+    if let Some(message) = full {
+        bytes.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
+        bytes.extend_from_slice(b"Content-Description: Undelivered Message\r\n");
+        bytes.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
+        append_crlf(&mut bytes, message);
+    }
+    bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Ok(bytes)
+}
+
+/// The original's lines with CRLF ends (bare LF and bare CR become CRLF), ending in CRLF.
+fn append_crlf(out: &mut Vec<u8>, message: &[u8]) {
+    let mut lines = message.split(|b| *b == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if lines.peek().is_none() && line.is_empty() {
+            break;
+        }
+        for piece in line.split(|b| *b == b'\r') {
+            out.extend_from_slice(piece);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
 }
 
 /// Builds the report for now and hands it to `hop` from `<>` to the original sender; refuses
@@ -177,7 +209,14 @@ pub async fn send(hop: &NextHop, hostname: &str, report: &Report) -> Result<(), 
     Ok(())
 }
 
-fn top_headers(report: &Report, now: SystemTime, host: &str, to: &str, boundary: &str) -> Lines {
+fn top_headers(
+    report: &Report,
+    now: SystemTime,
+    host: &str,
+    to: &str,
+    boundary: &str,
+    eight_bit: bool,
+) -> Lines {
     let mut out = Lines::default();
     let from = format!("\"Mail Delivery System\" <MAILER-DAEMON@{host}>");
     out.field("From", &from);
@@ -198,7 +237,10 @@ fn top_headers(report: &Report, now: SystemTime, host: &str, to: &str, boundary:
     let content_type =
         format!("multipart/report; report-type=delivery-status; boundary=\"{boundary}\"");
     out.field("Content-Type", &content_type);
-    out.field("Content-Transfer-Encoding", "7bit");
+    out.field(
+        "Content-Transfer-Encoding",
+        if eight_bit { "8bit" } else { "7bit" },
+    );
     out
 }
 
@@ -246,13 +288,26 @@ fn explanation(report: &Report, host: &str) -> String {
         out.wrap("    Last attempt: ", &last.unwrap_or_default());
         out.push("\r\n");
     }
-    out.paragraph(
-        "Your message travelled end-to-end encrypted over Tox and this server keeps no \
-         readable copy, so the message itself is not attached. These details identify it:",
-    );
+    out.paragraph(match (&report.original_message, &report.original_headers) {
+        (Some(_), _) => "Your message is attached. These details identify it:",
+        (None, Some(_)) => {
+            "Your message travelled end-to-end encrypted over Tox; its headers are attached, \
+             not its content. These details identify it:"
+        }
+        (None, None) => {
+            "Your message travelled end-to-end encrypted over Tox and this server keeps no \
+             readable copy, so the message itself is not attached. These details identify it:"
+        }
+    });
     let id = report.original_message_id.as_deref().and_then(message_id);
+    let subject = report
+        .original_subject
+        .as_deref()
+        .map(|s| diagnostic_bounded(s, 200));
     let details = [
+        ("Subject", subject),
         ("Message-ID", id),
+        ("Envelope ID", report.envelope_id.as_deref().map(clean)),
         ("Queue ID", queue_id(report)),
         ("Received", report.arrival.map(rfc5322_date)),
     ];
@@ -289,6 +344,9 @@ fn outcome(r: &RecipientStatus) -> String {
 /// The message/delivery-status body: per-message fields, then one block per recipient.
 fn delivery_status(report: &Report, host: &str, sender: &str) -> String {
     let mut out = Lines::default();
+    if let Some(envid) = report.envelope_id.as_deref().map(clean) {
+        out.field("Original-Envelope-Id", &envid);
+    }
     let mta = clean(&report.reporting_mta);
     let mta = match mta.as_str() {
         "" => format!("dns; {host}"),
@@ -303,6 +361,9 @@ fn delivery_status(report: &Report, host: &str, sender: &str) -> String {
     out.date("Arrival-Date", report.arrival);
     for r in &report.recipients {
         out.push("\r\n");
+        if let Some(orcpt) = r.original_recipient.as_deref().map(clean) {
+            out.field("Original-Recipient", &orcpt);
+        }
         out.field("Final-Recipient", &format!("rfc822; {}", r.final_recipient));
         out.field("Action", r.action.keyword());
         out.field("Status", &status_text(r.status));
@@ -402,9 +463,14 @@ fn clean(text: &str) -> String {
 }
 
 fn diagnostic(text: &str) -> String {
+    diagnostic_bounded(text, MAX_DIAGNOSTIC)
+}
+
+/// `text` cleaned, cut at `max` bytes (then `...`).
+fn diagnostic_bounded(text: &str, max: usize) -> String {
     let mut text = clean(text);
-    if text.len() > MAX_DIAGNOSTIC {
-        text.truncate(MAX_DIAGNOSTIC);
+    if text.len() > max {
+        text.truncate(max);
         text.push_str("...");
     }
     text

@@ -9,6 +9,7 @@ pub mod inbound;
 pub mod notify;
 pub mod outbound;
 pub mod presence;
+pub mod returned;
 pub mod smtp_client;
 pub mod trace;
 pub mod via_relay;

@@ -3,6 +3,9 @@
 //! relay's custody with no receipt is not reported failed: its DSN says "relayed", outcome
 //! unknown, since the recipient may well have it and a resent copy would be a duplicate. DSNs go through the local
 //! MTA with a null sender; none is ever sent about a message whose own sender is <>.
+//! The sender's RFC 3461 request is honoured per copy: NOTIFY decides which of these go out
+//! (and adds one "delivered" report after the peer's ack for SUCCESS), ORCPT and ENVID are
+//! reported back, RET picks what of the original is returned.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -10,8 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use toxmail_protocol::SecretKey;
 
 use super::dsn::{self, Action, RecipientStatus, Report};
+use super::returned::{self, Returned};
 use super::trace::rfc5322_date;
 use crate::config::NextHop;
 use crate::store::{CopyInfo, Store};
@@ -32,6 +37,8 @@ pub struct Notifier {
     pub wake: Arc<Notify>,
     /// Reports not taken for now and reports settled whose database write is still owed.
     pending: Arc<Mutex<Pending>>,
+    /// Identity address → secret key: opens the part of the original a report returns.
+    keys: Arc<HashMap<String, SecretKey>>,
 }
 
 /// Which of a copy's two reports.
@@ -41,6 +48,8 @@ enum Kind {
     Interim,
     /// "failed" (or "relayed, outcome unknown"), when the copy is given up.
     Final,
+    /// "delivered", once, after the peer's ack, when NOTIFY asked for SUCCESS.
+    Success,
 }
 
 /// What the notifier remembers between passes, in memory: a restart forgets the backoff (each
@@ -90,15 +99,52 @@ impl Notifier {
             delay,
             wake,
             pending: Arc::default(),
+            keys: Arc::default(),
         }
+    }
+
+    /// The identities' keys, to open and return the original's headers (or the message, for
+    /// RET=FULL); without them reports only name the queue id.
+    pub fn with_keys(mut self, keys: HashMap<String, SecretKey>) -> Self {
+        self.keys = Arc::new(keys);
+        self
+    }
+
+    /// The part of the original the copy kept for its reports, opened.
+    fn returned(&self, copy: &CopyInfo) -> Option<Returned> {
+        let sealed = copy.original.as_deref()?;
+        let key = self.keys.get(&copy.sender_identity)?;
+        let opened = Returned::open(sealed, key);
+        if opened.is_none() {
+            tracing::warn!(id = copy.id, "the original kept for reports does not open");
+        }
+        opened
     }
 
     fn report(&self, o: &Outcome) -> Report {
         let now = SystemTime::now();
+        let returned = self.returned(&o.copy);
+        let (subject, message_id) = returned
+            .as_ref()
+            .map(|r| returned::subject_and_id(r.headers()))
+            .unwrap_or_default();
+        let (headers, message) = match returned {
+            Some(Returned::Full(m)) => (None, Some(m)),
+            Some(Returned::Headers(h)) => (Some(h), None),
+            None => (None, None),
+        };
         Report {
             reporting_mta: format!("dns; {}", self.hostname),
             original_sender: o.copy.envelope_sender.clone(),
-            original_message_id: None,
+            original_message_id: message_id,
+            original_subject: subject,
+            envelope_id: o
+                .copy
+                .dsn
+                .mail
+                .envid
+                .as_ref()
+                .map(|e| e.as_str().to_string()),
             // A key derived from the message is not a queue id anyone could look up.
             original_queue_id: o
                 .copy
@@ -111,10 +157,12 @@ impl Notifier {
                 action: o.action,
                 status: o.status,
                 diagnostic: o.diagnostic.clone(),
+                original_recipient: o.copy.dsn.rcpt.orcpt.as_ref().map(|o| o.field_value()),
                 last_attempt: Some(now),
                 will_retry_until: (o.action == Action::Delayed).then_some(o.copy.expires),
             }],
-            original_headers: None,
+            original_headers: headers,
+            original_message: message,
         }
     }
 
@@ -122,11 +170,17 @@ impl Notifier {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends the report unless the sender is <>, or this report is backing off after the MTA
-    /// did not take it (then `Later`).
+    /// Sends the report unless the sender is <> or its NOTIFY did not ask for this kind, or
+    /// this report is backing off after the MTA did not take it (then `Later`).
     async fn tell(&self, o: &Outcome, kind: Kind) -> Told {
         let key = (o.copy.id, kind);
-        if !dsn::should_notify(&o.copy.envelope_sender) {
+        let notify = o.copy.dsn.notify();
+        let wanted = match kind {
+            Kind::Interim => notify.delay(),
+            Kind::Final => notify.failure(),
+            Kind::Success => notify.success(),
+        };
+        if !wanted || !dsn::should_notify(&o.copy.envelope_sender) {
             return Told::Done;
         }
         let waiting = self.pending().backoff.get(&key).map(|(_, at)| *at);
@@ -208,6 +262,13 @@ impl Notifier {
                     self.failed(final_outcome(copy)).await;
                 }
             }
+            if let Ok(delivered) = self.store.success_notices_due().await {
+                for copy in delivered {
+                    let record = |id| self.store.mark_success_notified(id);
+                    self.settle(delivered_outcome(copy), Kind::Success, record)
+                        .await;
+                }
+            }
             // Sleep until a copy fails, the next "delayed" notice falls due, or a report that
             // was not taken may be tried again.
             let due = self
@@ -274,6 +335,18 @@ fn delayed(copy: CopyInfo) -> Outcome {
         action: Action::Delayed,
         status: (4, 4, 1),
         diagnostic,
+    }
+}
+
+/// The one "delivered" notice, after the peer's bridge acknowledged that it stored the copy.
+fn delivered_outcome(copy: CopyInfo) -> Outcome {
+    Outcome {
+        copy,
+        action: Action::Delivered,
+        status: (2, 0, 0),
+        diagnostic: "the recipient's mail server acknowledged over Tox that it has stored the \
+                     message"
+            .into(),
     }
 }
 
@@ -373,6 +446,9 @@ mod tests {
             last_error: Some(last_error.into()),
             relayed_to: relayed_to.map(Into::into),
             failure_status: None,
+            sender_identity: "alice@a.example".into(),
+            dsn: Default::default(),
+            original: None,
         }
     }
 

@@ -511,7 +511,9 @@ impl Dispatcher {
                 metrics::delivery(Delivery::Delivered);
                 let age = SystemTime::now().duration_since(row.created);
                 metrics::delivered_after(age.unwrap_or_default());
-                self.retry_store(|| self.store.mark_delivered(row.id)).await
+                self.retry_store(|| self.store.mark_delivered(row.id)).await;
+                // A "delivered" report may be owed (NOTIFY=SUCCESS).
+                self.notices.notify_one();
             }
             Outcome::Deferred(reason) => {
                 let wait = backoff(row.attempts, self.retry_min, self.retry_max);

@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -16,6 +17,7 @@ use toxmail_protocol::{MessageId, ToxId};
 
 use super::queue::{Enqueued, NewOutbound};
 use super::{Store, StoreError};
+use crate::dsn_request::CopyDsn;
 use crate::events::{EventKind, NewEvent, outbound_subject};
 
 /// A copy to queue for one recipient, before its envelope is sealed.
@@ -33,13 +35,19 @@ pub struct UnsealedCopy {
     pub expires: SystemTime,
     /// Relays the peer published (DNS `relay=`), for a deposit if it stays offline.
     pub relays: Vec<ToxId>,
+    /// What the sender asked for about reports (RFC 3461).
+    pub dsn: CopyDsn,
+    /// What reports return of the original, sealed to the sending identity's own key (shared
+    /// by the copies of one message); `None` when no report will be sent.
+    pub original: Option<Arc<Vec<u8>>>,
 }
 
 /// The columns `COPY` fills, the envelope last so that it can follow the small fields as a stream.
 const COPY_IN: &str = "COPY outbound (message_id, idem_key, recipient, envelope_sender, \
-                       sender_identity, peer, expires, relays, envelope) \
+                       sender_identity, peer, expires, relays, dsn_notify, dsn_orcpt, dsn_ret, \
+                       dsn_envid, dsn_original, delay_notified, success_notice_due, envelope) \
                        FROM STDIN (FORMAT binary)";
-const FIELDS: i16 = 9;
+const FIELDS: i16 = 16;
 /// Signature, flags (none) and header extension length (none) of the binary COPY format.
 const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// A field count of -1 ends the data.
@@ -65,6 +73,8 @@ impl NewOutbound {
             peer: self.peer,
             expires: self.expires,
             relays: self.relays.clone(),
+            dsn: CopyDsn::default(),
+            original: None,
         }
     }
 }
@@ -183,7 +193,16 @@ async fn copy_in(
 /// the envelope's length.
 fn row_head(copy: &UnsealedCopy, envelope_len: usize) -> Result<Bytes, StoreError> {
     let relays: Vec<u8> = copy.relays.iter().flat_map(|r| *r.as_bytes()).collect();
-    let fields: [(&(dyn ToSql + Sync), Type); 8] = [
+    let notify = copy.dsn.notify();
+    let notify_bits = copy.dsn.rcpt.notify.map(|n| n.bits());
+    let orcpt = copy.dsn.rcpt.orcpt.as_ref().map(|o| o.as_stored());
+    let ret = copy.dsn.mail.ret.map(|r| r.keyword());
+    let envid = copy.dsn.mail.envid.as_ref().map(|e| e.as_str());
+    let original = copy.original.as_deref().map(Vec::as_slice);
+    // No "delayed" notice is owed when NOTIFY leaves DELAY out: queued as already sent.
+    let no_delay_notice = !notify.delay();
+    let success_due = notify.success();
+    let fields: [(&(dyn ToSql + Sync), Type); 15] = [
         (&&copy.message_id.0[..], Type::BYTEA),
         (&copy.idem_key, Type::TEXT),
         (&copy.recipient, Type::TEXT),
@@ -192,6 +211,13 @@ fn row_head(copy: &UnsealedCopy, envelope_len: usize) -> Result<Bytes, StoreErro
         (&&copy.peer.as_bytes()[..], Type::BYTEA),
         (&copy.expires, Type::TIMESTAMPTZ),
         (&relays, Type::BYTEA),
+        (&notify_bits, Type::INT2),
+        (&orcpt, Type::TEXT),
+        (&ret, Type::TEXT),
+        (&envid, Type::TEXT),
+        (&original, Type::BYTEA),
+        (&no_delay_notice, Type::BOOL),
+        (&success_due, Type::BOOL),
     ];
     let mut buf = BytesMut::with_capacity(COPY_HEADER.len() + 512);
     buf.put_slice(COPY_HEADER);
@@ -234,10 +260,12 @@ mod tests {
             // 2000-01-01T00:00:01Z: PostgreSQL's epoch plus one second, in microseconds.
             expires: UNIX_EPOCH + Duration::from_secs(946_684_801),
             relays: Vec::new(),
+            dsn: CopyDsn::default(),
+            original: None,
         };
         let head = row_head(&copy, 5000).unwrap();
         let mut want = COPY_HEADER.to_vec();
-        want.extend_from_slice(&9i16.to_be_bytes());
+        want.extend_from_slice(&16i16.to_be_bytes());
         want.extend_from_slice(&32i32.to_be_bytes());
         want.extend_from_slice(&[7; 32]);
         want.extend_from_slice(&(-1i32).to_be_bytes());
@@ -251,6 +279,14 @@ mod tests {
         want.extend_from_slice(&8i32.to_be_bytes());
         want.extend_from_slice(&1_000_000i64.to_be_bytes());
         want.extend_from_slice(&0i32.to_be_bytes());
+        // NOTIFY, ORCPT, RET, ENVID and the original: none; delay notice owed, no success one.
+        for _ in 0..5 {
+            want.extend_from_slice(&(-1i32).to_be_bytes());
+        }
+        want.extend_from_slice(&1i32.to_be_bytes());
+        want.push(0);
+        want.extend_from_slice(&1i32.to_be_bytes());
+        want.push(0);
         want.extend_from_slice(&5000i32.to_be_bytes());
         assert_eq!(&head[..], &want[..]);
     }

@@ -64,6 +64,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 13,
         sql: include_str!("migrations/0013_identity_lease.sql"),
     },
+    Migration {
+        version: 14,
+        sql: include_str!("migrations/0014_dsn_requests.sql"),
+    },
 ];
 
 /// Serialises bridges migrating the same database at once ("toxmigr" in ASCII).

@@ -1,11 +1,13 @@
 //! What delivery status notifications need from the queue: rows due a "delayed" notice (sent
-//! once), and removing a row once its final "failed" notice went out.
+//! once), delivered rows due a "delivered" notice (NOTIFY=SUCCESS, sent once), and removing a row
+//! once its final "failed" notice went out.
 
 use std::time::{Duration, SystemTime};
 
 use toxmail_protocol::MessageId;
 
 use super::{Store, StoreError, message_id_from};
+use crate::dsn_request::{CopyDsn, EnvId, MailDsn, Notify, Orcpt, RcptDsn, Ret};
 
 /// A queued or failed copy, as notices need it (no envelope).
 #[derive(Debug, Clone)]
@@ -24,6 +26,12 @@ pub struct CopyInfo {
     /// A failed copy's DSN status as decided when it was given up ("5.1.1"); `None` for copies
     /// failed before it was recorded.
     pub failure_status: Option<String>,
+    /// The local identity the copy was sealed from: its key opens `original`.
+    pub sender_identity: String,
+    /// NOTIFY, ORCPT, RET and ENVID as the sender gave them.
+    pub dsn: CopyDsn,
+    /// What a report returns of the original, sealed to `sender_identity`'s own key.
+    pub original: Option<Vec<u8>>,
 }
 
 impl Store {
@@ -46,7 +54,8 @@ impl Store {
         let fence = self.fence("outbound.sender_identity");
         let sql = format!(
             "SELECT id, message_id, recipient, envelope_sender, idem_key, created, expires, \
-             attempts, last_error, relayed_to, failure_status FROM outbound \
+             attempts, last_error, relayed_to, failure_status, sender_identity, dsn_notify, \
+             dsn_orcpt, dsn_ret, dsn_envid, dsn_original FROM outbound \
              WHERE {filter}{fence} ORDER BY id"
         );
         let rows = match cutoff {
@@ -67,6 +76,14 @@ impl Store {
                     last_error: r.try_get(8)?,
                     relayed_to: r.try_get(9)?,
                     failure_status: r.try_get(10)?,
+                    sender_identity: r.try_get(11)?,
+                    dsn: copy_dsn(
+                        r.try_get(12)?,
+                        r.try_get(13)?,
+                        r.try_get(14)?,
+                        r.try_get(15)?,
+                    ),
+                    original: r.try_get(16)?,
                 })
             })
             .collect()
@@ -75,6 +92,30 @@ impl Store {
     /// Failed rows: their "failed" notice is still to go out (a row is removed once it has).
     pub async fn failed_copies(&self) -> Result<Vec<CopyInfo>, StoreError> {
         self.copies("state = 'failed'", None).await
+    }
+
+    /// Delivered rows whose sender asked to hear of the delivery (NOTIFY=SUCCESS) and has not
+    /// been told yet.
+    pub async fn success_notices_due(&self) -> Result<Vec<CopyInfo>, StoreError> {
+        self.copies("state = 'delivered' AND success_notice_due", None)
+            .await
+    }
+
+    /// The "delivered" notice went out (or none could be): never again, and the original's
+    /// sealed headers are no longer kept.
+    pub async fn mark_success_notified(&self, id: i64) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let fence = self.fence("outbound.sender_identity");
+        client
+            .execute(
+                &format!(
+                    "UPDATE outbound SET success_notice_due = false, dsn_original = NULL \
+                     WHERE id = $1{fence}"
+                ),
+                &[&id],
+            )
+            .await?;
+        Ok(())
     }
 
     pub async fn mark_delay_notified(&self, id: i64) -> Result<(), StoreError> {
@@ -100,5 +141,24 @@ impl Store {
             )
             .await?;
         Ok(())
+    }
+}
+
+/// The stored DSN request, each value validated again: one that does not pass is left out.
+fn copy_dsn(
+    notify: Option<i16>,
+    orcpt: Option<String>,
+    ret: Option<String>,
+    envid: Option<String>,
+) -> CopyDsn {
+    CopyDsn {
+        mail: MailDsn {
+            ret: ret.as_deref().and_then(Ret::from_keyword),
+            envid: envid.and_then(EnvId::checked),
+        },
+        rcpt: RcptDsn {
+            notify: notify.map(|bits| Notify::from_bits(Some(bits))),
+            orcpt: orcpt.as_deref().and_then(Orcpt::from_stored),
+        },
     }
 }

@@ -351,6 +351,7 @@ impl Store {
     pub async fn mark_delivered(&self, id: i64) -> Result<(), StoreError> {
         self.update_copy(
             "UPDATE outbound SET state = 'delivered', envelope = ''::bytea, \
+             dsn_original = CASE WHEN success_notice_due THEN dsn_original END, \
              delivered_at = COALESCE(delivered_at, now()) WHERE id = $1 AND state <> 'delivered'",
             id,
             None,

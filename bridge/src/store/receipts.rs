@@ -30,6 +30,7 @@ pub fn in_custody_of(relayed_to: &str, relay: &PublicKey) -> bool {
 }
 
 const DELIVERED: &str = "UPDATE outbound SET state = 'delivered', envelope = ''::bytea, \
+                         dsn_original = CASE WHEN success_notice_due THEN dsn_original END, \
                          delivered_at = COALESCE(delivered_at, now()) \
                          WHERE id = $1 AND state = 'queued' RETURNING ";
 
@@ -79,6 +80,7 @@ impl Store {
         let tx = client.transaction().await?;
         let sql = format!(
             "UPDATE outbound SET state = 'delivered', envelope = ''::bytea, \
+             dsn_original = CASE WHEN success_notice_due THEN dsn_original END, \
              delivered_at = COALESCE(delivered_at, now()) \
              WHERE id = (SELECT id FROM outbound WHERE message_id = $1 AND state = 'queued' \
                          AND substring(peer FROM 1 FOR 32) = $2 ORDER BY id LIMIT 1) \

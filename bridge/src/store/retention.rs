@@ -41,10 +41,10 @@ impl Purged {
 }
 
 /// One batch of delivered copies, oldest delivery first. Rows another transaction holds are
-/// skipped (the next pass takes them).
+/// skipped (the next pass takes them), and so are rows whose "delivered" notice is still owed.
 const DELIVERED: &str = "DELETE FROM outbound WHERE state = 'delivered' AND id IN (
         SELECT id FROM outbound
-        WHERE state = 'delivered' AND delivered_at < $1
+        WHERE state = 'delivered' AND delivered_at < $1 AND NOT success_notice_due
         ORDER BY delivered_at LIMIT $2
         FOR UPDATE SKIP LOCKED)";
 

@@ -90,6 +90,8 @@ pub async fn bounce(
         reporting_mta: format!("dns; {}", ctx.hostname),
         original_sender: to.to_string(),
         original_message_id: None,
+        original_subject: None,
+        envelope_id: None,
         original_queue_id: Some(row.message_id.to_string()),
         arrival: Some(row.received),
         recipients: vec![RecipientStatus {
@@ -97,10 +99,12 @@ pub async fn bounce(
             action: Action::Failed,
             status,
             diagnostic,
+            original_recipient: None,
             last_attempt: Some(SystemTime::now()),
             will_retry_until: None,
         }],
         original_headers: Some(letter.message.clone()),
+        original_message: None,
     };
     dsn::send(&ctx.notice_hop, &ctx.hostname, &report).await
 }

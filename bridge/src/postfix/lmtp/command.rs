@@ -4,6 +4,7 @@
 
 use smtp_proto::{Error as ProtoError, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, Request};
 
+use crate::dsn_request::{self, MailDsn, RcptDsn};
 use crate::reply::Failure;
 
 /// A parsed LMTP command.
@@ -16,9 +17,13 @@ pub enum Command {
     Mail {
         from: String,
         size: Option<u64>,
+        /// RET and ENVID (RFC 3461).
+        dsn: MailDsn,
     },
     Rcpt {
         to: String,
+        /// NOTIFY and ORCPT (RFC 3461).
+        dsn: RcptDsn,
     },
     Data,
     Rset,
@@ -88,11 +93,39 @@ pub fn parse(line: &[u8]) -> Result<Command, Failure> {
     if line[..verb_len].eq_ignore_ascii_case(b"XFORWARD") {
         return parse_xforward(&line[verb_len..]);
     }
-    let mut framed = line.to_vec();
+    let (mut framed, dsn) = take_dsn_params(line)?;
     framed.extend_from_slice(b"\r\n");
     match Request::parse(&mut framed.iter()) {
-        Ok(request) => from_request(request),
+        Ok(request) => from_request(request).map(|command| with_dsn(command, dsn)),
         Err(e) => Err(from_error(e)),
+    }
+}
+
+/// The DSN parameters of MAIL or RCPT, parsed by `dsn_request` (strictly: smtp-proto accepts
+/// `NOTIFY=NEVER,SUCCESS` and knows no utf-8 ORCPT) and taken off the line smtp-proto parses.
+enum Dsn {
+    Mail(MailDsn),
+    Rcpt(RcptDsn),
+    None,
+}
+
+fn take_dsn_params(line: &[u8]) -> Result<(Vec<u8>, Dsn), Failure> {
+    let verb = |v: &[u8]| line.len() >= 4 && line[..4].eq_ignore_ascii_case(v);
+    let taken = if verb(b"MAIL") {
+        dsn_request::take_mail_params(line).map(|(l, d)| (l, Dsn::Mail(d)))
+    } else if verb(b"RCPT") {
+        dsn_request::take_rcpt_params(line).map(|(l, d)| (l, Dsn::Rcpt(d)))
+    } else {
+        Ok((line.to_vec(), Dsn::None))
+    };
+    taken.map_err(Failure::BadArguments)
+}
+
+fn with_dsn(command: Command, taken: Dsn) -> Command {
+    match (command, taken) {
+        (Command::Mail { from, size, .. }, Dsn::Mail(dsn)) => Command::Mail { from, size, dsn },
+        (Command::Rcpt { to, .. }, Dsn::Rcpt(dsn)) => Command::Rcpt { to, dsn },
+        (command, _) => command,
     }
 }
 
@@ -122,6 +155,7 @@ fn from_request(request: Request<std::borrow::Cow<'_, str>>) -> Result<Command, 
             Command::Mail {
                 from: from.address.into_owned(),
                 size,
+                dsn: MailDsn::default(),
             }
         }
         Request::Rcpt { to } => {
@@ -135,6 +169,7 @@ fn from_request(request: Request<std::borrow::Cow<'_, str>>) -> Result<Command, 
             }
             Command::Rcpt {
                 to: to.address.into_owned(),
+                dsn: RcptDsn::default(),
             }
         }
         Request::Data => Command::Data,
@@ -233,7 +268,8 @@ mod tests {
             got,
             Ok(Command::Mail {
                 from: "a@x.test".into(),
-                size: Some(1234)
+                size: Some(1234),
+                dsn: MailDsn::default(),
             })
         );
         let null = parse_str("mail from:<>");
@@ -241,7 +277,8 @@ mod tests {
             null,
             Ok(Command::Mail {
                 from: String::new(),
-                size: None
+                size: None,
+                dsn: MailDsn::default(),
             })
         );
     }
@@ -251,13 +288,43 @@ mod tests {
         for line in [
             "MAIL FROM:<a@x.test> SMTPUTF8",
             "MAIL FROM:<a@x.test> BODY=BINARYMIME",
-            "MAIL FROM:<a@x.test> RET=FULL",
             "MAIL FROM:<a@x.test> XYZZY=1",
-            "RCPT TO:<b@y.test> NOTIFY=SUCCESS",
+            "MAIL FROM:<a@x.test> MT-PRIORITY=3",
         ] {
             assert!(
                 matches!(parse_str(line), Err(Failure::UnsupportedParameter(_))),
                 "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn dsn_parameters_are_parsed_and_malformed_ones_refused_with_501() {
+        let got = parse_str("MAIL FROM:<a@x.test> RET=HDRS ENVID=id+2B1 SIZE=5");
+        let Ok(Command::Mail { from, size, dsn }) = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!((from.as_str(), size), ("a@x.test", Some(5)));
+        assert_eq!(dsn.ret, Some(dsn_request::Ret::Hdrs));
+        assert_eq!(
+            dsn.envid.map(|e| e.as_str().to_string()).as_deref(),
+            Some("id+1")
+        );
+        let got = parse_str("RCPT TO:<b@y.test> NOTIFY=NEVER ORCPT=rfc822;b@y.test");
+        let Ok(Command::Rcpt { to, dsn }) = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(to, "b@y.test");
+        assert!(dsn.notify.is_some_and(|n| n.never()));
+        for bad in [
+            "RCPT TO:<b@y.test> NOTIFY=NEVER,DELAY",
+            "RCPT TO:<b@y.test> ORCPT=x400;b",
+            "MAIL FROM:<a@x.test> RET=NONE",
+        ] {
+            let got = parse_str(bad);
+            assert!(
+                matches!(got, Err(Failure::BadArguments(_))),
+                "{bad}: {got:?}"
             );
         }
     }
@@ -269,7 +336,8 @@ mod tests {
         assert_eq!(
             parse_str("RCPT TO:<b@y.test>"),
             Ok(Command::Rcpt {
-                to: "b@y.test".into()
+                to: "b@y.test".into(),
+                dsn: RcptDsn::default(),
             })
         );
         assert_eq!(parse_str("data"), Ok(Command::Data));

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::dsn_request::{MailDsn, RcptDsn};
 use crate::reply::{Failure, Reply};
 
 /// Limits and names of the LMTP server.
@@ -55,7 +56,7 @@ impl Default for LmtpConfig {
 }
 
 /// One message with the recipients accepted at RCPT.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Transaction {
     /// "" for the null reverse-path `<>`.
     pub mail_from: String,
@@ -65,6 +66,11 @@ pub struct Transaction {
     pub data: Vec<u8>,
     /// XFORWARD IDENT: the Postfix queue id, when Postfix sent it.
     pub ident: Option<String>,
+    /// RET and ENVID of MAIL (RFC 3461).
+    pub dsn: MailDsn,
+    /// NOTIFY and ORCPT of each recipient, in the order of `recipients` (missing entries mean
+    /// none were given).
+    pub recipient_dsn: Vec<RcptDsn>,
 }
 
 /// Shows the size of the message, never its content.
@@ -75,6 +81,8 @@ impl std::fmt::Debug for Transaction {
             .field("recipients", &self.recipients)
             .field("data_len", &self.data.len())
             .field("ident", &self.ident)
+            .field("dsn", &self.dsn)
+            .field("recipient_dsn", &self.recipient_dsn)
             .finish()
     }
 }

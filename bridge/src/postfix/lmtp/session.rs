@@ -9,6 +9,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::codec::Body;
 use super::command::{Command, XAttr};
 use super::{Intake, LmtpConfig, Transaction};
+use crate::dsn_request::{MailDsn, RcptDsn};
 use crate::reply::{Failure, Reply};
 
 /// What the driver does after a command.
@@ -43,6 +44,10 @@ struct TransactionState {
     recipients: Vec<String>,
     /// XFORWARD IDENT: the Postfix queue id.
     ident: Option<String>,
+    /// RET and ENVID of MAIL.
+    dsn: MailDsn,
+    /// NOTIFY and ORCPT of each accepted recipient, in the order of `recipients`.
+    recipient_dsn: Vec<RcptDsn>,
 }
 
 /// One connection's LMTP state machine.
@@ -98,8 +103,8 @@ impl<I: Intake> Session<I> {
         let reply = match command {
             Command::Lhlo => self.lhlo(),
             Command::Helo => self.refuse(Failure::NotLmtp),
-            Command::Mail { from, size } => self.mail(from, size),
-            Command::Rcpt { to } => self.rcpt(to).await,
+            Command::Mail { from, size, dsn } => self.mail(from, size, dsn),
+            Command::Rcpt { to, dsn } => self.rcpt(to, dsn).await,
             Command::Data => return self.data(),
             Command::Rset => {
                 self.end_transaction();
@@ -125,6 +130,7 @@ impl<I: Intake> Session<I> {
         let extensions = [
             "PIPELINING".to_string(),
             "ENHANCEDSTATUSCODES".to_string(),
+            "DSN".to_string(),
             "8BITMIME".to_string(),
             format!("SIZE {}", self.config.max_message_size),
             format!("XFORWARD {}", xforward.join(" ")),
@@ -132,7 +138,7 @@ impl<I: Intake> Session<I> {
         Reply::lhlo(&self.config.hostname, &extensions)
     }
 
-    fn mail(&mut self, from: String, size: Option<u64>) -> Reply {
+    fn mail(&mut self, from: String, size: Option<u64>, dsn: MailDsn) -> Reply {
         if !self.conn.lhlo_seen {
             return sequence("send LHLO first");
         }
@@ -152,11 +158,13 @@ impl<I: Intake> Session<I> {
             mail_from: from,
             recipients: Vec::new(),
             ident,
+            dsn,
+            recipient_dsn: Vec::new(),
         });
         Reply::sender_ok()
     }
 
-    async fn rcpt(&mut self, to: String) -> Reply {
+    async fn rcpt(&mut self, to: String, dsn: RcptDsn) -> Reply {
         let Some(tx) = &mut self.tx else {
             return sequence("need MAIL command");
         };
@@ -166,6 +174,7 @@ impl<I: Intake> Session<I> {
         match self.intake.check_recipient(&tx.mail_from, &to).await {
             Ok(()) => {
                 tx.recipients.push(to);
+                tx.recipient_dsn.push(dsn);
                 Reply::recipient_ok()
             }
             Err(failure) => {
@@ -229,6 +238,8 @@ impl<I: Intake> Session<I> {
             recipients: tx.recipients,
             data,
             ident: tx.ident,
+            dsn: tx.dsn,
+            recipient_dsn: tx.recipient_dsn,
         };
         let replies = self
             .intake
