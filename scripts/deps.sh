@@ -16,6 +16,7 @@ TOXMAIL_PACKAGES=(
   docker-compose shellcheck    # scripts/deploy-check.sh: `docker-compose config` (1.29.2, no engine needed) checks the compose files; shellcheck the deploy scripts
   dpkg-dev                     # dpkg-shlibdeps (cargo-deb's $auto Depends) and strip: scripts/package-check.sh
   systemd                      # systemd-analyze verify of the packaged units (systemd need not be running)
+  g++ xxd                      # scripts/fuzz.sh: libfuzzer-sys compiles libFuzzer (C++); xxd seeds the protocol corpora
   rabbitmq-server              # RabbitMQ 3.10 + Erlang: tests start private brokers with their own epmd (tests/src/rabbitmq.rs); the system one is never used
 )
 

@@ -16,6 +16,10 @@ else
   in_loopback_namespace cargo test --workspace --offline --no-fail-fast -- --test-threads 6
 fi
 
+# Every fuzz target (protocol/fuzz, bridge/fuzz) for 20 s: a short pass that catches regressions
+# on the committed seeds and a little beyond; scripts/fuzz.sh installs cargo-fuzz when missing.
+scripts/fuzz.sh 20
+
 # Compose files, deployment scripts (Zimbra, docker-mailserver, container start and healthcheck).
 in_loopback_namespace scripts/deploy-check.sh
 

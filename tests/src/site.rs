@@ -44,6 +44,9 @@ pub struct SiteSpec {
     pub lmtp_unix: bool,
     /// The bridge logs JSON lines (`TOXMAIL_LOG_FORMAT=json`).
     pub json_logs: bool,
+    /// The socketmap's answer for Tox recipients (`[socketmap] nexthop`), e.g. Postfix's stock
+    /// `lmtp:inet:[127.0.0.1]:PORT`; default the harness's `toxlmtp` service to `[lmtp]`.
+    pub socketmap_nexthop: Option<String>,
 }
 
 /// The toxmail-bridge binary built next to the running test binary.
@@ -413,6 +416,7 @@ max_connections = 8
 
 [socketmap]
 listen = "{socketmap}"
+{nexthop}
 
 [lmtp]
 {lmtp}
@@ -438,6 +442,11 @@ notice_hop = "smtp:{notice}"
 local_domains = ["{domain}"]
 "#,
         domain = spec.domain,
+        nexthop = spec
+            .socketmap_nexthop
+            .as_ref()
+            .map(|hop| format!("nexthop = {hop:?}"))
+            .unwrap_or_default(),
         state = dir.join("state").display(),
         key = dir.join("bridge.key").display(),
         url = pg.url(),

@@ -125,8 +125,10 @@ impl BodyDecoder {
             Receiver::Discarding(receiver) => receiver.ingest(&mut bytes),
         };
         let consumed = input.len() - bytes.len();
+        // The receiver keeps the CR of the final ".\r" until the LF comes, then pops it: so one
+        // byte over the limit is not yet too big, whichever read the LF arrives in.
         if let Receiver::Keeping(receiver) = &self.receiver
-            && self.data.len() > self.limit
+            && self.data.len() > self.limit.saturating_add(1)
         {
             self.receiver = Receiver::Discarding(DummyDataReceiver::new_data(receiver));
             self.data = Vec::new();
@@ -135,8 +137,10 @@ impl BodyDecoder {
             return (consumed, None);
         }
         let body = match self.receiver {
-            Receiver::Keeping(_) => Body::Complete(std::mem::take(&mut self.data)),
-            Receiver::Discarding(_) => Body::TooBig,
+            Receiver::Keeping(_) if self.data.len() <= self.limit => {
+                Body::Complete(std::mem::take(&mut self.data))
+            }
+            Receiver::Keeping(_) | Receiver::Discarding(_) => Body::TooBig,
         };
         (consumed, Some(body))
     }
@@ -226,5 +230,16 @@ mod tests {
         let exact = [b"0123456789\r\n".as_slice(), b".\r\n"];
         assert!(matches!(body(&exact, 12).0, Body::Complete(_)));
         assert_eq!(body(&exact, 11).0, Body::TooBig);
+    }
+
+    /// Found by the lmtp_codec fuzz target: a body of exactly the limit was refused when a read
+    /// ended between the CR and the LF of the final ".\r\n" (the receiver holds that CR).
+    #[test]
+    fn body_at_the_limit_does_not_depend_on_where_reads_end() {
+        let want = Body::Complete(b"0123456789\r\n".to_vec());
+        assert_eq!(body(&[b"0123456789\r\n.\r", b"\n"], 12).0, want);
+        assert_eq!(body(&[b"0123456789\r\n.\r\n"], 12).0, want);
+        assert_eq!(body(&[b"0123456789\r\n.\r", b"\n"], 11).0, Body::TooBig);
+        assert_eq!(body(&[b"0123456789\r\n\r", b"\n.\r\n"], 12).0, Body::TooBig);
     }
 }

@@ -7,6 +7,14 @@ mod command;
 mod connection;
 mod session;
 
+/// What the fuzz targets in bridge/fuzz drive: the parser, the codec and a whole connection.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use super::codec::{Body, BodyDecoder, Line, LineFramer};
+    pub use super::command::{Command, XAttr, parse};
+    pub use super::connection::drive;
+}
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

@@ -223,6 +223,67 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     session.rcpt(info).await
 }
 
+/// The milter over one in-memory connection, for the fuzz targets in bridge/fuzz: every packet
+/// Postfix could send goes through indymilter into the same callbacks and session as in
+/// [`serve`], without a socket.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    use std::io;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use indymilter::Listener;
+    use tokio::io::{AsyncRead, AsyncWrite};
+    use tokio_util::task::TaskTracker;
+
+    use super::{MilterConfig, Shared, callbacks};
+    use crate::resolve::Resolver;
+
+    /// Hands out one connection, then none.
+    struct Once<S>(Option<S>);
+
+    impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Listener for Once<S> {
+        type Io = S;
+
+        fn poll_accept(&mut self, _: &mut Context<'_>) -> Poll<io::Result<S>> {
+            match self.0.take() {
+                Some(stream) => Poll::Ready(Ok(stream)),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    /// Serves `stream` as one milter connection until `done` completes (the caller's side of
+    /// the stream has seen the end), then waits for the notices it started.
+    pub async fn serve_stream<S>(
+        stream: S,
+        config: MilterConfig,
+        resolver: Arc<Resolver>,
+        done: impl std::future::Future,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = Arc::new(Shared {
+            config,
+            resolver,
+            notices: TaskTracker::new(),
+        });
+        let milter_config = indymilter::Config {
+            connection_timeout: shared.config.timeout,
+            ..indymilter::Config::default()
+        };
+        let run = indymilter::run(
+            Once(Some(stream)),
+            callbacks(shared.clone()),
+            milter_config,
+            done,
+        );
+        run.await.expect("an in-memory listener does not fail");
+        shared.notices.close();
+        shared.notices.wait().await;
+    }
+}
+
 fn lossy(text: &CStr) -> String {
     text.to_string_lossy().into_owned()
 }
