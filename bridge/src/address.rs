@@ -115,6 +115,11 @@ impl MailAddress {
         &self.text
     }
 
+    /// True when the address is not ASCII: it can only be sent with SMTPUTF8 (RFC 6531).
+    pub fn needs_smtputf8(&self) -> bool {
+        !self.text.is_ascii()
+    }
+
     /// True when the local part could make a mail system route elsewhere: Postfix's percent
     /// hack (`user%other@here`) and UUCP bang paths (`other!user@here`).
     pub fn has_routing_characters(&self) -> bool {
@@ -131,7 +136,20 @@ impl fmt::Display for MailAddress {
 /// `MAIL FROM:<path>` and CRLF: the only argument is a validated path, so no CR, LF or `>`
 /// can reach the line.
 pub fn mail_from_line(path: &ReversePath) -> String {
-    ["MAIL FROM:<", path.as_str(), ">\r\n"].concat()
+    mail_from_line_with(path, &toxmail_protocol::Extensions::default())
+}
+
+/// `MAIL FROM:<path>`, then ` SMTPUTF8` and ` BODY=8BITMIME`/` BODY=BINARYMIME` as `extensions`
+/// say (fixed keywords: 7BIT is the default and not written), and CRLF.
+pub fn mail_from_line_with(path: &ReversePath, extensions: &toxmail_protocol::Extensions) -> String {
+    use toxmail_protocol::BodyType;
+    let utf8 = if extensions.smtputf8 { " SMTPUTF8" } else { "" };
+    let body = match extensions.body {
+        BodyType::SevenBit => "",
+        BodyType::EightBitMime => " BODY=8BITMIME",
+        BodyType::BinaryMime => " BODY=BINARYMIME",
+    };
+    ["MAIL FROM:<", path.as_str(), ">", utf8, body, "\r\n"].concat()
 }
 
 /// `RCPT TO:<address>` and CRLF, from a validated address only.
@@ -165,6 +183,11 @@ impl ReversePath {
     /// What goes between `<` and `>`: "" for the null path.
     pub fn as_str(&self) -> &str {
         self.address().map_or("", MailAddress::as_str)
+    }
+
+    /// True for a non-ASCII address (the null path never needs SMTPUTF8).
+    pub fn needs_smtputf8(&self) -> bool {
+        self.address().is_some_and(MailAddress::needs_smtputf8)
     }
 }
 

@@ -62,6 +62,7 @@ fn transaction(recipients: Vec<String>, data: &[u8]) -> Transaction {
         recipients,
         data: data.to_vec(),
         ident: Some("4F1A2B".into()),
+        extensions: Default::default(),
     }
 }
 

@@ -65,6 +65,8 @@ pub struct Transaction {
     pub data: Vec<u8>,
     /// XFORWARD IDENT: the Postfix queue id, when Postfix sent it.
     pub ident: Option<String>,
+    /// MAIL's SMTPUTF8 and BODY=, sealed with each copy.
+    pub extensions: toxmail_protocol::Extensions,
 }
 
 /// Shows the size of the message, never its content.

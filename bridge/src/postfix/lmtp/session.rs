@@ -9,6 +9,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::codec::Body;
 use super::command::{Command, XAttr};
 use super::{Intake, LmtpConfig, Transaction};
+use toxmail_protocol::Extensions;
 use crate::reply::{Failure, Reply};
 
 /// What the driver does after a command.
@@ -43,6 +44,8 @@ struct TransactionState {
     recipients: Vec<String>,
     /// XFORWARD IDENT: the Postfix queue id.
     ident: Option<String>,
+    /// MAIL's SMTPUTF8 and BODY=.
+    extensions: Extensions,
 }
 
 /// One connection's LMTP state machine.
@@ -69,6 +72,15 @@ fn checked(replies: Vec<Reply>, count: usize, size: usize) -> Vec<Reply> {
         "message handled"
     );
     replies
+}
+
+/// A non-ASCII address only in a transaction that gave SMTPUTF8 (RFC 6531 §3.4).
+fn utf8_allowed(address: &str, extensions: &Extensions) -> Result<(), Failure> {
+    if address.is_ascii() || extensions.smtputf8 {
+        Ok(())
+    } else {
+        Err(Failure::NeedsSmtputf8)
+    }
 }
 
 fn sequence(hint: &str) -> Reply {
@@ -98,7 +110,11 @@ impl<I: Intake> Session<I> {
         let reply = match command {
             Command::Lhlo => self.lhlo(),
             Command::Helo => self.refuse(Failure::NotLmtp),
-            Command::Mail { from, size } => self.mail(from, size),
+            Command::Mail {
+                from,
+                size,
+                extensions,
+            } => self.mail(from, size, extensions),
             Command::Rcpt { to } => self.rcpt(to).await,
             Command::Data => return self.data(),
             Command::Rset => {
@@ -126,13 +142,14 @@ impl<I: Intake> Session<I> {
             "PIPELINING".to_string(),
             "ENHANCEDSTATUSCODES".to_string(),
             "8BITMIME".to_string(),
+            "SMTPUTF8".to_string(),
             format!("SIZE {}", self.config.max_message_size),
             format!("XFORWARD {}", xforward.join(" ")),
         ];
         Reply::lhlo(&self.config.hostname, &extensions)
     }
 
-    fn mail(&mut self, from: String, size: Option<u64>) -> Reply {
+    fn mail(&mut self, from: String, size: Option<u64>, extensions: Extensions) -> Reply {
         if !self.conn.lhlo_seen {
             return sequence("send LHLO first");
         }
@@ -143,6 +160,9 @@ impl<I: Intake> Session<I> {
         if size.is_some_and(|size| size > limit) {
             return self.refuse(Failure::MessageTooBig { limit });
         }
+        if let Err(failure) = utf8_allowed(&from, &extensions) {
+            return self.refuse(failure);
+        }
         let ident = self.conn.xforward(XAttr::Ident).map(str::to_string);
         debug!(
             ident = ident.as_deref().unwrap_or("-"),
@@ -152,6 +172,7 @@ impl<I: Intake> Session<I> {
             mail_from: from,
             recipients: Vec::new(),
             ident,
+            extensions,
         });
         Reply::sender_ok()
     }
@@ -162,6 +183,10 @@ impl<I: Intake> Session<I> {
         };
         if tx.recipients.len() >= self.config.max_recipients {
             return Failure::TooManyRecipients.reply();
+        }
+        if let Err(failure) = utf8_allowed(&to, &tx.extensions) {
+            debug!(%failure, "recipient refused");
+            return failure.reply();
         }
         match self.intake.check_recipient(&tx.mail_from, &to).await {
             Ok(()) => {
@@ -229,6 +254,7 @@ impl<I: Intake> Session<I> {
             recipients: tx.recipients,
             data,
             ident: tx.ident,
+            extensions: tx.extensions,
         };
         let replies = self
             .intake
