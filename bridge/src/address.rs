@@ -141,7 +141,10 @@ pub fn mail_from_line(path: &ReversePath) -> String {
 
 /// `MAIL FROM:<path>`, then ` SMTPUTF8` and ` BODY=8BITMIME`/` BODY=BINARYMIME` as `extensions`
 /// say (fixed keywords: 7BIT is the default and not written), and CRLF.
-pub fn mail_from_line_with(path: &ReversePath, extensions: &toxmail_protocol::Extensions) -> String {
+pub fn mail_from_line_with(
+    path: &ReversePath,
+    extensions: &toxmail_protocol::Extensions,
+) -> String {
     use toxmail_protocol::BodyType;
     let utf8 = if extensions.smtputf8 { " SMTPUTF8" } else { "" };
     let body = match extensions.body {

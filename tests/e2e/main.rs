@@ -11,6 +11,7 @@ mod postfix_dsn;
 mod postfix_flow;
 mod postfix_harness;
 mod postfix_recovery;
+mod postfix_smtputf8;
 mod relay;
 mod relay_bounds;
 mod relay_pages;

@@ -44,6 +44,8 @@ pub struct SiteSpec {
     pub lmtp_unix: bool,
     /// The bridge logs JSON lines (`TOXMAIL_LOG_FORMAT=json`).
     pub json_logs: bool,
+    /// More main.cf settings for this site's Postfix (`smtputf8_enable = yes`, ...).
+    pub postfix_main_cf: Vec<(String, String)>,
 }
 
 /// The toxmail-bridge binary built next to the running test binary.
@@ -144,7 +146,7 @@ impl Site {
             .milter
             .as_ref()
             .map(|_| ([127, 0, 0, 1], free_tcp_port().unwrap()).into());
-        let extra_main_cf = match milter {
+        let mut extra_main_cf = match milter {
             Some(addr) => vec![
                 ("smtpd_milters".into(), format!("inet:{addr}")),
                 ("milter_default_action".into(), "accept".into()),
@@ -152,6 +154,7 @@ impl Site {
             ],
             None => Vec::new(),
         };
+        extra_main_cf.extend(spec.postfix_main_cf.iter().cloned());
         let key_file = dir.join("bridge.key");
         std::fs::write(&key_file, b"test key file, 32 bytes or more!").unwrap();
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();

@@ -127,8 +127,7 @@ impl Conn {
         sender: &ReversePath,
         recipient: &MailAddress,
     ) -> Result<Extensions, SmtpError> {
-        let smtputf8 =
-            wanted.smtputf8 || sender.needs_smtputf8() || recipient.needs_smtputf8();
+        let smtputf8 = wanted.smtputf8 || sender.needs_smtputf8() || recipient.needs_smtputf8();
         if smtputf8 && !self.announced("SMTPUTF8") {
             return Err(SmtpError::Unsupported("SMTPUTF8"));
         }

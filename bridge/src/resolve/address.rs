@@ -134,7 +134,10 @@ mod tests {
             assert_eq!(normalise(input, Some("+")), want, "{input:?}");
         }
         assert_eq!(normalise("a@xn--zz.test", None), None, "bad A-label");
-        assert_eq!(ascii_domain("bücher.test").as_deref(), Some("xn--bcher-kva.test"));
+        assert_eq!(
+            ascii_domain("bücher.test").as_deref(),
+            Some("xn--bcher-kva.test")
+        );
         assert_eq!(ascii_domain("b.test").as_deref(), Some("b.test"));
     }
 

@@ -275,7 +275,11 @@ mod tests {
             txt_name("jo@bücher.test").as_deref(),
             Some("jo._tox.xn--bcher-kva.test.")
         );
-        assert_eq!(txt_name("jörg@b.test"), None, "UTF-8 local parts are not DNS names");
+        assert_eq!(
+            txt_name("jörg@b.test"),
+            None,
+            "UTF-8 local parts are not DNS names"
+        );
     }
 
     #[test]

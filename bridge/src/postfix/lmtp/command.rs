@@ -94,9 +94,14 @@ pub fn parse(line: &[u8]) -> Result<Command, Failure> {
 /// the transaction announced SMTPUTF8 is the session's check.
 fn check_text(line: &[u8]) -> Result<(), Failure> {
     let Ok(text) = std::str::from_utf8(line) else {
-        return Err(Failure::SyntaxError("8-bit data in command is not UTF-8".into()));
+        return Err(Failure::SyntaxError(
+            "8-bit data in command is not UTF-8".into(),
+        ));
     };
-    if text.chars().any(|c| c != ' ' && c != '\t' && c.is_control()) {
+    if text
+        .chars()
+        .any(|c| c != ' ' && c != '\t' && c.is_control())
+    {
         return Err(Failure::SyntaxError("control character in command".into()));
     }
     Ok(())

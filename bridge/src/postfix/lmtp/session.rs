@@ -9,8 +9,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::codec::Body;
 use super::command::{Command, XAttr};
 use super::{Intake, LmtpConfig, Transaction};
-use toxmail_protocol::Extensions;
 use crate::reply::{Failure, Reply};
+use toxmail_protocol::Extensions;
 
 /// What the driver does after a command.
 #[derive(Debug)]
