@@ -22,7 +22,9 @@ pub enum AddressError {
     TooLong,
     #[error("address has no @ or an empty local part or domain")]
     Shape,
-    #[error("address holds a control character, whitespace or one of <>()[]:;,\\\"")]
+    #[error(
+        "address holds a control or invisible format character, whitespace or one of <>()[]:;,\\\""
+    )]
     ForbiddenCharacter,
     #[error("address is a source route (@host:...) or a domain literal")]
     SourceRoute,
@@ -204,7 +206,16 @@ impl fmt::Display for ReversePath {
 /// Characters no accepted address holds: controls, whitespace, and RFC 5322 specials other than
 /// `@` and `.` (they only appear in quoted local parts, domain literals and routes).
 fn forbidden(c: char) -> bool {
-    c.is_control() || c.is_whitespace() || "<>()[]:;,\\\"".contains(c)
+    c.is_control() || c.is_whitespace() || invisible(c) || "<>()[]:;,\\\"".contains(c)
+}
+
+/// Invisible format characters that make one address look like another in a UTF-8 local part:
+/// the soft hyphen, zero-width characters and joiners, bidirectional marks, embeddings,
+/// overrides and isolates, and the byte order mark (Unicode general category Cf, the ones a
+/// mail address has no use for).
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}' | '\u{feff}')
 }
 
 /// A DNS label (letters, digits, inner hyphens) or a UTF-8 label of an internationalised domain.
@@ -234,6 +245,29 @@ mod tests {
             MailAddress::parse(&id).is_err(),
             "76 > 64: a Tox ID is not a mail local part"
         );
+    }
+
+    #[test]
+    fn utf8_addresses_are_bounded_in_octets_and_flagged_for_smtputf8() {
+        let a = MailAddress::parse("jörg@Bücher.test").unwrap();
+        assert_eq!(a.as_str(), "jörg@bücher.test");
+        assert!(a.needs_smtputf8());
+        assert!(ReversePath::parse("jörg@b.test").unwrap().needs_smtputf8());
+        assert!(!ReversePath::Null.needs_smtputf8());
+        assert!(!MailAddress::parse("bob@b.test").unwrap().needs_smtputf8());
+        // 32 two-octet letters are 64 octets (the RFC 5321 limit RFC 6531 keeps); 33 are over.
+        assert!(MailAddress::parse(&format!("{}@b.test", "ö".repeat(32))).is_ok());
+        let long = format!("{}@b.test", "ö".repeat(33));
+        assert_eq!(MailAddress::parse(&long), Err(AddressError::TooLong));
+        for bad in [
+            "j\u{85}rg@b.test",
+            "j\u{200b}rg@b.test",
+            "gro\u{202e}j@b.test",
+            "jörg@b.test\u{2029}",
+            "jörg@b\u{feff}.test",
+        ] {
+            assert!(MailAddress::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

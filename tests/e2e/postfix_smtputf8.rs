@@ -76,3 +76,45 @@ async fn sendmail_with_a_utf8_subject_to_a_utf8_local_part_arrives_byte_exact_an
         assert!(declared, "site {site}:\n{log}");
     }
 }
+
+/// The receiving site's Postfix does not offer SMTPUTF8 (`smtputf8_enable = no`): bridge B
+/// acknowledges the envelope but keeps the mail queued (a temporary failure, "does not support
+/// SMTPUTF8"), neither mangled nor lost; once the operator turns SMTPUTF8 on, it arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn utf8_mail_waits_at_a_receiving_site_without_smtputf8_until_it_is_turned_on() {
+    toxmail_tests::init_logging();
+    let root = tempfile::tempdir().unwrap();
+    let boot = BootstrapDaemon::start(root.path()).unwrap();
+    // The harness default: smtputf8_enable = no.
+    let mut b = Site::prepare(root.path(), spec("site-b", "b.test", &["bob"]), &boot.node);
+    b.start_bridge();
+    let bob_id = b.identities["bob@b.test"].to_string();
+    let mut a_spec = spec("site-a", "a.test", &["alice"]);
+    a_spec.postfix_main_cf = utf8_postfix();
+    let mut a = Site::prepare(root.path(), a_spec, &boot.node);
+    a.admin(&["contact", "add", "bob@b.test", &bob_id]).unwrap();
+    a.start_bridge();
+
+    let message = "From: alice@a.test\nTo: bob@b.test\nSubject: Grüße\n\
+                   Date: Thu, 03 Dec 2026 12:00:00 +0000\nMessage-ID: <waits@a.test>\n\nschön\n";
+    a.postfix
+        .sendmail("alice@a.test", &["bob@b.test"], message.as_bytes());
+    let deferred = wait_for(Duration::from_secs(120), || {
+        b.bridge_log()
+            .contains("next hop does not support SMTPUTF8")
+    });
+    assert!(deferred.await, "B:\n{}", b.bridge_log());
+    assert!(b.postfix.maildir_messages("bob").is_empty());
+
+    b.postfix.postconf("smtputf8_enable = yes");
+    let arrived = wait_for(Duration::from_secs(120), || {
+        b.postfix.maildir_messages("bob").len() == 1
+    });
+    assert!(arrived.await, "B:\n{}", b.bridge_log());
+    let got = &b.postfix.maildir_messages("bob")[0];
+    assert!(
+        got.ends_with(message.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(got)
+    );
+}
