@@ -22,7 +22,9 @@ pub enum AddressError {
     TooLong,
     #[error("address has no @ or an empty local part or domain")]
     Shape,
-    #[error("address holds a control character, whitespace or one of <>()[]:;,\\\"")]
+    #[error(
+        "address holds a control or invisible format character, whitespace or one of <>()[]:;,\\\""
+    )]
     ForbiddenCharacter,
     #[error("address is a source route (@host:...) or a domain literal")]
     SourceRoute,
@@ -115,6 +117,11 @@ impl MailAddress {
         &self.text
     }
 
+    /// True when the address is not ASCII: it can only be sent with SMTPUTF8 (RFC 6531).
+    pub fn needs_smtputf8(&self) -> bool {
+        !self.text.is_ascii()
+    }
+
     /// True when the local part could make a mail system route elsewhere: Postfix's percent
     /// hack (`user%other@here`) and UUCP bang paths (`other!user@here`).
     pub fn has_routing_characters(&self) -> bool {
@@ -131,7 +138,23 @@ impl fmt::Display for MailAddress {
 /// `MAIL FROM:<path>` and CRLF: the only argument is a validated path, so no CR, LF or `>`
 /// can reach the line.
 pub fn mail_from_line(path: &ReversePath) -> String {
-    ["MAIL FROM:<", path.as_str(), ">\r\n"].concat()
+    mail_from_line_with(path, &toxmail_protocol::Extensions::default())
+}
+
+/// `MAIL FROM:<path>`, then ` SMTPUTF8` and ` BODY=8BITMIME`/` BODY=BINARYMIME` as `extensions`
+/// say (fixed keywords: 7BIT is the default and not written), and CRLF.
+pub fn mail_from_line_with(
+    path: &ReversePath,
+    extensions: &toxmail_protocol::Extensions,
+) -> String {
+    use toxmail_protocol::BodyType;
+    let utf8 = if extensions.smtputf8 { " SMTPUTF8" } else { "" };
+    let body = match extensions.body {
+        BodyType::SevenBit => "",
+        BodyType::EightBitMime => " BODY=8BITMIME",
+        BodyType::BinaryMime => " BODY=BINARYMIME",
+    };
+    ["MAIL FROM:<", path.as_str(), ">", utf8, body, "\r\n"].concat()
 }
 
 /// `RCPT TO:<address>` and CRLF, from a validated address only.
@@ -166,6 +189,11 @@ impl ReversePath {
     pub fn as_str(&self) -> &str {
         self.address().map_or("", MailAddress::as_str)
     }
+
+    /// True for a non-ASCII address (the null path never needs SMTPUTF8).
+    pub fn needs_smtputf8(&self) -> bool {
+        self.address().is_some_and(MailAddress::needs_smtputf8)
+    }
 }
 
 /// Displays what goes between `<` and `>`: nothing for the null path.
@@ -178,7 +206,16 @@ impl fmt::Display for ReversePath {
 /// Characters no accepted address holds: controls, whitespace, and RFC 5322 specials other than
 /// `@` and `.` (they only appear in quoted local parts, domain literals and routes).
 fn forbidden(c: char) -> bool {
-    c.is_control() || c.is_whitespace() || "<>()[]:;,\\\"".contains(c)
+    c.is_control() || c.is_whitespace() || invisible(c) || "<>()[]:;,\\\"".contains(c)
+}
+
+/// Invisible format characters that make one address look like another in a UTF-8 local part:
+/// the soft hyphen, zero-width characters and joiners, bidirectional marks, embeddings,
+/// overrides and isolates, and the byte order mark (Unicode general category Cf, the ones a
+/// mail address has no use for).
+fn invisible(c: char) -> bool {
+    matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}' | '\u{feff}')
 }
 
 /// A DNS label (letters, digits, inner hyphens) or a UTF-8 label of an internationalised domain.
@@ -208,6 +245,29 @@ mod tests {
             MailAddress::parse(&id).is_err(),
             "76 > 64: a Tox ID is not a mail local part"
         );
+    }
+
+    #[test]
+    fn utf8_addresses_are_bounded_in_octets_and_flagged_for_smtputf8() {
+        let a = MailAddress::parse("jörg@Bücher.test").unwrap();
+        assert_eq!(a.as_str(), "jörg@bücher.test");
+        assert!(a.needs_smtputf8());
+        assert!(ReversePath::parse("jörg@b.test").unwrap().needs_smtputf8());
+        assert!(!ReversePath::Null.needs_smtputf8());
+        assert!(!MailAddress::parse("bob@b.test").unwrap().needs_smtputf8());
+        // 32 two-octet letters are 64 octets (the RFC 5321 limit RFC 6531 keeps); 33 are over.
+        assert!(MailAddress::parse(&format!("{}@b.test", "ö".repeat(32))).is_ok());
+        let long = format!("{}@b.test", "ö".repeat(33));
+        assert_eq!(MailAddress::parse(&long), Err(AddressError::TooLong));
+        for bad in [
+            "j\u{85}rg@b.test",
+            "j\u{200b}rg@b.test",
+            "gro\u{202e}j@b.test",
+            "jörg@b.test\u{2029}",
+            "jörg@b\u{feff}.test",
+        ] {
+            assert!(MailAddress::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use toxmail_protocol::{
-    Letter, MessageId, Metadata, SealError, SecretKey, ToxId, seal, seal_compressed,
+    BodyType, Extensions, Letter, MessageId, Metadata, SealError, SecretKey, ToxId, seal,
+    seal_compressed,
 };
 
 use crate::config::UnknownSender;
@@ -56,6 +57,33 @@ impl BridgeIntake {
     fn opens_compressed(&self, identity: &str, peer: &ToxId) -> bool {
         let courier = self.dispatcher.couriers.get(identity);
         courier.and_then(|c| c.peer_level(&peer.public_key())) >= Some(2)
+    }
+
+    /// The extensions sealed for `peer`: the transaction's, when the peer opens envelopes with
+    /// extensions (protocol level 3) or its level is not known yet (the sending side then refuses
+    /// the copy with a clear reason if the peer turns out older). A peer known to be older gets
+    /// a 5.6.7 refusal for SMTPUTF8 mail, and 8-bit mail sealed as before level 3: the bytes are
+    /// carried unchanged, only not declared BODY=8BITMIME at the receiving site (docs/protocol.md).
+    fn extensions_for(
+        &self,
+        identity: &str,
+        peer: &ToxId,
+        wanted: &Extensions,
+    ) -> Result<Extensions, Failure> {
+        let courier = self.dispatcher.couriers.get(identity);
+        let level = courier.and_then(|c| c.peer_level(&peer.public_key()));
+        match level {
+            Some(level) if level < 3 => {
+                if wanted.smtputf8 {
+                    return Err(Failure::PeerLacksSmtputf8);
+                }
+                Ok(Extensions {
+                    smtputf8: false,
+                    body: BodyType::SevenBit,
+                })
+            }
+            _ => Ok(wanted.clone()),
+        }
     }
 
     /// The peer's Tox ID and the relays it published.
@@ -114,6 +142,7 @@ impl Intake for BridgeIntake {
             None => derived_idem_key(&tx.mail_from, &tx.data),
         });
         let mut copies = Vec::new();
+        let mut extensions = Vec::new();
         let mut slots = Vec::new();
         let expires = SystemTime::now() + self.lifetime;
         let mut original = None;
@@ -126,8 +155,13 @@ impl Intake for BridgeIntake {
             if reports && original.is_none() {
                 original = Some(self.sealed_original(&identity, &tx));
             }
-            match self.route(rcpt).await {
-                Ok((peer, relays)) => {
+            let routed = self.route(rcpt).await.and_then(|(peer, relays)| {
+                let ext = self.extensions_for(&identity, &peer, &tx.extensions)?;
+                Ok((peer, relays, ext))
+            });
+            match routed {
+                Ok((peer, relays, ext)) => {
+                    extensions.push(ext);
                     copies.push(UnsealedCopy {
                         dsn,
                         original: original.clone().flatten().filter(|_| reports),
@@ -146,7 +180,7 @@ impl Intake for BridgeIntake {
             }
         }
         if !copies.is_empty() {
-            let queued = self.enqueue(&identity, tx, &copies).await;
+            let queued = self.enqueue(&identity, tx, &copies, &extensions).await;
             for (n, &i) in slots.iter().enumerate() {
                 replies[i] = Some(match &queued {
                     Ok(done) => match &done[n] {
@@ -194,13 +228,14 @@ impl BridgeIntake {
         identity: &str,
         tx: Transaction,
         copies: &[UnsealedCopy],
+        extensions: &[Extensions],
     ) -> Result<Vec<Result<Enqueued, SealError>>, StoreError> {
         let key = &self.keys[identity];
         let queue_id = tx.ident.unwrap_or_default();
         let lifetime = self.lifetime.as_secs();
         // The one copy of the message: lent to each copy's `Letter` and taken back after sealing.
         let mut message = tx.data;
-        let seal_copy = |_: usize, copy: &UnsealedCopy| {
+        let seal_copy = |n: usize, copy: &UnsealedCopy| {
             let letter = Letter {
                 message_id: copy.message_id,
                 metadata: Metadata {
@@ -209,6 +244,7 @@ impl BridgeIntake {
                     queue_id: queue_id.clone(),
                     created: unix_now(),
                     expires: unix_now() + lifetime,
+                    extensions: extensions[n].clone(),
                 },
                 message: std::mem::take(&mut message),
             };

@@ -181,6 +181,12 @@ pub enum Failure {
     TooManyConnections,
     #[error("local error: {0}")]
     LocalError(String),
+    /// A non-ASCII address in a transaction whose MAIL did not give SMTPUTF8.
+    #[error("non-ASCII address without SMTPUTF8")]
+    NeedsSmtputf8,
+    /// The message needs SMTPUTF8 and the recipient's bridge speaks a protocol level without it.
+    #[error("recipient's bridge cannot take SMTPUTF8 mail")]
+    PeerLacksSmtputf8,
 }
 
 impl Failure {
@@ -235,6 +241,15 @@ impl Failure {
             TooManyConnections => (421, (4, 3, 2), "too many connections, try again later"),
             // 451 "local error in processing", X.3.0.
             LocalError(_) => (451, (4, 3, 0), "local error, try again later"),
+            // X.6.7 "non-ASCII addresses not permitted for that sender/recipient" (RFC 6531
+            // §3.7.5), with 553 "mailbox name not allowed" as RFC 6531 §3.5 has for it.
+            NeedsSmtputf8 => (553, (5, 6, 7), "non-ASCII address needs SMTPUTF8"),
+            // X.6.7 again, as Postfix bounces mail for a next hop that does not offer SMTPUTF8.
+            PeerLacksSmtputf8 => (
+                550,
+                (5, 6, 7),
+                "SMTPUTF8 is required, but the recipient's bridge does not support it",
+            ),
         };
         Reply::new(code, Some(status), text)
     }
@@ -279,6 +294,8 @@ mod tests {
             (ShuttingDown, 421, (4, 3, 2), true),
             (TooManyConnections, 421, (4, 3, 2), true),
             (LocalError(s()), 451, (4, 3, 0), true),
+            (NeedsSmtputf8, 553, (5, 6, 7), false),
+            (PeerLacksSmtputf8, 550, (5, 6, 7), false),
         ];
         for (failure, code, status, temporary) in table {
             let reply = failure.reply();

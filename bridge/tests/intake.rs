@@ -277,3 +277,39 @@ async fn each_copy_keeps_its_dsn_request_and_the_returned_part_only_sealed() {
     assert!(plain.get::<_, Option<Vec<u8>>>(4).is_some());
     assert!(!plain.get::<_, bool>(5) && !plain.get::<_, bool>(6));
 }
+
+/// SMTPUTF8 and BODY=8BITMIME from MAIL FROM are sealed with each copy (an extended envelope:
+/// the peers' protocol level is not known yet), and a 7-bit ASCII message still seals as
+/// version 1, which every release opens.
+#[tokio::test]
+async fn smtputf8_and_the_body_type_are_sealed_with_each_copy() {
+    use toxmail_protocol::{BodyType, ENVELOPE_VERSION, ENVELOPE_VERSION_EXTENDED, Extensions};
+    let server = PgServer::started().await;
+    let (intake, store) = intake(&server).await;
+    let wanted = Extensions {
+        smtputf8: true,
+        body: BodyType::EightBitMime,
+    };
+    let utf8 = Transaction {
+        extensions: wanted.clone(),
+        ident: Some("4UTF8".into()),
+        ..transaction(vec![rcpt(1)], "Subject: grüße\r\n\r\nschön\r\n".as_bytes())
+    };
+    assert_eq!(codes(&intake.deliver(utf8).await), ["250 2.0.0"]);
+    let plain = transaction(vec![rcpt(2)], b"Subject: x\r\n\r\nbody\r\n");
+    assert_eq!(codes(&intake.deliver(plain).await), ["250 2.0.0"]);
+    let rows = store.queued().await.unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, n, version, extensions) in [
+        (&rows[0], 1, ENVELOPE_VERSION_EXTENDED, wanted),
+        (&rows[1], 2, ENVELOPE_VERSION, Extensions::default()),
+    ] {
+        let envelope = store.envelope(row.id).await.unwrap().expect("queued");
+        assert_eq!(
+            toxmail_protocol::peek_header(&envelope).unwrap().version,
+            version
+        );
+        let opened = open(&envelope, &peer_key(n)).unwrap();
+        assert_eq!(opened.letter.metadata.extensions, extensions);
+    }
+}

@@ -160,8 +160,8 @@ async fn lhlo_announces_exactly_what_is_implemented() {
     let (_server, mut c) = Server::tcp(config()).await;
     c.send("LHLO client.test\r\n").await;
     let want = "250-mx.test\n250-PIPELINING\n250-ENHANCEDSTATUSCODES\n250-DSN\n250-8BITMIME\n\
-                250-SIZE 1000\n250 XFORWARD NAME ADDR PROTO HELO IDENT SOURCE";
-    assert_eq!(c.reply().await, want, "no SMTPUTF8 or CHUNKING");
+                250-SMTPUTF8\n250-SIZE 1000\n250 XFORWARD NAME ADDR PROTO HELO IDENT SOURCE";
+    assert_eq!(c.reply().await, want, "no BINARYMIME or CHUNKING");
     let got = c.run(&["VRFY x", "NOOP", "FROB", "QUIT"]).await;
     assert_eq!(got, "252 2.0.0,250 2.0.0,500 5.5.2,221 2.0.0");
     assert!(c.closed().await);
@@ -225,6 +225,38 @@ async fn transaction_with_a_refused_recipient_answers_per_accepted_recipient() {
     assert_eq!(got[0].recipients, ["b@y.test", "defer@y.test"]);
     assert_eq!(got[0].data, b"Subject: hi\r\n\r\nbody\r\n");
     assert_eq!(got[0].ident, None);
+}
+
+#[tokio::test]
+async fn utf8_addresses_need_smtputf8_and_its_extensions_reach_the_intake() {
+    let (server, mut c) = Server::tcp(config()).await;
+    for (command, want) in [
+        ("LHLO client.test", "250"),
+        ("MAIL FROM:<jörg@x.test>", "553 5.6.7"),
+        ("MAIL FROM:<a@x.test> BODY=BINARYMIME", "555 5.5.4"),
+        ("MAIL FROM:<a@x.test> BODY=8BITMIME", "250 2.1.0"),
+        ("RCPT TO:<jörg@y.test>", "553 5.6.7"),
+        ("RSET", "250 2.0.0"),
+        (
+            "MAIL FROM:<jörg@x.test> SMTPUTF8 BODY=8BITMIME",
+            "250 2.1.0",
+        ),
+        ("RCPT TO:<δοκιμή@y.test>", "250 2.1.5"),
+        ("DATA", "354"),
+    ] {
+        assert_eq!(c.run(&[command]).await, want, "{command}");
+    }
+    c.send("Subject: grüße\r\n\r\nbody\r\n.\r\n").await;
+    assert_eq!(c.reply().await, "250 2.0.0 queued as 1");
+    let got = server.intake.take();
+    assert_eq!(got[0].mail_from, "jörg@x.test");
+    assert_eq!(got[0].recipients, ["δοκιμή@y.test"]);
+    let want = toxmail_protocol::Extensions {
+        smtputf8: true,
+        body: toxmail_protocol::BodyType::EightBitMime,
+    };
+    assert_eq!(got[0].extensions, want);
+    assert_eq!(got[0].data, "Subject: grüße\r\n\r\nbody\r\n".as_bytes());
 }
 
 #[tokio::test]

@@ -120,6 +120,7 @@ fn letter_of(size: usize) -> Letter {
             queue_id: "4ABCD1234".into(),
             created: 1_700_000_000,
             expires: 1_700_432_000,
+            extensions: Default::default(),
         },
         message: (0..size).map(|i| (i % 251) as u8).collect(),
     }

@@ -3,6 +3,7 @@
 //! size bucket. `layout` owns the byte layout, `padding` the bucket function.
 
 mod deflate;
+mod extensions;
 mod layout;
 mod padding;
 
@@ -14,6 +15,7 @@ use crate::id::{MessageId, PublicKey};
 use layout::{HEADER_COPY_SIZE, TAG_SIZE};
 
 pub use crypto_box::SecretKey;
+pub use extensions::{BodyType, Extensions, MAX_EXTENSIONS_LEN};
 pub use layout::{HEADER_SIZE, MAX_FIELD_LEN, NONCE_SIZE};
 pub use padding::{MIN_ENVELOPE_SIZE, padded_len};
 
@@ -23,6 +25,12 @@ pub const ENVELOPE_VERSION: u8 = 1;
 /// An envelope whose message is DEFLATE-compressed inside the sealed inner block; sealed by
 /// [`seal_compressed`] for peers whose `Hello` announces protocol level 2.
 pub const ENVELOPE_VERSION_COMPRESSED: u8 = 2;
+/// Version 1 with an extension block ([`Extensions`]) after the metadata; sealed only when the
+/// letter's extensions are not the default, for peers whose `Hello` announces protocol level 3
+/// (or whose level is not known yet: a level-2 peer is then refused by the sending side).
+pub const ENVELOPE_VERSION_EXTENDED: u8 = 3;
+/// Version 2 (compressed) with an extension block.
+pub const ENVELOPE_VERSION_EXTENDED_COMPRESSED: u8 = 4;
 /// Messages up to this size are compressed at DEFLATE level 6, larger ones at level 1 (about ten
 /// times faster, a little larger).
 const COMPRESS_WELL_UP_TO: usize = 64 * 1024;
@@ -40,6 +48,9 @@ pub struct Metadata {
     pub created: u64,
     /// Unix seconds after which the message must not be delivered any more.
     pub expires: u64,
+    /// SMTPUTF8 and the body type; the default seals as version 1 or 2, anything else as
+    /// version 3 or 4 with an extension block.
+    pub extensions: Extensions,
 }
 
 /// The plaintext content of an envelope.
@@ -90,8 +101,11 @@ pub enum OpenError {
     TooLarge,
     #[error("not a toxmail envelope (magic bytes are not \"TXM1\")")]
     BadMagic,
-    #[error("unsupported envelope version {0} (this node reads versions 1 and 2)")]
+    #[error("unsupported envelope version {0} (this node reads versions 1 to 4)")]
     UnsupportedVersion(u8),
+    /// An extension entry of a critical type this node does not know (docs/protocol.md §2.4).
+    #[error("unsupported critical envelope extension type {0:#04x}")]
+    UnsupportedExtension(u8),
     #[error("envelope is addressed to a different key")]
     WrongRecipient,
     #[error("envelope failed authentication: tampered with, or not sealed by its claimed sender")]
@@ -124,7 +138,9 @@ impl OpenError {
         match self {
             _ if self.is_forgery() => NackCode::Forged,
             OpenError::TooLarge => NackCode::TooLarge,
-            OpenError::UnsupportedVersion(_) => NackCode::UnsupportedVersion,
+            OpenError::UnsupportedVersion(_) | OpenError::UnsupportedExtension(_) => {
+                NackCode::UnsupportedVersion
+            }
             OpenError::WrongRecipient => NackCode::WrongRecipient,
             _ => NackCode::Malformed,
         }
@@ -136,7 +152,8 @@ pub fn public_key_of(secret_key: &SecretKey) -> PublicKey {
     PublicKey(secret_key.public_key().to_bytes())
 }
 
-/// Seals `letter` from `sender` to `recipient` under a fresh random nonce.
+/// Seals `letter` from `sender` to `recipient` under a fresh random nonce: version 1, or
+/// version 3 when its extensions are not the default.
 pub fn seal(
     letter: &Letter,
     sender: &SecretKey,
@@ -190,7 +207,11 @@ fn seal_deflated(
     };
     let prefix = HEADER_SIZE + TAG_SIZE + layout::inner_len(letter, empty)?;
     let header = EnvelopeHeader {
-        version: ENVELOPE_VERSION_COMPRESSED,
+        version: if letter.metadata.extensions.is_default() {
+            ENVELOPE_VERSION_COMPRESSED
+        } else {
+            ENVELOPE_VERSION_EXTENDED_COMPRESSED
+        },
         message_id: letter.message_id,
         sender: public_key_of(sender),
         recipient: *recipient,
@@ -232,7 +253,12 @@ pub fn seal_with_nonce(
     nonce: [u8; NONCE_SIZE],
 ) -> Result<Vec<u8>, SealError> {
     let body = layout::Body::Plain(&letter.message);
-    seal_body(letter, body, ENVELOPE_VERSION, sender, recipient, nonce)
+    let version = if letter.metadata.extensions.is_default() {
+        ENVELOPE_VERSION
+    } else {
+        ENVELOPE_VERSION_EXTENDED
+    };
+    seal_body(letter, body, version, sender, recipient, nonce)
 }
 
 fn seal_body(

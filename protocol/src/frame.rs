@@ -11,8 +11,9 @@ pub const PACKET_ID: u8 = 181;
 pub const PROTOCOL_VERSION: u8 = 1;
 /// The highest protocol level this node speaks, announced as `Hello::version_max` (`version_min`
 /// is [`PROTOCOL_VERSION`]): level 1 is the base protocol, level 2 adds compressed envelopes
-/// (envelope version 2). Frames are the same at both levels and keep version byte 1.
-pub const PROTOCOL_LEVEL: u8 = 2;
+/// (envelope version 2), level 3 envelopes with an extension block (versions 3 and 4: SMTPUTF8,
+/// body type). Frames are the same at every level and keep version byte 1.
+pub const PROTOCOL_LEVEL: u8 = 3;
 /// Tox's `TOX_MAX_CUSTOM_PACKET_SIZE`, the packet id byte included.
 pub const MAX_FRAME_SIZE: usize = 1373;
 /// Longest `Nack::detail` (and `Refuse::detail`), in bytes; longer text is cut at a character

@@ -101,3 +101,31 @@ fn a_wrong_or_oversized_stated_length_or_broken_data_is_malformed() {
     }
     assert!(open(&good, &recipient_key()).is_ok());
 }
+
+#[test]
+fn extensions_seal_as_versions_3_and_4_and_open_unchanged() {
+    use toxmail_protocol::{
+        BodyType, ENVELOPE_VERSION_EXTENDED, ENVELOPE_VERSION_EXTENDED_COMPRESSED, Extensions,
+    };
+    let recipient = public_key_of(&recipient_key());
+    for body in [BodyType::EightBitMime, BodyType::BinaryMime] {
+        let mut l = letter(MessageId::random(), &text(20_000));
+        l.metadata.extensions = Extensions {
+            smtputf8: body == BodyType::EightBitMime,
+            body,
+        };
+        let small = seal_compressed(&l, &sender_key(), &recipient).unwrap();
+        let plain = seal(&l, &sender_key(), &recipient).unwrap();
+        let version = |e: &[u8]| peek_header(e).unwrap().version;
+        assert_eq!(version(&small), ENVELOPE_VERSION_EXTENDED_COMPRESSED);
+        assert_eq!(version(&plain), ENVELOPE_VERSION_EXTENDED);
+        for envelope in [small, plain] {
+            assert_eq!(open(&envelope, &recipient_key()).unwrap().letter, l);
+        }
+        // Incompressible: the fallback keeps the extensions (version 3).
+        l.message = noise(7, 5_000);
+        let fallback = seal_compressed(&l, &sender_key(), &recipient).unwrap();
+        assert_eq!(version(&fallback), ENVELOPE_VERSION_EXTENDED);
+        assert_eq!(open(&fallback, &recipient_key()).unwrap().letter, l);
+    }
+}

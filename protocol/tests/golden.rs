@@ -8,7 +8,10 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{GOLDEN_MESSAGE_ID, GOLDEN_NONCE, golden_letter, recipient_key, sender_key};
+use common::{
+    GOLDEN_MESSAGE_ID, GOLDEN_NONCE, golden_extended_letter, golden_letter, recipient_key,
+    sender_key,
+};
 use toxmail_protocol::{
     Custody, Deposit, Frame, Hello, Holding, MAX_ENVELOPE_SIZE, Nack, NackClass, NackCode, Offer,
     PublicKey, Refuse, Register, RelayFrame, RelayList, RelayRefusal, ReleaseOutcome, Released,
@@ -72,6 +75,23 @@ fn golden_envelope_opens_to_the_golden_letter() {
     let opened = open(&bytes, &recipient_key()).unwrap();
     assert_eq!(opened.sender, public_key_of(&sender_key()));
     assert_eq!(opened.letter, golden_letter());
+}
+
+#[test]
+fn golden_extended_envelope_seals_to_the_stored_bytes_and_opens() {
+    let letter = golden_extended_letter();
+    let sealed = seal_with_nonce(
+        &letter,
+        &sender_key(),
+        &public_key_of(&recipient_key()),
+        GOLDEN_NONCE,
+    )
+    .unwrap();
+    assert_eq!(sealed.len(), 4096);
+    assert_eq!(peek_header(&sealed).unwrap().version, 3);
+    check_golden("envelope_extended.hex", &sealed);
+    let opened = open(&read_golden("envelope_extended.hex"), &recipient_key()).unwrap();
+    assert_eq!(opened.letter, letter);
 }
 
 /// The golden envelope's expiry, reused by the relay frames.

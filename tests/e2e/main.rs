@@ -12,6 +12,7 @@ mod postfix_dsn;
 mod postfix_flow;
 mod postfix_harness;
 mod postfix_recovery;
+mod postfix_smtputf8;
 mod postfix_stock_lmtp;
 mod relay;
 mod relay_bounds;

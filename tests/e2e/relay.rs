@@ -33,6 +33,7 @@ fn letter(from: &SecretKey, to: &PublicKey, recipient: &str, marker: &str) -> (L
             queue_id: "4Relay1".into(),
             created: now(),
             expires: now() + 86400,
+            extensions: Default::default(),
         },
         message,
     };

@@ -108,6 +108,7 @@ pub fn sealed_mail(from: &SecretKey, to: &PublicKey, size: usize) -> (Letter, Ar
             queue_id: "4XyZ1".into(),
             created: now(),
             expires: now() + 86400,
+            extensions: Default::default(),
         },
         message,
     };

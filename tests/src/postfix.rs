@@ -217,6 +217,28 @@ impl PostfixSite {
         cmd
     }
 
+    /// Submits `message` with this instance's own sendmail(1) (`-f sender -- recipients`), as
+    /// webmail in sendmail mode and PHP's `mail()` do; pickup(8) then queues it.
+    pub fn sendmail(&self, sender: &str, recipients: &[&str], message: &[u8]) {
+        use std::io::Write as _;
+        let mut child = Command::new("/usr/sbin/sendmail")
+            .env("MAIL_CONFIG", self.etc())
+            .args(["-f", sender, "--"])
+            .args(recipients)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sendmail");
+        child.stdin.take().unwrap().write_all(message).unwrap();
+        let out = child.wait_with_output().expect("sendmail");
+        assert!(
+            out.status.success(),
+            "sendmail: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Runs a Postfix command and returns its stdout; panics when it fails (a broken harness).
     fn run(&self, program: &str, args: &[&str]) -> String {
         let out = self.command(program, args).output();

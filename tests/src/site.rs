@@ -47,6 +47,9 @@ pub struct SiteSpec {
     /// The socketmap's answer for Tox recipients (`[socketmap] nexthop`), e.g. Postfix's stock
     /// `lmtp:inet:[127.0.0.1]:PORT`; default the harness's `toxlmtp` service to `[lmtp]`.
     pub socketmap_nexthop: Option<String>,
+
+    /// More main.cf settings for this site's Postfix (`smtputf8_enable = yes`, ...).
+    pub postfix_main_cf: Vec<(String, String)>,
 }
 
 /// The toxmail-bridge binary built next to the running test binary.
@@ -149,7 +152,7 @@ impl Site {
             .milter
             .as_ref()
             .map(|_| ([127, 0, 0, 1], free_tcp_port().unwrap()).into());
-        let extra_main_cf = match milter {
+        let mut extra_main_cf = match milter {
             Some(addr) => vec![
                 ("smtpd_milters".into(), format!("inet:{addr}")),
                 ("milter_default_action".into(), "accept".into()),
@@ -157,6 +160,7 @@ impl Site {
             ],
             None => Vec::new(),
         };
+        extra_main_cf.extend(spec.postfix_main_cf.iter().cloned());
         let key_file = dir.join("bridge.key");
         std::fs::write(&key_file, b"test key file, 32 bytes or more!").unwrap();
         std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();

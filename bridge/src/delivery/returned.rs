@@ -57,6 +57,7 @@ impl Returned {
                 queue_id: String::new(),
                 created: 0,
                 expires: 0,
+                extensions: Default::default(),
             },
             message,
         };

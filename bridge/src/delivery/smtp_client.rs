@@ -10,6 +10,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 
+use toxmail_protocol::{BodyType, Extensions};
+
 use crate::address::{Domain, MailAddress, ReversePath};
 use crate::config::NextHop;
 
@@ -28,13 +30,17 @@ pub enum SmtpError {
     Rejected { code: u16, text: String },
     #[error("our own host name is not a domain (bridge.hostname)")]
     Hostname,
+    /// The message needs an extension the next hop did not announce (SMTPUTF8, 8BITMIME), or
+    /// one this client does not speak (BINARYMIME, which needs BDAT).
+    #[error("next hop does not support {0}, which the message needs")]
+    Unsupported(&'static str),
 }
 
 /// The commands this client sends. Each is rendered from validated parts only: no variant can
 /// carry a CR, an LF, or a `<`/`>` that would end an address early.
 enum Request<'a> {
     Hello { lmtp: bool, host: &'a Domain },
-    MailFrom(&'a ReversePath),
+    MailFrom(&'a ReversePath, &'a Extensions),
     RcptTo(&'a MailAddress),
     Data,
     Rset,
@@ -48,7 +54,7 @@ impl Request<'_> {
         let (verb, argument, close) = match self {
             Request::Hello { lmtp: true, host } => ("LHLO ", host.as_str(), ""),
             Request::Hello { lmtp: false, host } => ("EHLO ", host.as_str(), ""),
-            Request::MailFrom(path) => return crate::address::mail_from_line(path),
+            Request::MailFrom(path, ext) => return crate::address::mail_from_line_with(path, ext),
             Request::RcptTo(address) => return crate::address::rcpt_to_line(address),
             Request::Data => ("DATA", "", ""),
             Request::Rset => ("RSET", "", ""),
@@ -59,15 +65,20 @@ impl Request<'_> {
 }
 
 impl SmtpError {
-    /// 5xx is permanent; everything else (4xx, network) is worth retrying.
+    /// 5xx is permanent, and BINARYMIME (never supported here); everything else (4xx, network,
+    /// a next hop without SMTPUTF8 or 8BITMIME, which its operator may turn on) is worth
+    /// retrying.
     pub fn is_permanent(&self) -> bool {
         matches!(self, SmtpError::Rejected { code, .. } if *code >= 500)
+            || matches!(self, SmtpError::Unsupported("BINARYMIME"))
     }
 }
 
 struct Conn {
     reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
     writer: OwnedWriteHalf,
+    /// The EHLO/LHLO keywords the next hop announced, upper-case (`SMTPUTF8`, `8BITMIME`).
+    keywords: Vec<String>,
 }
 
 impl Conn {
@@ -79,6 +90,7 @@ impl Conn {
         let mut conn = Conn {
             reader: BufReader::new(r),
             writer: w,
+            keywords: Vec::new(),
         };
         conn.expect(220).await?;
         let host = Domain::parse(hostname).map_err(|_| SmtpError::Hostname)?;
@@ -86,12 +98,59 @@ impl Conn {
             lmtp: hop.lmtp,
             host: &host,
         };
-        conn.command(hello, 250).await?;
+        conn.writer.write_all(hello.line().as_bytes()).await?;
+        let (code, lines) = conn.reply_lines().await?;
+        if code / 100 != 2 {
+            let text = lines.join(" ");
+            return Err(SmtpError::Rejected { code, text });
+        }
+        // The first line is the greeting; each further line starts with a keyword.
+        conn.keywords = lines
+            .iter()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_ascii_uppercase)
+            .collect();
         Ok(conn)
     }
 
+    fn announced(&self, keyword: &str) -> bool {
+        self.keywords.iter().any(|k| k == keyword)
+    }
+
+    /// The MAIL parameters for a message with `wanted` extensions from `sender` to `recipients`:
+    /// SMTPUTF8 when it is asked for or an address is not ASCII, BODY= as sealed; each only if
+    /// the next hop announced it, else `Unsupported`.
+    fn mail_parameters(
+        &self,
+        wanted: &Extensions,
+        sender: &ReversePath,
+        recipient: &MailAddress,
+    ) -> Result<Extensions, SmtpError> {
+        let smtputf8 = wanted.smtputf8 || sender.needs_smtputf8() || recipient.needs_smtputf8();
+        if smtputf8 && !self.announced("SMTPUTF8") {
+            return Err(SmtpError::Unsupported("SMTPUTF8"));
+        }
+        match wanted.body {
+            BodyType::SevenBit => {}
+            BodyType::EightBitMime if self.announced("8BITMIME") => {}
+            BodyType::EightBitMime => return Err(SmtpError::Unsupported("8BITMIME")),
+            BodyType::BinaryMime => return Err(SmtpError::Unsupported("BINARYMIME")),
+        }
+        Ok(Extensions {
+            smtputf8,
+            body: wanted.body,
+        })
+    }
+
     async fn reply(&mut self) -> Result<(u16, String), SmtpError> {
-        let mut text = String::new();
+        let (code, lines) = self.reply_lines().await?;
+        Ok((code, lines.join(" ")))
+    }
+
+    /// One reply: its code and the text of each line.
+    async fn reply_lines(&mut self) -> Result<(u16, Vec<String>), SmtpError> {
+        let mut text = Vec::new();
         for _ in 0..MAX_REPLY_LINES {
             let mut line = String::new();
             let n = tokio::time::timeout(TIMEOUT, self.reader.read_line(&mut line))
@@ -105,11 +164,10 @@ impl Conn {
                 .get(..3)
                 .and_then(|c| c.parse().ok())
                 .ok_or(SmtpError::Malformed)?;
-            text.push_str(line.get(4..).unwrap_or(""));
+            text.push(line.get(4..).unwrap_or("").to_string());
             if line.as_bytes().get(3) != Some(&b'-') {
                 return Ok((code, text));
             }
-            text.push(' ');
         }
         Err(SmtpError::Malformed)
     }
@@ -141,8 +199,30 @@ pub async fn send(
     recipient: &MailAddress,
     message: &[u8],
 ) -> Result<(), SmtpError> {
+    let plain = Extensions::default();
+    send_with(hop, hostname, sender, recipient, message, &plain).await
+}
+
+/// [`send`], declaring SMTPUTF8 and BODY= as `extensions` ask (and SMTPUTF8 for a non-ASCII
+/// address) when the next hop announced them; `Unsupported` before MAIL when it did not.
+pub async fn send_with(
+    hop: &NextHop,
+    hostname: &str,
+    sender: &ReversePath,
+    recipient: &MailAddress,
+    message: &[u8],
+    extensions: &Extensions,
+) -> Result<(), SmtpError> {
     let mut conn = Conn::open(hop, hostname).await?;
-    conn.command(Request::MailFrom(sender), 250).await?;
+    let params = match conn.mail_parameters(extensions, sender, recipient) {
+        Ok(params) => params,
+        Err(e) => {
+            conn.quit().await;
+            return Err(e);
+        }
+    };
+    conn.command(Request::MailFrom(sender, &params), 250)
+        .await?;
     conn.command(Request::RcptTo(recipient), 250).await?;
     conn.command(Request::Data, 354).await?;
     conn.writer.write_all(&dot_stuff(message)).await?;
@@ -174,7 +254,8 @@ async fn probe_unbounded(
     recipient: &MailAddress,
 ) -> Result<(), SmtpError> {
     let mut conn = Conn::open(hop, hostname).await?;
-    conn.command(Request::MailFrom(&ReversePath::Null), 250)
+    let params = conn.mail_parameters(&Extensions::default(), &ReversePath::Null, recipient)?;
+    conn.command(Request::MailFrom(&ReversePath::Null, &params), 250)
         .await?;
     let result = conn.command(Request::RcptTo(recipient), 250).await;
     let _ = conn.command(Request::Rset, 250).await;
@@ -235,15 +316,21 @@ mod tests {
         let host = Domain::parse("mx.b.test").unwrap();
         let from = ReversePath::parse("a@a.test").unwrap();
         let to = MailAddress::parse("bob@b.test").unwrap();
+        let plain = Extensions::default();
+        let both = Extensions {
+            smtputf8: true,
+            body: BodyType::EightBitMime,
+        };
         let lines = [
             Request::Hello {
                 lmtp: true,
                 host: &host,
             }
             .line(),
-            Request::MailFrom(&from).line(),
-            Request::MailFrom(&ReversePath::Null).line(),
+            Request::MailFrom(&from, &plain).line(),
+            Request::MailFrom(&ReversePath::Null, &plain).line(),
             Request::RcptTo(&to).line(),
+            Request::MailFrom(&from, &both).line(),
         ];
         assert_eq!(
             lines,
@@ -251,7 +338,8 @@ mod tests {
                 "LHLO mx.b.test\r\n",
                 "MAIL FROM:<a@a.test>\r\n",
                 "MAIL FROM:<>\r\n",
-                "RCPT TO:<bob@b.test>\r\n"
+                "RCPT TO:<bob@b.test>\r\n",
+                "MAIL FROM:<a@a.test> SMTPUTF8 BODY=8BITMIME\r\n",
             ]
         );
         assert!(lines.iter().all(|l| l.matches("\r\n").count() == 1));

@@ -17,6 +17,11 @@ pub const TOX_DOMAIN: &str = "tox";
 ///   starts with a delimiter is kept whole, so that no empty local part results. Postfix's
 ///   `owner-foo`/`foo-request` exception for `-` is not copied.
 /// - One trailing dot of the domain is dropped.
+/// - SMTPUTF8 (RFC 6531): a UTF-8 local part is put in Unicode NFC (RFC 6532 §3.1 asks senders
+///   for it; a decomposed `jo\u{308}rg` is the same mailbox as `jörg`) and lower-cased by the
+///   Unicode rules, a policy choice like the ASCII lower-casing. An internationalised domain is
+///   keyed by its U-labels after UTS 46 mapping ([`canonical_domain`]): `xn--bcher-kva.test`
+///   and `BÜCHER.test` are both `bücher.test`.
 ///
 /// `None` for no `@`, an empty local part or domain, or any whitespace or control character:
 /// such a key cannot be a deliverable address.
@@ -42,11 +47,33 @@ pub fn normalise(address: &str, delimiter: Option<&str>) -> Option<String> {
     if local.is_empty() || domain.is_empty() {
         return None;
     }
-    Some(format!(
-        "{}@{}",
-        local.to_lowercase(),
-        domain.to_lowercase()
-    ))
+    let local = if local.is_ascii() {
+        local.to_lowercase()
+    } else {
+        use unicode_normalization::UnicodeNormalization;
+        local.nfc().collect::<String>().to_lowercase()
+    };
+    Some(format!("{local}@{}", canonical_domain(domain)?))
+}
+
+/// A domain as keys hold it: lower-case ASCII as before for plain ASCII names, and for an
+/// internationalised one (non-ASCII, or an `xn--` A-label) its U-labels after UTS 46 mapping
+/// (case folding, NFC). `None` when the IDN is invalid (a bad A-label, disallowed characters).
+pub fn canonical_domain(domain: &str) -> Option<String> {
+    let lower = domain.to_ascii_lowercase();
+    if lower.is_ascii() && !lower.split('.').any(|l| l.starts_with("xn--")) {
+        return Some(lower);
+    }
+    let (unicode, result) = idna::domain_to_unicode(domain);
+    result.ok().map(|()| unicode)
+}
+
+/// The A-label (ASCII, `xn--`) form of a canonical domain, for DNS; `None` when it has none.
+pub fn ascii_domain(domain: &str) -> Option<String> {
+    if domain.is_ascii() {
+        return Some(domain.to_string());
+    }
+    idna::domain_to_ascii(domain).ok()
 }
 
 /// What a normalised address says about a Tox ID in its local part.
@@ -94,6 +121,25 @@ pub fn is_raw_tox_address(address: &str) -> bool {
 mod tests {
     use super::*;
     use toxmail_protocol::PublicKey;
+
+    #[test]
+    fn utf8_local_parts_and_idn_domains_have_one_key() {
+        let want = Some("jörg@bücher.test".to_string());
+        for input in [
+            "jörg@bücher.test",
+            "JÖRG@BÜCHER.test",
+            "jo\u{308}rg@xn--bcher-kva.test",
+            "jörg+tag@XN--BCHER-KVA.test.",
+        ] {
+            assert_eq!(normalise(input, Some("+")), want, "{input:?}");
+        }
+        assert_eq!(normalise("a@xn--zz.test", None), None, "bad A-label");
+        assert_eq!(
+            ascii_domain("bücher.test").as_deref(),
+            Some("xn--bcher-kva.test")
+        );
+        assert_eq!(ascii_domain("b.test").as_deref(), Some("b.test"));
+    }
 
     #[test]
     fn normalise_lowercases_strips_brackets_extension_and_trailing_dot() {

@@ -29,11 +29,14 @@ const MAX_WIRE_NAME: usize = 255;
 /// Dots in the local part separate labels (`first.last@b.test` → `first.last._tox.b.test.`),
 /// as anyone writing a zone file would expect. `None` when the result cannot be an ordinary DNS
 /// name: a label empty or over 63 bytes, the name over 255 bytes, or a byte other than a
-/// letter, digit, `-` or `_` (quoted local parts, non-ASCII). No record can be published for
-/// such an address with ordinary zone tooling, so it has no Tox route and goes as ordinary mail
-/// (`NotTox`), rather than bouncing a valid mail address.
+/// letter, digit, `-` or `_` in the local part (quoted local parts, UTF-8 local parts). No
+/// record can be published for such an address with ordinary zone tooling, so it has no Tox
+/// route and goes as ordinary mail (`NotTox`), rather than bouncing a valid mail address.
+/// An internationalised domain is asked by its A-labels (`jo@bücher.test` →
+/// `jo._tox.xn--bcher-kva.test.`).
 pub fn txt_name(normalised: &str) -> Option<String> {
     let (local, domain) = normalised.rsplit_once('@')?;
+    let domain = super::address::ascii_domain(domain)?;
     let name = format!("{local}.{TOX_LABEL}.{domain}");
     let mut wire_len = 1; // the root label
     for label in name.split('.') {
@@ -265,6 +268,19 @@ fn classify(error: NetError, secure: bool) -> Result<TxtAnswer, LookupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn txt_name_asks_an_idn_domain_by_its_a_labels() {
+        assert_eq!(
+            txt_name("jo@bücher.test").as_deref(),
+            Some("jo._tox.xn--bcher-kva.test.")
+        );
+        assert_eq!(
+            txt_name("jörg@b.test"),
+            None,
+            "UTF-8 local parts are not DNS names"
+        );
+    }
 
     #[test]
     fn txt_name_maps_local_part_to_labels_under_tox() {

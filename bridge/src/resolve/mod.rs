@@ -431,7 +431,7 @@ impl Discovery {
         let canonical = |domains: &[String]| {
             domains
                 .iter()
-                .map(|d| d.trim_end_matches('.').to_lowercase())
+                .filter_map(|d| address::canonical_domain(d.trim_end_matches('.')))
                 .collect::<HashSet<_>>()
         };
         let domains = canonical(&config.dns_domains);

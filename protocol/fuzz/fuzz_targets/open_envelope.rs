@@ -3,7 +3,9 @@
 //! 1: an arbitrary letter built from the input, sealed and opened back, must be unchanged;
 //! 2: an arbitrary plaintext, encrypted under a valid header with the fixed keys, so the inner
 //!    parser behind the MAC sees hostile input too; the input follows a correct header copy;
-//! 3: as 2, but the input is the whole plaintext, header copy included.
+//! 3: as 2, but the input is the whole plaintext, header copy included;
+//! 4, 5: as 2 and 3 under an envelope version 3 header, so the extension block parser sees
+//!    hostile input.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -12,8 +14,8 @@ use crypto_box::SalsaBox;
 use crypto_box::aead::AeadInPlace;
 use libfuzzer_sys::fuzz_target;
 use toxmail_protocol::{
-    HEADER_SIZE, Letter, MIN_ENVELOPE_SIZE, MessageId, Metadata, SecretKey, open, peek_header,
-    public_key_of, seal,
+    BodyType, ENVELOPE_VERSION, ENVELOPE_VERSION_EXTENDED, Extensions, HEADER_SIZE, Letter,
+    MIN_ENVELOPE_SIZE, MessageId, Metadata, SecretKey, open, peek_header, public_key_of, seal,
 };
 
 static SENDER: LazyLock<SecretKey> = LazyLock::new(|| SecretKey::from([0x11; 32]));
@@ -22,23 +24,26 @@ static CIPHER: LazyLock<SalsaBox> =
     LazyLock::new(|| SalsaBox::new(&RECIPIENT.public_key(), &SENDER));
 
 /// Header bytes 0..104 (everything but the nonce) for the fixed keys and message id 0x44...
-static HEADER_COPY: LazyLock<Vec<u8>> = LazyLock::new(|| {
-    let mut copy = b"TXM1\x01\0\0\0".to_vec();
+fn header_copy(version: u8) -> Vec<u8> {
+    let mut copy = b"TXM1".to_vec();
+    copy.extend_from_slice(&[version, 0, 0, 0]);
     copy.extend_from_slice(&[0x44; 32]);
     copy.extend_from_slice(public_key_of(&SENDER).as_bytes());
     copy.extend_from_slice(public_key_of(&RECIPIENT).as_bytes());
     copy
-});
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    match mode % 4 {
+    match mode % 6 {
         0 => raw_bytes(rest),
         1 => seal_and_open(rest),
-        2 => hostile_plaintext(rest, true),
-        _ => hostile_plaintext(rest, false),
+        2 => hostile_plaintext(rest, true, ENVELOPE_VERSION),
+        3 => hostile_plaintext(rest, false, ENVELOPE_VERSION),
+        4 => hostile_plaintext(rest, true, ENVELOPE_VERSION_EXTENDED),
+        _ => hostile_plaintext(rest, false, ENVELOPE_VERSION_EXTENDED),
     }
 });
 
@@ -63,6 +68,12 @@ fn seal_and_open(bytes: &[u8]) {
         queue_id: text(),
         created: bytes.len() as u64,
         expires: u64::MAX - bytes.len() as u64,
+        // Every extension combination, extension blocks (versions 3 and 4) included.
+        extensions: Extensions {
+            smtputf8: bytes.len() % 2 == 1,
+            body: [BodyType::SevenBit, BodyType::EightBitMime, BodyType::BinaryMime]
+                [bytes.len() % 3],
+        },
     };
     let letter = Letter {
         message_id: MessageId([bytes.len() as u8; 32]),
@@ -77,13 +88,14 @@ fn seal_and_open(bytes: &[u8]) {
     assert_eq!(opened.sender, public_key_of(&SENDER));
 }
 
-fn hostile_plaintext(plaintext: &[u8], with_header_copy: bool) {
+fn hostile_plaintext(plaintext: &[u8], with_header_copy: bool, version: u8) {
+    let copy = header_copy(version);
     let mut envelope = Vec::with_capacity(MIN_ENVELOPE_SIZE + plaintext.len());
-    envelope.extend_from_slice(&HEADER_COPY);
+    envelope.extend_from_slice(&copy);
     envelope.extend_from_slice(&[0x33; 24]);
     envelope.extend_from_slice(&[0; 16]);
     if with_header_copy {
-        envelope.extend_from_slice(&HEADER_COPY);
+        envelope.extend_from_slice(&copy);
     }
     envelope.extend_from_slice(plaintext);
     // Short inputs are zero-extended to the smallest envelope, as padding would be.

@@ -1,8 +1,11 @@
 //! Byte layout of the envelope: the 128-byte cleartext header and the plaintext inner block
 //! (header copy, metadata, message, zero padding). Big-endian throughout; see docs/protocol.md.
 
-use super::{ENVELOPE_VERSION, ENVELOPE_VERSION_COMPRESSED, MAX_ENVELOPE_SIZE, padded_len};
-use super::{EnvelopeHeader, Letter, Metadata, OpenError, SealError};
+use super::{
+    ENVELOPE_VERSION, ENVELOPE_VERSION_EXTENDED_COMPRESSED, MAX_ENVELOPE_SIZE, padded_len,
+};
+use super::{ENVELOPE_VERSION_COMPRESSED, ENVELOPE_VERSION_EXTENDED};
+use super::{EnvelopeHeader, Extensions, Letter, Metadata, OpenError, SealError};
 use crate::id::{MessageId, PublicKey};
 use crate::reader::Reader;
 
@@ -48,7 +51,7 @@ pub fn parse_header(head: &[u8; HEADER_SIZE]) -> Result<EnvelopeHeader, OpenErro
         return Err(OpenError::BadMagic);
     }
     let version = r.u8().map_err(short)?;
-    if version != ENVELOPE_VERSION && version != ENVELOPE_VERSION_COMPRESSED {
+    if !(ENVELOPE_VERSION..=ENVELOPE_VERSION_EXTENDED_COMPRESSED).contains(&version) {
         return Err(OpenError::UnsupportedVersion(version));
     }
     if r.array::<3>().map_err(short)? != [0; 3] {
@@ -62,8 +65,8 @@ pub fn parse_header(head: &[u8; HEADER_SIZE]) -> Result<EnvelopeHeader, OpenErro
     })
 }
 
-/// The message as it goes into the inner block: as is (version 1), or DEFLATE-compressed with
-/// its original length in front (version 2).
+/// The message as it goes into the inner block: as is (versions 1 and 3), or DEFLATE-compressed
+/// with its original length in front (versions 2 and 4).
 #[derive(Clone, Copy, Debug)]
 pub enum Body<'a> {
     Plain(&'a [u8]),
@@ -79,10 +82,24 @@ impl Body<'_> {
     }
 }
 
-/// Length of the unpadded inner block, after checking every metadata field's length.
+/// Whether envelopes of this version carry the extension block.
+fn extended(version: u8) -> bool {
+    version == ENVELOPE_VERSION_EXTENDED || version == ENVELOPE_VERSION_EXTENDED_COMPRESSED
+}
+
+/// Whether envelopes of this version carry a compressed message.
+fn compressed(version: u8) -> bool {
+    version == ENVELOPE_VERSION_COMPRESSED || version == ENVELOPE_VERSION_EXTENDED_COMPRESSED
+}
+
+/// Length of the unpadded inner block, after checking every metadata field's length. The
+/// extension block counts when the letter has one (versions 3 and 4).
 pub fn inner_len(letter: &Letter, body: Body<'_>) -> Result<usize, SealError> {
     let m = &letter.metadata;
     let mut len = INNER_FIXED_SIZE;
+    if !m.extensions.is_default() {
+        len += m.extensions.encoded_len();
+    }
     for (name, value) in [
         ("envelope_sender", &m.envelope_sender),
         ("recipient", &m.recipient),
@@ -108,6 +125,9 @@ pub fn write_inner(out: &mut Vec<u8>, header: &EnvelopeHeader, letter: &Letter, 
     }
     out.extend_from_slice(&m.created.to_be_bytes());
     out.extend_from_slice(&m.expires.to_be_bytes());
+    if extended(header.version) {
+        m.extensions.write(out);
+    }
     let len = u32::try_from(body.stored_len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_be_bytes());
     match body {
@@ -141,6 +161,11 @@ pub fn read_inner(
     let queue_id = read_field(&mut r)?;
     let created = r.u64().map_err(truncated)?;
     let expires = r.u64().map_err(truncated)?;
+    let extensions = if extended(version) {
+        Extensions::read(&mut r)?
+    } else {
+        Extensions::default()
+    };
     let message_len = r.u32().map_err(truncated)? as usize;
     let message_start = plaintext.len() - r.remaining();
     r.take(message_len)
@@ -155,7 +180,7 @@ pub fn read_inner(
         ));
     }
 
-    let message = if version == ENVELOPE_VERSION_COMPRESSED {
+    let message = if compressed(version) {
         inflate(&plaintext[message_start..message_end])?
     } else {
         // Reuse the plaintext buffer for the message instead of copying it again.
@@ -171,6 +196,7 @@ pub fn read_inner(
             queue_id,
             created,
             expires,
+            extensions,
         },
         message,
     })

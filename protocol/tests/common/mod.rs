@@ -3,7 +3,9 @@
 
 use crypto_box::SalsaBox;
 use crypto_box::aead::Aead;
-use toxmail_protocol::{HEADER_SIZE, Letter, MessageId, Metadata, SecretKey, public_key_of};
+use toxmail_protocol::{
+    BodyType, Extensions, HEADER_SIZE, Letter, MessageId, Metadata, SecretKey, public_key_of,
+};
 
 pub fn sender_key() -> SecretKey {
     SecretKey::from([0x11; 32])
@@ -24,6 +26,22 @@ pub fn golden_letter() -> Letter {
     )
 }
 
+/// The letter of the golden extended envelope (version 3): a UTF-8 recipient and Subject, sealed
+/// with SMTPUTF8 and BODY=8BITMIME.
+pub fn golden_extended_letter() -> Letter {
+    let mut letter = letter(
+        MessageId([0x55; 32]),
+        "From: alice@example.org\r\nTo: jörg@bücher.example\r\nSubject: grüße\r\n\r\nHallo, Jörg.\r\n"
+            .as_bytes(),
+    );
+    letter.metadata.recipient = "jörg@bücher.example".into();
+    letter.metadata.extensions = Extensions {
+        smtputf8: true,
+        body: BodyType::EightBitMime,
+    };
+    letter
+}
+
 pub fn letter(message_id: MessageId, message: &[u8]) -> Letter {
     Letter {
         message_id,
@@ -33,6 +51,7 @@ pub fn letter(message_id: MessageId, message: &[u8]) -> Letter {
             queue_id: "4ABCD1234".into(),
             created: 1_700_000_000,
             expires: 1_700_432_000,
+            extensions: Default::default(),
         },
         message: message.to_vec(),
     }

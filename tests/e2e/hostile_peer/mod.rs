@@ -86,6 +86,7 @@ pub(super) fn letter(sender: &str, recipient: &str, message: &str) -> Letter {
             queue_id: "EVIL1".into(),
             created: now(),
             expires: now() + 86_400,
+            extensions: Default::default(),
         },
         message: message.as_bytes().to_vec(),
     }

@@ -334,6 +334,7 @@ fn seal_micros() -> f64 {
             queue_id: String::new(),
             created: 0,
             expires: 0,
+            extensions: Default::default(),
         },
         message: vec![b'x'; MESSAGE_SIZE],
     };

@@ -38,6 +38,8 @@ pub fn after_failure(
     if error.is_permanent() {
         let status = match error {
             SmtpError::Rejected { text, .. } => enhanced_status(text).unwrap_or((5, 0, 0)),
+            // X.6.3 "conversion required but not supported": BINARYMIME without BDAT here.
+            SmtpError::Unsupported(_) => (5, 6, 3),
             _ => (5, 0, 0),
         };
         let diagnostic = format!("the local mail system refused the message: {error}");

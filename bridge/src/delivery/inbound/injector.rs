@@ -98,7 +98,8 @@ async fn inject(ctx: &InboundContext, row: InboundRow) {
     ));
     let mut message = message.into_bytes();
     message.extend_from_slice(&trace::strip_forged_headers(&letter.message, &ctx.hostname));
-    match smtp_client::send(&ctx.next_hop, &ctx.hostname, &sender, &rcpt, &message).await {
+    let (hop, host, ext) = (&ctx.next_hop, &ctx.hostname, &meta.extensions);
+    match smtp_client::send_with(hop, host, &sender, &rcpt, &message, ext).await {
         Ok(()) => {
             tracing::info!(%id, "injected into the local MTA");
             metrics::inbound(Inbound::Injected);

@@ -2,7 +2,10 @@
 //! parameters; XFORWARD (a Postfix extension it does not know) is parsed here. Anything we did not
 //! announce in LHLO is refused.
 
-use smtp_proto::{Error as ProtoError, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, Request};
+use smtp_proto::{
+    Error as ProtoError, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, MAIL_SMTPUTF8, MailFrom, Request,
+};
+use toxmail_protocol::{BodyType, Extensions};
 
 use crate::dsn_request::{self, MailDsn, RcptDsn};
 use crate::reply::Failure;
@@ -19,6 +22,8 @@ pub enum Command {
         size: Option<u64>,
         /// RET and ENVID (RFC 3461).
         dsn: MailDsn,
+        /// SMTPUTF8 and BODY= (RFC 6531, RFC 6152), carried to the receiving site.
+        extensions: Extensions,
     },
     Rcpt {
         to: String,
@@ -76,19 +81,7 @@ const MAX_XFORWARD_VALUE: usize = 255;
 
 /// Parses one line (without its line end).
 pub fn parse(line: &[u8]) -> Result<Command, Failure> {
-    // Without SMTPUTF8 every command is ASCII (RFC 5321 §2.4); reject bytes smtp-proto would
-    // otherwise replace with U+FFFD and let through.
-    if let Some(&bad) = line
-        .iter()
-        .find(|&&b| !(b == b' ' || b == b'\t' || b.is_ascii_graphic()))
-    {
-        let hint = if bad.is_ascii() {
-            "control character in command"
-        } else {
-            "8-bit data in command"
-        };
-        return Err(Failure::SyntaxError(hint.into()));
-    }
+    check_text(line)?;
     let verb_len = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
     if line[..verb_len].eq_ignore_ascii_case(b"XFORWARD") {
         return parse_xforward(&line[verb_len..]);
@@ -123,9 +116,54 @@ fn take_dsn_params(line: &[u8]) -> Result<(Vec<u8>, Dsn), Failure> {
 
 fn with_dsn(command: Command, taken: Dsn) -> Command {
     match (command, taken) {
-        (Command::Mail { from, size, .. }, Dsn::Mail(dsn)) => Command::Mail { from, size, dsn },
+        (
+            Command::Mail {
+                from,
+                size,
+                extensions,
+                ..
+            },
+            Dsn::Mail(dsn),
+        ) => Command::Mail {
+            from,
+            size,
+            dsn,
+            extensions,
+        },
         (Command::Rcpt { to, .. }, Dsn::Rcpt(dsn)) => Command::Rcpt { to, dsn },
         (command, _) => command,
+    }
+}
+
+/// A command is ASCII, or UTF-8 where SMTPUTF8 allows it (RFC 6531 §3.3: addresses); either
+/// way no control character. Bytes smtp-proto would replace with U+FFFD are refused here; whether
+/// the transaction announced SMTPUTF8 is the session's check.
+fn check_text(line: &[u8]) -> Result<(), Failure> {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return Err(Failure::SyntaxError(
+            "8-bit data in command is not UTF-8".into(),
+        ));
+    };
+    if text
+        .chars()
+        .any(|c| c != ' ' && c != '\t' && c.is_control())
+    {
+        return Err(Failure::SyntaxError("control character in command".into()));
+    }
+    Ok(())
+}
+
+/// The MAIL parameters this server announces besides SIZE: SMTPUTF8 and BODY=7BIT/8BITMIME.
+/// BINARYMIME is not announced (it needs BDAT, which Postfix's LMTP client never sends) and is
+/// refused by the caller as any parameter not announced.
+fn mail_extensions(from: &MailFrom<std::borrow::Cow<'_, str>>) -> Extensions {
+    Extensions {
+        smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
+        body: if from.flags & MAIL_BODY_8BITMIME != 0 {
+            BodyType::EightBitMime
+        } else {
+            BodyType::SevenBit
+        },
     }
 }
 
@@ -134,7 +172,7 @@ fn from_request(request: Request<std::borrow::Cow<'_, str>>) -> Result<Command, 
         Request::Lhlo { .. } => Command::Lhlo,
         Request::Helo { .. } | Request::Ehlo { .. } => Command::Helo,
         Request::Mail { from } => {
-            let known = MAIL_BODY_7BIT | MAIL_BODY_8BITMIME;
+            let known = MAIL_BODY_7BIT | MAIL_BODY_8BITMIME | MAIL_SMTPUTF8;
             let unannounced = from.flags & !known != 0
                 || from.env_id.is_some()
                 || from.trans_id.is_some()
@@ -152,10 +190,12 @@ fn from_request(request: Request<std::borrow::Cow<'_, str>>) -> Result<Command, 
             }
             // smtp-proto reports "no SIZE=" as 0; SIZE=0 means "unknown" anyway (RFC 1870 §6).
             let size = (from.size > 0).then_some(from.size as u64);
+            let extensions = mail_extensions(&from);
             Command::Mail {
                 from: from.address.into_owned(),
                 size,
                 dsn: MailDsn::default(),
+                extensions,
             }
         }
         Request::Rcpt { to } => {
@@ -264,21 +304,52 @@ mod tests {
     #[test]
     fn mail_with_size_and_body() {
         let got = parse_str("MAIL FROM:<a@x.test> SIZE=1234 BODY=8BITMIME");
+        let eight = Extensions {
+            smtputf8: false,
+            body: BodyType::EightBitMime,
+        };
         assert_eq!(
             got,
             Ok(Command::Mail {
                 from: "a@x.test".into(),
                 size: Some(1234),
                 dsn: MailDsn::default(),
+                extensions: eight,
             })
         );
-        let null = parse_str("mail from:<>");
+        let null = parse_str("mail from:<> BODY=7BIT");
         assert_eq!(
             null,
             Ok(Command::Mail {
                 from: String::new(),
                 size: None,
                 dsn: MailDsn::default(),
+                extensions: Extensions::default(),
+            })
+        );
+    }
+
+    #[test]
+    fn smtputf8_addresses_parse_as_utf8() {
+        let got = parse_str("MAIL FROM:<jörg@bücher.test> SMTPUTF8 BODY=8BITMIME");
+        let want = Extensions {
+            smtputf8: true,
+            body: BodyType::EightBitMime,
+        };
+        assert_eq!(
+            got,
+            Ok(Command::Mail {
+                from: "jörg@bücher.test".into(),
+                size: None,
+                dsn: MailDsn::default(),
+                extensions: want,
+            })
+        );
+        assert_eq!(
+            parse_str("RCPT TO:<δοκιμή@παράδειγμα.test>"),
+            Ok(Command::Rcpt {
+                to: "δοκιμή@παράδειγμα.test".into(),
+                dsn: RcptDsn::default(),
             })
         );
     }
@@ -286,7 +357,6 @@ mod tests {
     #[test]
     fn unannounced_parameters_are_refused() {
         for line in [
-            "MAIL FROM:<a@x.test> SMTPUTF8",
             "MAIL FROM:<a@x.test> BODY=BINARYMIME",
             "MAIL FROM:<a@x.test> XYZZY=1",
             "MAIL FROM:<a@x.test> MT-PRIORITY=3",
@@ -301,7 +371,10 @@ mod tests {
     #[test]
     fn dsn_parameters_are_parsed_and_malformed_ones_refused_with_501() {
         let got = parse_str("MAIL FROM:<a@x.test> RET=HDRS ENVID=id+2B1 SIZE=5");
-        let Ok(Command::Mail { from, size, dsn }) = got else {
+        let Ok(Command::Mail {
+            from, size, dsn, ..
+        }) = got
+        else {
             panic!("{got:?}")
         };
         assert_eq!((from.as_str(), size), ("a@x.test", Some(5)));
@@ -359,11 +432,18 @@ mod tests {
 
     #[test]
     fn non_ascii_and_control_bytes_are_refused() {
-        assert!(matches!(
-            parse(b"RCPT TO:<\xff@y.test>"),
-            Err(Failure::SyntaxError(_))
-        ));
-        assert!(matches!(parse(b"NOOP\0"), Err(Failure::SyntaxError(_))));
+        for bad in [
+            &b"RCPT TO:<\xff@y.test>"[..],
+            b"RCPT TO:<j\xc3@y.test>",
+            b"NOOP\0",
+            "RCPT TO:<a\u{85}b@y.test>".as_bytes(),
+            b"RCPT TO:<a\x7fb@y.test>",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(Failure::SyntaxError(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

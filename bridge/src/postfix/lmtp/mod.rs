@@ -79,6 +79,9 @@ pub struct Transaction {
     /// NOTIFY and ORCPT of each recipient, in the order of `recipients` (missing entries mean
     /// none were given).
     pub recipient_dsn: Vec<RcptDsn>,
+
+    /// MAIL's SMTPUTF8 and BODY=, sealed with each copy.
+    pub extensions: toxmail_protocol::Extensions,
 }
 
 /// Shows the size of the message, never its content.

@@ -11,6 +11,7 @@ use super::command::{Command, XAttr};
 use super::{Intake, LmtpConfig, Transaction};
 use crate::dsn_request::{MailDsn, RcptDsn};
 use crate::reply::{Failure, Reply};
+use toxmail_protocol::Extensions;
 
 /// What the driver does after a command.
 #[derive(Debug)]
@@ -48,6 +49,8 @@ struct TransactionState {
     dsn: MailDsn,
     /// NOTIFY and ORCPT of each accepted recipient, in the order of `recipients`.
     recipient_dsn: Vec<RcptDsn>,
+    /// MAIL's SMTPUTF8 and BODY=.
+    extensions: Extensions,
 }
 
 /// One connection's LMTP state machine.
@@ -74,6 +77,15 @@ fn checked(replies: Vec<Reply>, count: usize, size: usize) -> Vec<Reply> {
         "message handled"
     );
     replies
+}
+
+/// A non-ASCII address only in a transaction that gave SMTPUTF8 (RFC 6531 §3.4).
+fn utf8_allowed(address: &str, extensions: &Extensions) -> Result<(), Failure> {
+    if address.is_ascii() || extensions.smtputf8 {
+        Ok(())
+    } else {
+        Err(Failure::NeedsSmtputf8)
+    }
 }
 
 fn sequence(hint: &str) -> Reply {
@@ -103,7 +115,12 @@ impl<I: Intake> Session<I> {
         let reply = match command {
             Command::Lhlo => self.lhlo(),
             Command::Helo => self.refuse(Failure::NotLmtp),
-            Command::Mail { from, size, dsn } => self.mail(from, size, dsn),
+            Command::Mail {
+                from,
+                size,
+                dsn,
+                extensions,
+            } => self.mail(from, size, dsn, extensions),
             Command::Rcpt { to, dsn } => self.rcpt(to, dsn).await,
             Command::Data => return self.data(),
             Command::Rset => {
@@ -132,13 +149,20 @@ impl<I: Intake> Session<I> {
             "ENHANCEDSTATUSCODES".to_string(),
             "DSN".to_string(),
             "8BITMIME".to_string(),
+            "SMTPUTF8".to_string(),
             format!("SIZE {}", self.config.max_message_size),
             format!("XFORWARD {}", xforward.join(" ")),
         ];
         Reply::lhlo(&self.config.hostname, &extensions)
     }
 
-    fn mail(&mut self, from: String, size: Option<u64>, dsn: MailDsn) -> Reply {
+    fn mail(
+        &mut self,
+        from: String,
+        size: Option<u64>,
+        dsn: MailDsn,
+        extensions: Extensions,
+    ) -> Reply {
         if !self.conn.lhlo_seen {
             return sequence("send LHLO first");
         }
@@ -148,6 +172,9 @@ impl<I: Intake> Session<I> {
         let limit = self.config.max_message_size;
         if size.is_some_and(|size| size > limit) {
             return self.refuse(Failure::MessageTooBig { limit });
+        }
+        if let Err(failure) = utf8_allowed(&from, &extensions) {
+            return self.refuse(failure);
         }
         let ident = self.conn.xforward(XAttr::Ident).map(str::to_string);
         debug!(
@@ -160,6 +187,7 @@ impl<I: Intake> Session<I> {
             ident,
             dsn,
             recipient_dsn: Vec::new(),
+            extensions,
         });
         Reply::sender_ok()
     }
@@ -170,6 +198,10 @@ impl<I: Intake> Session<I> {
         };
         if tx.recipients.len() >= self.config.max_recipients {
             return Failure::TooManyRecipients.reply();
+        }
+        if let Err(failure) = utf8_allowed(&to, &tx.extensions) {
+            debug!(%failure, "recipient refused");
+            return failure.reply();
         }
         match self.intake.check_recipient(&tx.mail_from, &to).await {
             Ok(()) => {
@@ -240,6 +272,7 @@ impl<I: Intake> Session<I> {
             ident: tx.ident,
             dsn: tx.dsn,
             recipient_dsn: tx.recipient_dsn,
+            extensions: tx.extensions,
         };
         let replies = self
             .intake

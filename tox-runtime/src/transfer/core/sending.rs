@@ -367,17 +367,26 @@ impl Core {
 }
 
 /// A refusal when the envelope's version is one a peer speaking up to protocol `level` cannot
-/// open (a compressed envelope for a level-1 peer: sealed while it spoke level 2, and it has
-/// gone back to an older release since).
+/// open: a compressed envelope (version 2) for a level-1 peer (sealed while it spoke level 2,
+/// and it has gone back to an older release since), an envelope with an extension block
+/// (versions 3 and 4: SMTPUTF8 or 8-bit mail, sealed before the peer's level was known) for a
+/// peer below level 3. The copy fails with a clear reason instead of reaching a peer that would
+/// refuse it or hand it on without what the extensions say.
 fn cannot_open(id: MessageId, envelope: &[u8], level: u8) -> Option<Nack> {
+    use toxmail_protocol::{ENVELOPE_VERSION_COMPRESSED, ENVELOPE_VERSION_EXTENDED};
     let version = toxmail_protocol::peek_header(envelope).ok()?.version;
-    (version == toxmail_protocol::ENVELOPE_VERSION_COMPRESSED && level < 2).then(|| Nack {
+    let what = match version {
+        ENVELOPE_VERSION_COMPRESSED if level < 2 => "a compressed envelope",
+        v if v >= ENVELOPE_VERSION_EXTENDED && level < 3 => {
+            "an envelope with extensions (SMTPUTF8 or an 8-bit body)"
+        }
+        _ => return None,
+    };
+    Some(Nack {
         message_id: id,
         class: NackClass::Permanent,
         code: NackCode::UnsupportedVersion,
-        detail: format!(
-            "the peer speaks protocol level {level} and cannot open a compressed envelope"
-        ),
+        detail: format!("the peer speaks protocol level {level} and cannot open {what}"),
     })
 }
 

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use toxmail_protocol::{ENVELOPE_VERSION_COMPRESSED, Frame, Hello, NackCode, PROTOCOL_LEVEL};
+use toxmail_protocol::{
+    ENVELOPE_VERSION_COMPRESSED, Frame, Hello, NackClass, NackCode, PROTOCOL_LEVEL,
+};
 
 use super::testkit::*;
 use super::{Action, Input};
@@ -36,6 +38,12 @@ fn peer_at(h: &mut Harness, level: u8) -> Vec<Action> {
 fn compressed(n: u8) -> Arc<[u8]> {
     let mut bytes = envelope(msg(n), SELF_KEY, key(PEER), 5_000).to_vec();
     bytes[4] = ENVELOPE_VERSION_COMPRESSED;
+    bytes.into()
+}
+
+fn extended(n: u8) -> Arc<[u8]> {
+    let mut bytes = envelope(msg(n), SELF_KEY, key(PEER), 5_000).to_vec();
+    bytes[4] = toxmail_protocol::ENVELOPE_VERSION_EXTENDED;
     bytes.into()
 }
 
@@ -108,4 +116,25 @@ fn a_peer_whose_versions_start_above_ours_gets_nothing() {
     let actions = h.input(packet(FRIEND, pk, &future));
     assert!(offers(&actions).is_empty());
     assert_eq!(completes(&actions), [((pk, msg(4)), false)]);
+}
+
+#[test]
+fn an_extended_envelope_goes_to_a_level_3_peer_and_fails_locally_below() {
+    let mut h = Harness::new();
+    peer_at(&mut h, 3);
+    assert_eq!(
+        offers(&deliver(&mut h, 1, extended(1))),
+        [(key(PEER), msg(1))]
+    );
+    for level in [1, 2] {
+        let mut h = Harness::new();
+        peer_at(&mut h, level);
+        let actions = deliver(&mut h, 2, extended(2));
+        assert!(offers(&actions).is_empty(), "no byte moves");
+        let refused = actions.iter().any(|a| {
+            matches!(a, Action::Complete { result: Err(DeliveryError::Refused(n)), .. }
+                if n.code == NackCode::UnsupportedVersion && n.class == NackClass::Permanent)
+        });
+        assert!(refused, "{actions:?}");
+    }
 }

@@ -203,6 +203,7 @@ pub(super) fn envelope(
             queue_id: "SIM".into(),
             created: 1_700_000_000,
             expires: 1_800_000_000,
+            extensions: Default::default(),
         },
         message,
     };
