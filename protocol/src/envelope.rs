@@ -15,7 +15,7 @@ use crate::id::{MessageId, PublicKey};
 use layout::{HEADER_COPY_SIZE, TAG_SIZE};
 
 pub use crypto_box::SecretKey;
-pub use extensions::{BodyType, Extensions, MAX_EXTENSIONS_LEN};
+pub use extensions::{BodyType, DsnRequest, DsnRet, Extensions, MAX_EXTENSIONS_LEN, OrcptType};
 pub use layout::{HEADER_SIZE, MAX_FIELD_LEN, NONCE_SIZE};
 pub use padding::{MIN_ENVELOPE_SIZE, padded_len};
 

@@ -113,6 +113,7 @@ fn extensions_seal_as_versions_3_and_4_and_open_unchanged() {
         l.metadata.extensions = Extensions {
             smtputf8: body == BodyType::EightBitMime,
             body,
+            ..Default::default()
         };
         let small = seal_compressed(&l, &sender_key(), &recipient).unwrap();
         let plain = seal(&l, &sender_key(), &recipient).unwrap();

@@ -94,6 +94,32 @@ fn golden_extended_envelope_seals_to_the_stored_bytes_and_opens() {
     assert_eq!(opened.letter, letter);
 }
 
+/// The extended letter with a DSN request (RFC 3461) in non-critical entries; the two vectors
+/// above (no DSN request) are unchanged by it.
+#[test]
+fn golden_dsn_envelope_seals_to_the_stored_bytes_and_opens() {
+    use toxmail_protocol::{DsnRequest, DsnRet, OrcptType};
+    let mut letter = golden_extended_letter();
+    letter.metadata.extensions.dsn = DsnRequest {
+        notify: Some(DsnRequest::FAILURE | DsnRequest::DELAY),
+        orcpt: Some((OrcptType::Utf8, "j\\x{F6}rg@b\\x{FC}cher.example".into())),
+        ret: Some(DsnRet::Hdrs),
+        envid: Some("QQ314159".into()),
+    };
+    let sealed = seal_with_nonce(
+        &letter,
+        &sender_key(),
+        &public_key_of(&recipient_key()),
+        GOLDEN_NONCE,
+    )
+    .unwrap();
+    assert_eq!(sealed.len(), 4096);
+    assert_eq!(peek_header(&sealed).unwrap().version, 3);
+    check_golden("envelope_dsn.hex", &sealed);
+    let opened = open(&read_golden("envelope_dsn.hex"), &recipient_key()).unwrap();
+    assert_eq!(opened.letter, letter);
+}
+
 /// The golden envelope's expiry, reused by the relay frames.
 const GOLDEN_EXPIRES: u64 = 1_700_432_000;
 

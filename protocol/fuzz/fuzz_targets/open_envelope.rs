@@ -73,6 +73,7 @@ fn seal_and_open(bytes: &[u8]) {
             smtputf8: bytes.len() % 2 == 1,
             body: [BodyType::SevenBit, BodyType::EightBitMime, BodyType::BinaryMime]
                 [bytes.len() % 3],
+            ..Default::default()
         },
     };
     let letter = Letter {

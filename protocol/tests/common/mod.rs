@@ -38,6 +38,7 @@ pub fn golden_extended_letter() -> Letter {
     letter.metadata.extensions = Extensions {
         smtputf8: true,
         body: BodyType::EightBitMime,
+        ..Default::default()
     };
     letter
 }
