@@ -154,12 +154,56 @@ pub fn mail_from_line_with(
         BodyType::EightBitMime => " BODY=8BITMIME",
         BodyType::BinaryMime => " BODY=BINARYMIME",
     };
-    ["MAIL FROM:<", path.as_str(), ">", utf8, body, "\r\n"].concat()
+    let mut line = ["MAIL FROM:<", path.as_str(), ">", utf8, body].concat();
+    let dsn = &extensions.dsn;
+    match dsn.ret {
+        Some(toxmail_protocol::DsnRet::Full) => line.push_str(" RET=FULL"),
+        Some(toxmail_protocol::DsnRet::Hdrs) => line.push_str(" RET=HDRS"),
+        None => {}
+    }
+    if let Some(envid) = &dsn.envid {
+        line.push_str(" ENVID=");
+        line.push_str(&crate::dsn_request::encode_xtext(envid));
+    }
+    line.push_str("\r\n");
+    line
 }
 
 /// `RCPT TO:<address>` and CRLF, from a validated address only.
 pub fn rcpt_to_line(address: &MailAddress) -> String {
-    ["RCPT TO:<", address.as_str(), ">\r\n"].concat()
+    rcpt_to_line_with(address, &toxmail_protocol::DsnRequest::default())
+}
+
+/// `RCPT TO:<address>`, then ` NOTIFY=` (fixed keywords) and ` ORCPT=addr-type;xtext` (the
+/// address xtext-encoded: no space, CR, LF or `>` can reach the line) as `dsn` asks, and CRLF.
+pub fn rcpt_to_line_with(address: &MailAddress, dsn: &toxmail_protocol::DsnRequest) -> String {
+    use toxmail_protocol::DsnRequest;
+    let mut line = ["RCPT TO:<", address.as_str(), ">"].concat();
+    if let Some(bits) = dsn.notify.filter(|&b| DsnRequest::valid_notify(b)) {
+        let words: Vec<&str> = if bits == DsnRequest::NEVER {
+            vec!["NEVER"]
+        } else {
+            [
+                (DsnRequest::SUCCESS, "SUCCESS"),
+                (DsnRequest::FAILURE, "FAILURE"),
+                (DsnRequest::DELAY, "DELAY"),
+            ]
+            .into_iter()
+            .filter(|(bit, _)| bits & bit != 0)
+            .map(|(_, word)| word)
+            .collect()
+        };
+        line.push_str(" NOTIFY=");
+        line.push_str(&words.join(","));
+    }
+    if let Some((kind, orcpt)) = &dsn.orcpt {
+        line.push_str(" ORCPT=");
+        line.push_str(kind.keyword());
+        line.push(';');
+        line.push_str(&crate::dsn_request::encode_xtext(orcpt));
+    }
+    line.push_str("\r\n");
+    line
 }
 
 /// The `MAIL FROM` of a message: the null path `<>` (bounces) or an address.

@@ -5,6 +5,8 @@
 
 use std::fmt::Write;
 
+use toxmail_protocol::{DsnRequest, DsnRet, OrcptType};
+
 /// Longest decoded ENVID (RFC 3461 §4.4).
 pub const MAX_ENVID: usize = 100;
 /// Longest ORCPT value, `addr-type;xtext` as sent (RFC 3461 §4.2).
@@ -174,6 +176,50 @@ impl CopyDsn {
     pub fn notify(&self) -> Notify {
         self.rcpt.notify.unwrap_or_else(Notify::absent)
     }
+
+    /// The request as the sealed extension block carries it to the receiving site.
+    pub fn sealed(&self) -> DsnRequest {
+        DsnRequest {
+            notify: self.rcpt.notify.map(|n| n.0),
+            orcpt: self.rcpt.orcpt.as_ref().and_then(|o| {
+                let (kind, address) = o.0.split_once(';')?;
+                let kind = match kind {
+                    "rfc822" => OrcptType::Rfc822,
+                    "utf-8" => OrcptType::Utf8,
+                    _ => return None,
+                };
+                Some((kind, address.to_string()))
+            }),
+            ret: self.mail.ret.map(|r| match r {
+                Ret::Full => DsnRet::Full,
+                Ret::Hdrs => DsnRet::Hdrs,
+            }),
+            envid: self.mail.envid.as_ref().map(|e| e.0.clone()),
+        }
+    }
+
+    /// The request a peer sealed, validated again by the bridge's own rules (a value the bridge
+    /// would not have accepted at LMTP is left out).
+    pub fn from_sealed(sealed: &DsnRequest) -> CopyDsn {
+        CopyDsn {
+            mail: MailDsn {
+                ret: sealed.ret.map(|r| match r {
+                    DsnRet::Full => Ret::Full,
+                    DsnRet::Hdrs => Ret::Hdrs,
+                }),
+                envid: sealed.envid.clone().and_then(EnvId::checked),
+            },
+            rcpt: RcptDsn {
+                notify: sealed
+                    .notify
+                    .filter(|&b| DsnRequest::valid_notify(b))
+                    .map(Notify),
+                orcpt: sealed.orcpt.as_ref().and_then(|(kind, address)| {
+                    Orcpt::from_stored(&format!("{};{address}", kind.keyword()))
+                }),
+            },
+        }
+    }
 }
 
 /// Takes RET and ENVID out of a `MAIL FROM:<…> params` line: the line without them, and their
@@ -339,7 +385,8 @@ fn check_utf8_addr_xtext(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Encodes printable ASCII as xtext (for tests and tools that send these parameters).
+/// xtext-encodes `text` (RFC 3461 §4): every byte outside `!`..`~`, and `+` and `=`, as `+HH`.
+/// The result holds only printable ASCII without spaces, whatever `text` holds.
 pub fn encode_xtext(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
@@ -355,6 +402,31 @@ pub fn encode_xtext(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sealed_request_round_trips_and_is_validated_again() {
+        let copy = CopyDsn {
+            mail: take_mail_params(b"MAIL FROM:<a@x.test> RET=HDRS ENVID=e+2B1")
+                .unwrap()
+                .1,
+            rcpt: take_rcpt_params(
+                b"RCPT TO:<b@y.test> NOTIFY=SUCCESS ORCPT=utf-8;j\\x{F6}rg@y.test",
+            )
+            .unwrap()
+            .1,
+        };
+        let sealed = copy.sealed();
+        assert_eq!(sealed.envid.as_deref(), Some("e+1"));
+        assert_eq!(sealed.notify, Some(Notify::SUCCESS));
+        assert_eq!(CopyDsn::from_sealed(&sealed), copy);
+        assert!(CopyDsn::default().sealed().is_empty());
+        // A utf-8 ORCPT that is not utf-8-addr-xtext is left out by the bridge's own rules.
+        let odd = DsnRequest {
+            orcpt: Some((OrcptType::Utf8, "a\\x{0}b@y.test".into())),
+            ..Default::default()
+        };
+        assert_eq!(CopyDsn::from_sealed(&odd).rcpt.orcpt, None);
+    }
 
     #[test]
     fn rcpt_params_are_taken_out_and_decoded() {

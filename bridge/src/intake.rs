@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use toxmail_protocol::{
-    BodyType, Extensions, Letter, MessageId, Metadata, SealError, SecretKey, ToxId, seal,
-    seal_compressed,
+    Extensions, Letter, MessageId, Metadata, SealError, SecretKey, ToxId, seal, seal_compressed,
 };
 
 use crate::config::UnknownSender;
@@ -69,6 +68,7 @@ impl BridgeIntake {
         identity: &str,
         peer: &ToxId,
         wanted: &Extensions,
+        dsn: &CopyDsn,
     ) -> Result<Extensions, Failure> {
         let courier = self.dispatcher.couriers.get(identity);
         let level = courier.and_then(|c| c.peer_level(&peer.public_key()));
@@ -77,12 +77,21 @@ impl BridgeIntake {
                 if wanted.smtputf8 {
                     return Err(Failure::PeerLacksSmtputf8);
                 }
-                Ok(Extensions {
-                    smtputf8: false,
-                    body: BodyType::SevenBit,
-                })
+                Ok(Extensions::default())
             }
-            _ => Ok(wanted.clone()),
+            // The DSN request rides along only where it costs nothing: the copy is extended
+            // anyway, or the peer is known to read extended envelopes. Otherwise it is left
+            // out (a version 1 envelope; the far site reports as it did before), never a
+            // reason to refuse the mail.
+            Some(_) => Ok(Extensions {
+                dsn: dsn.sealed(),
+                ..wanted.clone()
+            }),
+            None if !wanted.is_default() => Ok(Extensions {
+                dsn: dsn.sealed(),
+                ..wanted.clone()
+            }),
+            None => Ok(wanted.clone()),
         }
     }
 
@@ -156,7 +165,7 @@ impl Intake for BridgeIntake {
                 original = Some(self.sealed_original(&identity, &tx));
             }
             let routed = self.route(rcpt).await.and_then(|(peer, relays)| {
-                let ext = self.extensions_for(&identity, &peer, &tx.extensions)?;
+                let ext = self.extensions_for(&identity, &peer, &tx.extensions, &dsn)?;
                 Ok((peer, relays, ext))
             });
             match routed {

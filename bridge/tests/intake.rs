@@ -289,6 +289,7 @@ async fn smtputf8_and_the_body_type_are_sealed_with_each_copy() {
     let wanted = Extensions {
         smtputf8: true,
         body: BodyType::EightBitMime,
+        ..Default::default()
     };
     let utf8 = Transaction {
         extensions: wanted.clone(),
@@ -311,5 +312,74 @@ async fn smtputf8_and_the_body_type_are_sealed_with_each_copy() {
         );
         let opened = open(&envelope, &peer_key(n)).unwrap();
         assert_eq!(opened.letter.metadata.extensions, extensions);
+    }
+}
+
+/// RFC 3461 to the far site: each copy's NOTIFY and ORCPT and the message's RET and ENVID are
+/// sealed with the copy when it is extended anyway (SMTPUTF8 here); a plain ASCII message to a
+/// peer whose level is not known leaves them out and still seals as version 1.
+#[tokio::test]
+async fn the_dsn_request_is_sealed_with_each_extended_copy_only() {
+    use toxmail_bridge::dsn_request::{take_mail_params, take_rcpt_params};
+    use toxmail_protocol::{
+        BodyType, DsnRequest, DsnRet, ENVELOPE_VERSION, ENVELOPE_VERSION_EXTENDED, Extensions,
+        OrcptType,
+    };
+    let server = PgServer::started().await;
+    let (intake, store) = intake(&server).await;
+    let rcpt_dsn = |params: &str| {
+        let line = format!("RCPT TO:<x@y.test> {params}");
+        take_rcpt_params(line.as_bytes()).unwrap().1
+    };
+    let mail_dsn = take_mail_params(b"MAIL FROM:<a@x.test> RET=FULL ENVID=QQ+2B1")
+        .unwrap()
+        .1;
+    let utf8 = Transaction {
+        extensions: Extensions {
+            smtputf8: true,
+            body: BodyType::EightBitMime,
+            ..Default::default()
+        },
+        ident: Some("4UTF8".into()),
+        dsn: mail_dsn.clone(),
+        recipient_dsn: vec![
+            rcpt_dsn("NOTIFY=FAILURE,DELAY ORCPT=rfc822;One+40Y.test"),
+            rcpt_dsn(""),
+        ],
+        ..transaction(vec![rcpt(1), rcpt(2)], "Subject: grüße\r\n\r\n".as_bytes())
+    };
+    assert_eq!(codes(&intake.deliver(utf8).await), ["250 2.0.0"; 2]);
+    let plain = Transaction {
+        dsn: mail_dsn,
+        recipient_dsn: vec![rcpt_dsn("NOTIFY=NEVER")],
+        ..transaction(vec![rcpt(3)], b"Subject: x\r\n\r\nbody\r\n")
+    };
+    assert_eq!(codes(&intake.deliver(plain).await), ["250 2.0.0"]);
+
+    let rows = store.queued().await.unwrap();
+    assert_eq!(rows.len(), 3);
+    let first = DsnRequest {
+        notify: Some(DsnRequest::FAILURE | DsnRequest::DELAY),
+        orcpt: Some((OrcptType::Rfc822, "One@Y.test".into())),
+        ret: Some(DsnRet::Full),
+        envid: Some("QQ+1".into()),
+    };
+    let second = DsnRequest {
+        notify: None,
+        orcpt: None,
+        ..first.clone()
+    };
+    for (row, n, version, dsn) in [
+        (&rows[0], 1, ENVELOPE_VERSION_EXTENDED, first),
+        (&rows[1], 2, ENVELOPE_VERSION_EXTENDED, second),
+        (&rows[2], 3, ENVELOPE_VERSION, DsnRequest::default()),
+    ] {
+        let envelope = store.envelope(row.id).await.unwrap().expect("queued");
+        assert_eq!(
+            toxmail_protocol::peek_header(&envelope).unwrap().version,
+            version
+        );
+        let opened = open(&envelope, &peer_key(n)).unwrap();
+        assert_eq!(opened.letter.metadata.extensions.dsn, dsn, "copy {n}");
     }
 }

@@ -254,6 +254,7 @@ async fn utf8_addresses_need_smtputf8_and_its_extensions_reach_the_intake() {
     let want = toxmail_protocol::Extensions {
         smtputf8: true,
         body: toxmail_protocol::BodyType::EightBitMime,
+        ..Default::default()
     };
     assert_eq!(got[0].extensions, want);
     assert_eq!(got[0].data, "Subject: grüße\r\n\r\nbody\r\n".as_bytes());

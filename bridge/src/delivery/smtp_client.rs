@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
 
-use toxmail_protocol::{BodyType, Extensions};
+use toxmail_protocol::{BodyType, DsnRequest, Extensions};
 
 use crate::address::{Domain, MailAddress, ReversePath};
 use crate::config::NextHop;
@@ -41,7 +41,7 @@ pub enum SmtpError {
 enum Request<'a> {
     Hello { lmtp: bool, host: &'a Domain },
     MailFrom(&'a ReversePath, &'a Extensions),
-    RcptTo(&'a MailAddress),
+    RcptTo(&'a MailAddress, &'a DsnRequest),
     Data,
     Rset,
     Quit,
@@ -55,7 +55,9 @@ impl Request<'_> {
             Request::Hello { lmtp: true, host } => ("LHLO ", host.as_str(), ""),
             Request::Hello { lmtp: false, host } => ("EHLO ", host.as_str(), ""),
             Request::MailFrom(path, ext) => return crate::address::mail_from_line_with(path, ext),
-            Request::RcptTo(address) => return crate::address::rcpt_to_line(address),
+            Request::RcptTo(address, dsn) => {
+                return crate::address::rcpt_to_line_with(address, dsn);
+            }
             Request::Data => ("DATA", "", ""),
             Request::Rset => ("RSET", "", ""),
             Request::Quit => ("QUIT", "", ""),
@@ -137,9 +139,17 @@ impl Conn {
             BodyType::EightBitMime => return Err(SmtpError::Unsupported("8BITMIME")),
             BodyType::BinaryMime => return Err(SmtpError::Unsupported("BINARYMIME")),
         }
+        // The DSN parameters only to a next hop that announced DSN (RFC 3461 §4: a client
+        // must not send them otherwise); without it the next hop reports as it always does.
+        let dsn = if self.announced("DSN") {
+            wanted.dsn.clone()
+        } else {
+            DsnRequest::default()
+        };
         Ok(Extensions {
             smtputf8,
             body: wanted.body,
+            dsn,
         })
     }
 
@@ -223,7 +233,8 @@ pub async fn send_with(
     };
     conn.command(Request::MailFrom(sender, &params), 250)
         .await?;
-    conn.command(Request::RcptTo(recipient), 250).await?;
+    conn.command(Request::RcptTo(recipient, &params.dsn), 250)
+        .await?;
     conn.command(Request::Data, 354).await?;
     conn.writer.write_all(&dot_stuff(message)).await?;
     conn.expect(250).await?; // LMTP: one reply for our one recipient
@@ -257,7 +268,9 @@ async fn probe_unbounded(
     let params = conn.mail_parameters(&Extensions::default(), &ReversePath::Null, recipient)?;
     conn.command(Request::MailFrom(&ReversePath::Null, &params), 250)
         .await?;
-    let result = conn.command(Request::RcptTo(recipient), 250).await;
+    let result = conn
+        .command(Request::RcptTo(recipient, &DsnRequest::default()), 250)
+        .await;
     let _ = conn.command(Request::Rset, 250).await;
     conn.quit().await;
     result
@@ -320,6 +333,7 @@ mod tests {
         let both = Extensions {
             smtputf8: true,
             body: BodyType::EightBitMime,
+            ..Default::default()
         };
         let lines = [
             Request::Hello {
@@ -329,7 +343,7 @@ mod tests {
             .line(),
             Request::MailFrom(&from, &plain).line(),
             Request::MailFrom(&ReversePath::Null, &plain).line(),
-            Request::RcptTo(&to).line(),
+            Request::RcptTo(&to, &plain.dsn).line(),
             Request::MailFrom(&from, &both).line(),
         ];
         assert_eq!(
@@ -343,6 +357,62 @@ mod tests {
             ]
         );
         assert!(lines.iter().all(|l| l.matches("\r\n").count() == 1));
+    }
+
+    /// The DSN request a peer sealed reaches MAIL and RCPT only in fixed keywords and xtext:
+    /// a space, `+`, `=`, CR or LF in a value cannot end the parameter or the line.
+    #[test]
+    fn the_sealed_dsn_request_renders_as_parameters() {
+        use toxmail_protocol::{DsnRequest, DsnRet, OrcptType};
+        let from = ReversePath::parse("a@a.test").unwrap();
+        let to = MailAddress::parse("bob@b.test").unwrap();
+        let ext = Extensions {
+            dsn: DsnRequest {
+                notify: Some(DsnRequest::SUCCESS | DsnRequest::DELAY),
+                orcpt: Some((OrcptType::Rfc822, "b+ob=x@b.test".into())),
+                ret: Some(DsnRet::Hdrs),
+                envid: Some("Q 1+2=3".into()),
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            Request::MailFrom(&from, &ext).line(),
+            "MAIL FROM:<a@a.test> RET=HDRS ENVID=Q+201+2B2+3D3\r\n"
+        );
+        assert_eq!(
+            Request::RcptTo(&to, &ext.dsn).line(),
+            "RCPT TO:<bob@b.test> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;b+2Bob+3Dx@b.test\r\n"
+        );
+        let utf8 = DsnRequest {
+            notify: Some(DsnRequest::NEVER),
+            orcpt: Some((OrcptType::Utf8, "j\\x{F6}rg@b.test".into())),
+            ..Default::default()
+        };
+        assert_eq!(
+            Request::RcptTo(&to, &utf8).line(),
+            "RCPT TO:<bob@b.test> NOTIFY=NEVER ORCPT=utf-8;j\\x{F6}rg@b.test\r\n"
+        );
+        // Values no open would accept (the fields are public) still cannot break the line.
+        let hostile = Extensions {
+            dsn: DsnRequest {
+                notify: Some(DsnRequest::NEVER | DsnRequest::FAILURE),
+                orcpt: Some((OrcptType::Rfc822, "x\r\nDATA".into())),
+                ret: None,
+                envid: Some("e\r\nRSET".into()),
+            },
+            ..Default::default()
+        };
+        let lines = [
+            Request::MailFrom(&from, &hostile).line(),
+            Request::RcptTo(&to, &hostile.dsn).line(),
+        ];
+        assert_eq!(
+            lines,
+            [
+                "MAIL FROM:<a@a.test> ENVID=e+0D+0ARSET\r\n",
+                "RCPT TO:<bob@b.test> ORCPT=rfc822;x+0D+0ADATA\r\n",
+            ]
+        );
     }
 
     #[test]

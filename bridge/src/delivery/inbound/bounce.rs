@@ -5,13 +5,15 @@
 
 use std::time::{Duration, SystemTime};
 
-use toxmail_protocol::Letter;
+use toxmail_protocol::{Letter, MessageId};
 
 use super::InboundContext;
 use crate::address::ReversePath;
 use crate::delivery::backoff;
 use crate::delivery::dsn::{self, Action, DsnError, RecipientStatus, Report};
+use crate::delivery::returned::Returned;
 use crate::delivery::smtp_client::SmtpError;
+use crate::dsn_request::CopyDsn;
 use crate::store::InboundRow;
 
 /// What the injector does after a failed hand-over.
@@ -72,7 +74,7 @@ fn enhanced_status(text: &str) -> Option<(u8, u16, u16)> {
 }
 
 /// Sends the "failed" DSN for `row` to the letter's envelope sender; Ok when it is sent or none
-/// is owed (null or mailer-daemon sender).
+/// is owed (see [`report`]).
 pub async fn bounce(
     ctx: &InboundContext,
     row: &InboundRow,
@@ -82,33 +84,70 @@ pub async fn bounce(
     status: (u8, u16, u16),
     diagnostic: String,
 ) -> Result<(), DsnError> {
-    let Some(to) = sender.address() else {
-        return Ok(());
+    let failed = Failed {
+        status,
+        diagnostic,
+        recipient,
+        sender,
     };
-    if !dsn::should_notify(to.as_str()) {
-        return Ok(());
+    match report(&ctx.hostname, row.message_id, row.received, letter, failed) {
+        Some(report) => dsn::send(&ctx.notice_hop, &ctx.hostname, &report).await,
+        None => Ok(()),
     }
-    let report = Report {
-        reporting_mta: format!("dns; {}", ctx.hostname),
+}
+
+/// What failed, for [`report`].
+pub struct Failed<'a> {
+    pub status: (u8, u16, u16),
+    pub diagnostic: String,
+    pub recipient: &'a str,
+    pub sender: &'a ReversePath,
+}
+
+/// The "failed" report this site owes for `letter`, or `None` when none is owed: a null or
+/// mailer-daemon sender, or a sealed NOTIFY that is NEVER or lacks FAILURE. The sealed ORCPT and
+/// ENVID become Original-Recipient and Original-Envelope-Id, and a sealed RET=FULL returns a
+/// small message whole (the headers otherwise).
+pub fn report(
+    hostname: &str,
+    message_id: MessageId,
+    received: SystemTime,
+    letter: &Letter,
+    failed: Failed<'_>,
+) -> Option<Report> {
+    let to = failed.sender.address()?;
+    if !dsn::should_notify(to.as_str()) {
+        return None;
+    }
+    let request = CopyDsn::from_sealed(&letter.metadata.extensions.dsn);
+    if !request.notify().failure() {
+        return None;
+    }
+    let (original_headers, original_message) =
+        match Returned::choose(&letter.message, request.mail.ret) {
+            Returned::Full(message) => (None, Some(message)),
+            Returned::Headers(headers) => (Some(headers), None),
+        };
+    Some(Report {
+        reporting_mta: format!("dns; {hostname}"),
         original_sender: to.to_string(),
         original_message_id: None,
         original_subject: None,
-        envelope_id: None,
-        original_queue_id: Some(row.message_id.to_string()),
-        arrival: Some(row.received),
+        envelope_id: request.mail.envid.as_ref().map(|e| e.as_str().to_string()),
+        original_queue_id: Some(message_id.to_string()),
+        arrival: Some(received),
         recipients: vec![RecipientStatus {
-            final_recipient: recipient.to_string(),
+            final_recipient: failed.recipient.to_string(),
             action: Action::Failed,
-            status,
-            diagnostic,
-            original_recipient: None,
+            status: failed.status,
+            diagnostic: failed.diagnostic,
+            original_recipient: request.rcpt.orcpt.as_ref().map(|o| o.field_value()),
             last_attempt: Some(SystemTime::now()),
             will_retry_until: None,
         }],
-        original_headers: Some(letter.message.clone()),
-        original_message: None,
-    };
-    dsn::send(&ctx.notice_hop, &ctx.hostname, &report).await
+        original_headers,
+        original_message,
+    })
 }
 
 #[cfg(test)]
@@ -166,6 +205,87 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn letter(dsn: toxmail_protocol::DsnRequest) -> Letter {
+        let mut letter = Letter {
+            message_id: MessageId([7; 32]),
+            metadata: toxmail_protocol::Metadata {
+                envelope_sender: "alice@a.test".into(),
+                recipient: "bob@b.test".into(),
+                queue_id: String::new(),
+                created: 0,
+                expires: 0,
+                extensions: Default::default(),
+            },
+            message: b"Subject: hi\r\n\r\nbody\r\n".to_vec(),
+        };
+        letter.metadata.extensions.dsn = dsn;
+        letter
+    }
+
+    fn failed_report(dsn: toxmail_protocol::DsnRequest) -> Option<Report> {
+        let sender = ReversePath::parse("alice@a.test").unwrap();
+        let failed = Failed {
+            status: (5, 1, 1),
+            diagnostic: "no such user".into(),
+            recipient: "bob@b.test",
+            sender: &sender,
+        };
+        let letter = letter(dsn);
+        report(
+            "mx.b.test",
+            letter.message_id,
+            SystemTime::now(),
+            &letter,
+            failed,
+        )
+    }
+
+    /// The sealed DSN request decides whether the receiving site reports a failure after its
+    /// ack, and what the report says (RFC 3461 §5.2, §6).
+    #[test]
+    fn the_sealed_dsn_request_shapes_the_failure_report() {
+        use toxmail_protocol::{DsnRequest, DsnRet, OrcptType};
+        let plain = failed_report(DsnRequest::default()).expect("no NOTIFY: failures reported");
+        assert_eq!(plain.envelope_id, None);
+        assert_eq!(plain.recipients[0].original_recipient, None);
+        assert!(plain.original_headers.is_some() && plain.original_message.is_none());
+        for notify in [
+            DsnRequest::NEVER,
+            DsnRequest::SUCCESS,
+            DsnRequest::DELAY,
+            DsnRequest::SUCCESS | DsnRequest::DELAY,
+        ] {
+            let dsn = DsnRequest {
+                notify: Some(notify),
+                ..Default::default()
+            };
+            assert!(failed_report(dsn).is_none(), "NOTIFY bits {notify}");
+        }
+        let asked = failed_report(DsnRequest {
+            notify: Some(DsnRequest::FAILURE),
+            orcpt: Some((OrcptType::Rfc822, "bob@b.test".into())),
+            ret: Some(DsnRet::Full),
+            envid: Some("QQ314159".into()),
+        })
+        .expect("NOTIFY=FAILURE");
+        assert_eq!(asked.envelope_id.as_deref(), Some("QQ314159"));
+        assert_eq!(
+            asked.recipients[0].original_recipient.as_deref(),
+            Some("rfc822; bob@b.test")
+        );
+        assert_eq!(
+            asked.original_message.as_deref(),
+            Some(&b"Subject: hi\r\n\r\nbody\r\n"[..])
+        );
+        let text =
+            String::from_utf8(dsn::build(&asked, SystemTime::now(), "mx.b.test").unwrap()).unwrap();
+        assert!(text.contains("Original-Envelope-Id: QQ314159"), "{text}");
+        assert!(
+            text.contains("Original-Recipient: rfc822; bob@b.test"),
+            "{text}"
+        );
     }
 
     #[test]

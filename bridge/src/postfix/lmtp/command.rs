@@ -164,6 +164,7 @@ fn mail_extensions(from: &MailFrom<std::borrow::Cow<'_, str>>) -> Extensions {
         } else {
             BodyType::SevenBit
         },
+        ..Default::default()
     }
 }
 
@@ -307,6 +308,7 @@ mod tests {
         let eight = Extensions {
             smtputf8: false,
             body: BodyType::EightBitMime,
+            ..Default::default()
         };
         assert_eq!(
             got,
@@ -335,6 +337,7 @@ mod tests {
         let want = Extensions {
             smtputf8: true,
             body: BodyType::EightBitMime,
+            ..Default::default()
         };
         assert_eq!(
             got,
