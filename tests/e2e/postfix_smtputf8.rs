@@ -46,8 +46,13 @@ async fn sendmail_with_a_utf8_subject_to_a_utf8_local_part_arrives_byte_exact_an
          MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\
          Content-Transfer-Encoding: 8bit\n\nHallo Jörg,\n\nschöne Grüße, ½ € — ✓\n\nAlice\n"
     );
-    a.postfix
-        .sendmail("alice@a.test", &["jörg@b.test"], message.as_bytes());
+    // With a DSN request (RFC 3461), which travels sealed with the extended copy.
+    a.postfix.sendmail_with(
+        "alice@a.test",
+        &["-N", "failure,delay", "-V", "QQ314159"],
+        &["jörg@b.test"],
+        message.as_bytes(),
+    );
 
     let arrived = wait_for(Duration::from_secs(120), || {
         b.postfix.maildir_messages("jörg").len() == 1
@@ -75,6 +80,17 @@ async fn sendmail_with_a_utf8_subject_to_a_utf8_local_part_arrives_byte_exact_an
             .any(|l| l.contains(" SMTPUTF8") && l.contains(" BODY=8BITMIME"));
         assert!(declared, "site {site}:\n{log}");
     }
+    // Bridge B passed the sealed DSN request on to Postfix B: ENVID on MAIL, NOTIFY on RCPT.
+    let log = b.postfix.maillog();
+    let mail = log
+        .lines()
+        .filter(|l| l.contains("MAIL FROM:<alice@a.test>"))
+        .any(|l| l.contains(" ENVID=QQ314159"));
+    let rcpt = log
+        .lines()
+        .filter(|l| l.contains("RCPT TO:<"))
+        .any(|l| l.contains(" NOTIFY=FAILURE,DELAY"));
+    assert!(mail && rcpt, "site B:\n{log}\n{}", b.bridge_log());
 }
 
 /// The receiving site's Postfix does not offer SMTPUTF8 (`smtputf8_enable = no`): bridge B

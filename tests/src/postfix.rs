@@ -220,10 +220,23 @@ impl PostfixSite {
     /// Submits `message` with this instance's own sendmail(1) (`-f sender -- recipients`), as
     /// webmail in sendmail mode and PHP's `mail()` do; pickup(8) then queues it.
     pub fn sendmail(&self, sender: &str, recipients: &[&str], message: &[u8]) {
+        self.sendmail_with(sender, &[], recipients, message);
+    }
+
+    /// [`PostfixSite::sendmail`] with more options before the recipients (`-N failure`, `-V id`).
+    pub fn sendmail_with(
+        &self,
+        sender: &str,
+        options: &[&str],
+        recipients: &[&str],
+        message: &[u8],
+    ) {
         use std::io::Write as _;
         let mut child = Command::new("/usr/sbin/sendmail")
             .env("MAIL_CONFIG", self.etc())
-            .args(["-f", sender, "--"])
+            .args(["-f", sender])
+            .args(options)
+            .arg("--")
             .args(recipients)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
