@@ -55,6 +55,8 @@ fn recipient(u: &mut Unstructured) -> Result<RecipientStatus> {
         action,
         status: (class, u.int_in_range(0..=1000)?, u.int_in_range(0..=1000)?),
         diagnostic: u.arbitrary()?,
+        // Built by the notifier from a checked ORCPT; here anything, for the structure checks.
+        original_recipient: u.arbitrary()?,
         last_attempt: time(u)?,
         will_retry_until: time(u)?,
     })
@@ -67,10 +69,14 @@ fn report(u: &mut Unstructured) -> Result<Report> {
         reporting_mta: u.arbitrary()?,
         original_sender: address(u)?,
         original_message_id: u.arbitrary()?,
+        original_subject: u.arbitrary()?,
+        envelope_id: u.arbitrary()?,
         original_queue_id: u.arbitrary()?,
         arrival: time(u)?,
         recipients,
         original_headers: u.arbitrary()?,
+        // RET=FULL's message/rfc822 part is not generated: the part count below assumes none.
+        original_message: None,
     })
 }
 
